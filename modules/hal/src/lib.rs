@@ -1,0 +1,110 @@
+//! The contract between a board and the rest of the kernel.
+//!
+//! A board crate (under `platforms/`) implements [`Board`]: console, power-off with
+//! a status, cycle counter, page-table activation, the access probe, and the
+//! page-table format of its architecture. It owns the boot path and the trap entry.
+//! The kernel (the `runtime` module) picks exactly one board per target in one
+//! place (`runtime::board`) and calls it only through this trait.
+//!
+//! The board calls into the kernel through the three functions of [`kernel`]: the
+//! kernel entry after early boot, the page-fault hook, and the fatal-fault report.
+//! They are resolved at link time, so a board cannot forget to deliver a fault and
+//! the kernel cannot forget to handle one: a missing side is a link error.
+//!
+//! Everything here is plain data or a trait, so it builds and is tested on the host.
+#![no_std]
+
+pub mod fault;
+pub mod kernel;
+pub mod mem;
+
+pub use fault::{Access, FaultOutcome, PageFault, RawCause};
+pub use mem::{MemKind, MemRegion};
+
+use memory_addr::{PhysAddr, VirtAddr};
+use page_table_entry::GenericPTE;
+use page_table_multiarch::{PagingHandler, PagingMetaData};
+
+/// How the kernel ends: QEMU's exit status must tell these apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Everything the app checked held.
+    Pass,
+    /// A check failed, a fault was not allowed, or the kernel panicked.
+    Fail,
+}
+
+/// What the board learned while booting, handed to the kernel entry.
+#[derive(Debug, Clone, Copy)]
+pub struct BootInfo {
+    /// The id of the CPU that booted (hart id, APIC id, MPIDR affinity).
+    pub cpu_id: usize,
+    /// Physical address of the flattened device tree, if the firmware passed one.
+    pub fdt: Option<PhysAddr>,
+}
+
+/// A 32-bit value at a physical address that the board knows in advance: what the
+/// `linear` app maps and reads to prove a linear mapping of a physical range.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownWord {
+    /// Physical address of the word (4-byte aligned).
+    pub paddr: PhysAddr,
+    /// The value expected there, as read with the given byte order.
+    pub value: u32,
+    /// Whether the word is stored big-endian (device-tree headers are).
+    pub big_endian: bool,
+    /// Whether the range is device memory (MMIO) rather than RAM.
+    pub device: bool,
+    /// What the word is, for the app's output ("device tree magic", ...).
+    pub what: &'static str,
+}
+
+/// One board: everything the kernel needs from the hardware it runs on.
+///
+/// Implemented by a zero-sized type in each board crate. All functions are
+/// associated functions: there is one board per image.
+pub trait Board {
+    /// The board's name, as in `configs/platforms/<name>.toml`.
+    const NAME: &'static str;
+    /// Page-table geometry and TLB maintenance of this architecture.
+    type PagingMeta: PagingMetaData<VirtAddr = VirtAddr>;
+    /// Page-table entry format of this architecture.
+    type Pte: GenericPTE;
+    /// Frame allocation and the physical-to-virtual window for page tables.
+    type Paging: PagingHandler;
+
+    /// Writes bytes to the console, blocking until they are sent.
+    fn console_write(bytes: &[u8]);
+
+    /// Ends the machine with the given status. QEMU exits with a status that the
+    /// test harness maps back to pass or fail (see `configs/platforms/*.toml`).
+    fn exit(status: ExitStatus) -> !;
+
+    /// A free-running cycle (or constant-rate tick) counter.
+    fn cycles() -> u64;
+
+    /// Ticks of [`Board::cycles`] per second, when the board knows it.
+    fn cycles_per_sec() -> Option<u64>;
+
+    /// Makes `root` the active page table for the kernel and flushes the whole
+    /// local TLB.
+    ///
+    /// # Safety
+    ///
+    /// `root` must be the physical address of a complete page table of this
+    /// architecture that maps the running kernel (text, data, stack and the
+    /// physical-memory window) at the addresses it runs at, and must stay valid for
+    /// as long as it is active.
+    unsafe fn activate_page_table(root: PhysAddr);
+
+    /// Flushes the local TLB entry for one page, or the whole TLB.
+    fn flush_tlb(vaddr: Option<VirtAddr>);
+
+    /// Performs one real access of the given kind at `addr` and reports whether it
+    /// faulted, without ending the kernel. Faults the memory module resolves (a
+    /// lazy page) count as no fault. Write probes store back the byte they read.
+    fn probe(addr: VirtAddr, access: Access) -> bool;
+
+    /// A word at a known physical address (device tree header, device register).
+    fn known_word(boot: &BootInfo) -> KnownWord;
+}
