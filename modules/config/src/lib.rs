@@ -1,0 +1,10 @@
+//! The board's configuration as constants, generated at build time from
+//! `configs/platforms/<board>.toml` (see [`model`] docs, with the `build` feature,
+//! for how the file is chosen and which environment variables override it).
+#![cfg_attr(not(feature = "build"), no_std)]
+
+include!(concat!(env!("OUT_DIR"), "/config.rs"));
+
+/// The parser, for the boards' build scripts.
+#[cfg(feature = "build")]
+pub mod model;

@@ -1,0 +1,2 @@
+//! Address spaces (being written).
+#![no_std]

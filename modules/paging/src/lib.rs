@@ -1,0 +1,2 @@
+//! Page tables (being written).
+#![no_std]
