@@ -1,0 +1,177 @@
+# Tessera: build, boot and test. `make help` lists targets and variables.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+# cargo parallelises inside each step; the steps themselves run in order (test = host, then qemu).
+.NOTPARALLEL:
+
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+PYTHON ?= python3
+QEMU_PY := $(PYTHON) $(ROOT)/scripts/qemu.py
+BOARDS_DIR := $(ROOT)/configs/platforms
+ARCHES := x86_64 riscv64 aarch64
+
+# Which of ARCH / PLATFORM / PLAT_CONFIG the caller gave (command line or environment):
+# `make test` narrows to them; otherwise it runs every app on every board.
+ARCH_SET := $(if $(strip $(ARCH)),1)
+PLATFORM_SET := $(if $(strip $(PLATFORM)),1)
+PLAT_CONFIG_SET := $(if $(strip $(PLAT_CONFIG)),1)
+
+# ---- variables ------------------------------------------------------------------------------
+# ARCH defaults to x86_64, or to riscv64 while the x86_64 board file does not exist yet.
+ifeq ($(strip $(ARCH)),)
+  override ARCH := $(if $(wildcard $(BOARDS_DIR)/x86_64-qemu-q35.toml),x86_64,riscv64)
+endif
+DEFAULT_PLATFORM_x86_64 := x86_64-qemu-q35
+DEFAULT_PLATFORM_riscv64 := riscv64-qemu-virt
+DEFAULT_PLATFORM_aarch64 := aarch64-qemu-virt
+ifeq ($(strip $(PLATFORM)),)
+  override PLATFORM := $(DEFAULT_PLATFORM_$(ARCH))
+endif
+APP ?= mmap
+APPS ?=
+LOG ?= warn
+SMP ?= 1
+MEM ?= 128M
+MODE ?= release
+TIMEOUT ?= 60
+QEMU_ARGS ?=
+
+# The board file: PLAT_CONFIG if given, else configs/platforms/$(PLATFORM).toml. Its `arch`
+# key then sets ARCH, and its `target` key the Rust target.
+BOARD := $(if $(PLAT_CONFIG_SET),$(abspath $(PLAT_CONFIG)),$(BOARDS_DIR)/$(PLATFORM).toml)
+BOARD_INFO := $(if $(wildcard $(BOARD)),$(shell $(QEMU_PY) board '$(BOARD)' arch platform target))
+ifneq ($(BOARD_INFO),)
+  override ARCH := $(word 1,$(BOARD_INFO))
+  override PLATFORM := $(word 2,$(BOARD_INFO))
+  TARGET := $(word 3,$(BOARD_INFO))
+endif
+
+ifeq ($(filter $(ARCH),$(ARCHES)),)
+  $(error ARCH=$(ARCH): must be one of $(ARCHES))
+endif
+ifeq ($(filter $(MODE),debug release),)
+  $(error MODE=$(MODE): must be debug or release)
+endif
+ifeq ($(filter $(LOG),off error warn info debug trace),)
+  $(error LOG=$(LOG): must be one of off error warn info debug trace)
+endif
+
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(ROOT)/target)
+RELEASE_FLAG := $(if $(filter release,$(MODE)),--release)
+ELF := $(TARGET_DIR)/$(TARGET)/$(MODE)/$(APP)
+# What the `config` crate reads when a kernel is built.
+BUILD_ENV := TESSERA_PLAT_CONFIG='$(BOARD)' TESSERA_MEM='$(MEM)' TESSERA_SMP='$(SMP)' TESSERA_LOG='$(LOG)'
+RUN_ARGS := --board '$(BOARD)' --elf '$(ELF)' --mem '$(MEM)' --smp '$(SMP)'
+
+# `make test` narrows to PLAT_CONFIG/PLATFORM, else ARCH, if given; APPS= narrows apps.
+TEST_FILTER := $(if $(PLAT_CONFIG_SET)$(PLATFORM_SET),--plat-config '$(BOARD)',$(if $(ARCH_SET),--arch $(ARCH)))
+TEST_ARGS := $(TEST_FILTER) --apps '$(APPS)' --mode $(MODE) --mem '$(MEM)' --smp '$(SMP)' \
+	--log $(LOG) --timeout $(TIMEOUT)
+
+.PHONY: help deps deps-rust deps-qemu build run debug test test-host test-qemu test-tools \
+	clippy fmt fmt-check doc bench clean distclean board-check
+
+# ---- targets --------------------------------------------------------------------------------
+help:
+	@echo 'Tessera make targets:'
+	@echo '  build       build apps/$$APP for the board (default target)'
+	@echo '  run         deps + build + boot it on QEMU; exit status says pass/FAIL'
+	@echo '  debug       build + boot halted with a gdb stub on :1234; prints the gdb command'
+	@echo '  test        test-host, then test-qemu'
+	@echo '  test-host   cargo test on the host (default workspace members)'
+	@echo '  test-qemu   deps + every app on every board (narrowed by ARCH/PLATFORM/PLAT_CONFIG/APPS)'
+	@echo '  test-tools  self-test of scripts/qemu.py (expected-output matcher, board files)'
+	@echo '  deps        rust targets + components, and QEMU (system or private copy in .tools/)'
+	@echo '  clippy      host clippy, then clippy of runtime, tessera and all apps for each board'
+	@echo '  fmt         cargo fmt --all          fmt-check  the same with --check'
+	@echo '  doc         cargo doc (host crates; the tessera API for the board if it exists)'
+	@echo '  bench       cargo bench -p paging (host)'
+	@echo '  clean       cargo clean              distclean  also remove .tools/'
+	@echo
+	@echo 'Variables (current value):'
+	@echo '  ARCH=$(ARCH)        x86_64 | riscv64 | aarch64 (set by the board file when one is found)'
+	@echo '  PLATFORM=$(PLATFORM)  board name: configs/platforms/<name>.toml'
+	@echo '  PLAT_CONFIG=$(PLAT_CONFIG)  any board TOML; overrides PLATFORM'
+	@echo '  APP=$(APP)          app to build/run: apps/<APP>'
+	@echo '  APPS=$(APPS)        apps for test-qemu (default: all)'
+	@echo '  MODE=$(MODE)    debug | release'
+	@echo '  LOG=$(LOG)          off | error | warn | info | debug | trace'
+	@echo '  SMP=$(SMP)  MEM=$(MEM)  TIMEOUT=$(TIMEOUT) (seconds per QEMU test run)'
+	@echo '  QEMU_ARGS=$(QEMU_ARGS)   extra QEMU arguments for run/debug'
+	@echo 'Board file: $(BOARD)$(if $(wildcard $(BOARD)),, (missing))'
+
+deps:
+	@$(ROOT)/scripts/deps.sh all
+
+deps-rust:
+	@$(ROOT)/scripts/deps.sh rust
+
+deps-qemu:
+	@$(ROOT)/scripts/deps.sh qemu
+
+board-check:
+	@test -f '$(BOARD)' || { echo "error: no board file $(BOARD) (PLATFORM=$(PLATFORM); have: $(notdir $(wildcard $(BOARDS_DIR)/*.toml)))" >&2; exit 1; }
+	@test -n '$(TARGET)' || { echo "error: cannot read $(BOARD)" >&2; exit 1; }
+	@test -f '$(ROOT)/apps/$(APP)/Cargo.toml' || { echo "error: no app apps/$(APP) (APP=$(APP))" >&2; exit 1; }
+
+build: deps-rust board-check
+	$(BUILD_ENV) cargo build -p $(APP) --target $(TARGET) $(RELEASE_FLAG)
+	@echo "kernel image: $(ELF)"
+
+run: deps-qemu build
+	@$(QEMU_PY) run $(RUN_ARGS) -- $(QEMU_ARGS)
+
+debug: deps-qemu build
+	@$(QEMU_PY) run --debug $(RUN_ARGS) -- $(QEMU_ARGS)
+
+test: test-host test-qemu
+
+test-host: deps-rust
+	cargo test
+
+test-qemu: deps-rust deps-qemu test-tools
+	@$(QEMU_PY) test $(TEST_ARGS)
+
+test-tools:
+	@out="$$($(QEMU_PY) selftest 2>&1)" || { echo "$$out" >&2; echo "test-tools: scripts/qemu.py selftest FAILED" >&2; exit 1; }; \
+	echo "test-tools: scripts/qemu.py selftest: $$(echo "$$out" | grep -E '^Ran ') OK"
+
+clippy: deps-rust
+	cargo clippy --all-targets -- -D warnings
+	@apps="$$($(QEMU_PY) apps)"; \
+	boards="$$($(QEMU_PY) boards $(if $(ARCH_SET),--arch $(ARCH)))"; \
+	for b in $$boards; do \
+		t="$$($(QEMU_PY) board "$$b" target)"; \
+		pkgs="-p runtime -p tessera"; for a in $$apps; do pkgs="$$pkgs -p $$a"; done; \
+		echo "TESSERA_PLAT_CONFIG=$$b cargo clippy --target $$t $$pkgs -- -D warnings"; \
+		TESSERA_PLAT_CONFIG="$$b" TESSERA_MEM='$(MEM)' TESSERA_SMP='$(SMP)' TESSERA_LOG='$(LOG)' \
+			cargo clippy --target "$$t" $$pkgs -- -D warnings; \
+	done
+
+fmt: deps-rust
+	cargo fmt --all
+
+fmt-check: deps-rust
+	cargo fmt --all -- --check
+
+doc: deps-rust
+	cargo doc --no-deps
+	@if [ -f '$(ROOT)/modules/api/Cargo.toml' ] && [ -n '$(TARGET)' ]; then \
+		echo "$(BUILD_ENV) cargo doc --no-deps -p tessera --target $(TARGET)"; \
+		$(BUILD_ENV) cargo doc --no-deps -p tessera --target $(TARGET); \
+	fi
+
+bench: deps-rust
+	@if [ -d '$(ROOT)/modules/paging/benches' ]; then \
+		echo "cargo bench -p paging"; cargo bench -p paging; \
+	else \
+		echo "bench: modules/paging/benches does not exist yet: nothing to run" >&2; exit 1; \
+	fi
+
+clean:
+	cargo clean
+
+distclean: clean
+	rm -rf '$(ROOT)/.tools'
