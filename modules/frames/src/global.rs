@@ -28,3 +28,39 @@ pub fn free(paddr: usize, count: usize) -> Result<(), FreeError> {
 pub fn stats() -> FrameStats {
     GLOBAL.lock().stats()
 }
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use memory_addr::{PhysAddr, VirtAddr};
+use page_table_multiarch::PagingHandler;
+
+/// virtual = physical + this, for every frame (set once at boot).
+static PHYS_VIRT_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the offset of the kernel's physical-memory window. Called once by the
+/// runtime before any page table is built.
+pub fn set_phys_virt_offset(offset: usize) {
+    PHYS_VIRT_OFFSET.store(offset, Ordering::Relaxed);
+}
+
+/// The kernel's `PagingHandler`: frames from the global allocator, reached through
+/// the physical-memory window. Boards name it as their `Board::Paging`.
+pub struct GlobalPaging;
+
+impl PagingHandler for GlobalPaging {
+    fn alloc_frames(num: usize, align: usize) -> Option<PhysAddr> {
+        alloc(num, align).ok().map(PhysAddr::from)
+    }
+
+    fn dealloc_frames(paddr: PhysAddr, num: usize) {
+        if let Err(e) = free(paddr.as_usize(), num) {
+            // A bad free is a kernel bug, never the result of app input: stop
+            // before the allocator's view of memory and the page tables diverge.
+            panic!("frame free of {paddr:#x} x{num}: {e}");
+        }
+    }
+
+    fn phys_to_virt(paddr: PhysAddr) -> VirtAddr {
+        VirtAddr::from(paddr.as_usize().wrapping_add(PHYS_VIRT_OFFSET.load(Ordering::Relaxed)))
+    }
+}

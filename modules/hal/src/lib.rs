@@ -100,10 +100,15 @@ pub trait Board {
     /// Flushes the local TLB entry for one page, or the whole TLB.
     fn flush_tlb(vaddr: Option<VirtAddr>);
 
-    /// Performs one real access of the given kind at `addr` and reports whether it
-    /// faulted, without ending the kernel. Faults the memory module resolves (a
-    /// lazy page) count as no fault. Write probes store back the byte they read.
-    fn probe(addr: VirtAddr, access: Access) -> bool;
+    /// Performs one real byte load at `addr` and reports whether it faulted,
+    /// without ending the kernel (an exception-table fixup in the trap handler).
+    /// A fault the memory module resolves (a lazy page) counts as no fault.
+    fn probe_read(addr: VirtAddr) -> bool;
+
+    /// Like [`Board::probe_read`], for a store: loads the byte at `addr` and stores
+    /// it back, so a successful probe leaves memory unchanged. A page that cannot
+    /// be read reports a fault too.
+    fn probe_write(addr: VirtAddr) -> bool;
 
     /// A word at a known physical address (device tree header, device register).
     fn known_word(boot: &BootInfo) -> KnownWord;

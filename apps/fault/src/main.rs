@@ -1,0 +1,28 @@
+//! Writes to an unmapped address on purpose: the kernel must report the fault
+//! (address and access) and end QEMU with a failing status.
+#![no_std]
+#![no_main]
+
+use tessera::mm::{self, PAGE_SIZE};
+use tessera::{AppResult, boot, println};
+
+tessera::main!(main);
+
+fn main() -> AppResult {
+    // A page in the middle of the app window that nothing maps.
+    let window = mm::areas().iter().map(|a| a.end.as_usize()).max().unwrap_or(0);
+    let target = unmapped_target();
+    println!("fault: writing to unmapped {target:#x} on {} (areas end at {window:#x})", boot::board_name());
+    // SAFETY: deliberately invalid: this write must fault, and the kernel must end
+    // the machine with a report instead of returning here.
+    unsafe { (target as *mut u64).write_volatile(0xdead) };
+    Err(tessera::format!("the write to {target:#x} did not fault"))
+}
+
+fn unmapped_target() -> usize {
+    // Map and unmap a page: its address is in the window and now unmapped.
+    let va = mm::mmap(None, PAGE_SIZE, mm::Prot::READ | mm::Prot::WRITE, mm::MmapFlags::empty())
+        .expect("mmap of one page");
+    mm::munmap(va, PAGE_SIZE).expect("munmap of that page");
+    va + 0x18
+}

@@ -1,0 +1,43 @@
+//! Boots, prints the physical memory map and the kernel's areas.
+#![no_std]
+#![no_main]
+
+use tessera::boot::{self, MemKind};
+use tessera::{check, mm, println};
+
+tessera::main!(main);
+
+fn main() -> tessera::AppResult {
+    println!("hello from {} ({})", boot::board_name(), boot::arch());
+    println!("physical memory map:");
+    let map = boot::memory_map();
+    for r in map {
+        println!(
+            "  [{:#012x}, {:#012x}) {:>8} KiB  {:?} {}",
+            r.paddr.as_usize(),
+            r.paddr.as_usize() + r.size,
+            r.size >> 10,
+            r.kind,
+            r.name
+        );
+    }
+    for kind in [MemKind::Text, MemKind::Rodata, MemKind::Data, MemKind::Free] {
+        check!(map.iter().any(|r| r.kind == kind), "no {kind:?} region in the memory map");
+    }
+    println!("kernel areas:");
+    let areas = mm::areas();
+    for a in &areas {
+        println!("  {a}");
+    }
+    check!(!areas.is_empty(), "the kernel address space has no areas");
+    check!(
+        areas.iter().all(|a| a.start.as_usize() != 0),
+        "an area starts at the NULL page"
+    );
+    let s = mm::stats();
+    println!(
+        "frames: {} total, {} in use, {} page-table frames",
+        s.frames_total, s.frames_used, s.page_table_frames
+    );
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! What the board reported at boot.
+
+use hal::Board;
+pub use hal::{BootInfo, KnownWord, MemKind, MemRegion};
+
+use runtime::board::Current;
+
+/// The board's name.
+pub fn board_name() -> &'static str {
+    Current::NAME
+}
+
+/// The architecture.
+pub fn arch() -> &'static str {
+    config::ARCH
+}
+
+/// The physical memory map.
+pub fn memory_map() -> &'static [MemRegion] {
+    runtime::entry::memory_map()
+}
+
+/// Boot information (CPU id, device tree).
+pub fn boot_info() -> &'static BootInfo {
+    runtime::boot_info()
+}
+
+/// A word at a known physical address on this board.
+pub fn known_word() -> KnownWord {
+    Current::known_word(runtime::boot_info())
+}

@@ -1,0 +1,91 @@
+//! Memory calls: mmap, munmap, mprotect, physical mappings, translation,
+//! statistics, the area dump, and access probes.
+//!
+//! Addresses are plain `usize` virtual addresses. App mappings live in the board's
+//! mapping window (`[mmap]` in its config); calls outside it return
+//! `InvalidInput`. See the `mm` module's docs for every error each call returns.
+
+use alloc::vec::Vec;
+
+use hal::Board;
+pub use mm::{AreaInfo, AreaKind, MmapFlags, Prot, Translation};
+use runtime::board::Current;
+
+use crate::AxResult;
+
+/// Page size.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Maps `len` bytes (rounded up to pages). `addr` is a hint unless `flags` has
+/// `FIXED` (replace what is there) or `FIXED_NOREPLACE`; `POPULATE` maps frames
+/// now, otherwise pages are mapped on first access.
+pub fn mmap(addr: Option<usize>, len: usize, prot: Prot, flags: MmapFlags) -> AxResult<usize> {
+    runtime::space::with(|s| s.mmap(addr.map(Into::into), len, prot, flags)).map(|va| va.as_usize())
+}
+
+/// Unmaps every page of `[addr, addr + len)`; holes are not an error.
+pub fn munmap(addr: usize, len: usize) -> AxResult {
+    runtime::space::with(|s| s.munmap(addr.into(), len))
+}
+
+/// Changes the protection of `[addr, addr + len)`; every page must be mapped.
+pub fn mprotect(addr: usize, len: usize, prot: Prot) -> AxResult {
+    runtime::space::with(|s| s.mprotect(addr.into(), len, prot))
+}
+
+/// Maps the physical range `[paddr, paddr + len)` linearly (as device memory if
+/// `device`) and returns its virtual address.
+pub fn map_phys(paddr: usize, len: usize, prot: Prot, device: bool) -> AxResult<usize> {
+    runtime::space::with(|s| s.map_phys(paddr.into(), len, prot, device)).map(|va| va.as_usize())
+}
+
+/// The physical address, flags and page size behind `va`.
+pub fn translate(va: usize) -> AxResult<Translation> {
+    runtime::space::with(|s| s.translate(va.into()))
+}
+
+/// Memory counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames of RAM the allocator manages.
+    pub frames_total: usize,
+    /// Frames handed out (data, page tables, heap growth).
+    pub frames_used: usize,
+    /// Frames owned by anonymous areas (mapped or parked).
+    pub data_frames: usize,
+    /// Frames holding page tables.
+    pub page_table_frames: usize,
+    /// Page faults that mapped a page.
+    pub faults_handled: usize,
+    /// Faults on pages already mapped (stale TLB entries).
+    pub spurious_faults: usize,
+}
+
+/// Current memory counters.
+pub fn stats() -> Stats {
+    let f = frames::global::stats();
+    let m = runtime::space::with(|s| s.stats());
+    Stats {
+        frames_total: f.total,
+        frames_used: f.used,
+        data_frames: m.data_frames,
+        page_table_frames: m.page_table_frames,
+        faults_handled: m.faults_handled,
+        spurious_faults: m.spurious_faults,
+    }
+}
+
+/// The areas of the address space, in address order.
+pub fn areas() -> Vec<AreaInfo> {
+    runtime::space::describe_areas()
+}
+
+/// Whether a one-byte read at `va` faults (a lazy page is faulted in: no fault).
+pub fn read_faults(va: usize) -> bool {
+    Current::probe_read(va.into())
+}
+
+/// Whether a one-byte write at `va` faults (the byte is stored back unchanged).
+pub fn write_faults(va: usize) -> bool {
+    Current::probe_write(va.into())
+}

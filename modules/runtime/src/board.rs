@@ -1,0 +1,19 @@
+//! The one place a board is chosen: one board crate per target architecture.
+//! Everything else names `board::Current` and calls it through `hal::Board`.
+
+#[cfg(target_arch = "riscv64")]
+pub use riscv64_qemu_virt::RiscvVirt as Current;
+
+/// The kernel's page table type on this board.
+pub type PageTable = page_table_multiarch::PageTable64<
+    <Current as hal::Board>::PagingMeta,
+    <Current as hal::Board>::Pte,
+    <Current as hal::Board>::Paging,
+>;
+
+/// The kernel's address space type on this board.
+pub type AddrSpace = mm::AddrSpace<
+    <Current as hal::Board>::PagingMeta,
+    <Current as hal::Board>::Pte,
+    <Current as hal::Board>::Paging,
+>;

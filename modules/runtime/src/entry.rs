@@ -1,0 +1,81 @@
+//! The kernel entry, the app's entry and the panic handler.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use hal::{Board, BootInfo, ExitStatus, MemKind, MemRegion};
+use spin::Once;
+
+use crate::board::Current;
+use crate::{println, println_unlocked};
+
+/// What an app's `main` returns: `Err` carries the reason a check failed.
+pub type AppResult = Result<(), String>;
+
+static BOOT: Once<BootInfo> = Once::new();
+static MEMORY_MAP: Once<Vec<MemRegion>> = Once::new();
+
+unsafe extern "Rust" {
+    /// Defined by the app through `tessera::main!`.
+    fn __tessera_app_main() -> ExitStatus;
+}
+
+/// What the board reported at boot.
+pub fn boot_info() -> &'static BootInfo {
+    BOOT.get().expect("boot info is set before the app runs")
+}
+
+/// The physical memory map built at boot.
+pub fn memory_map() -> &'static [MemRegion] {
+    MEMORY_MAP.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
+#[unsafe(no_mangle)]
+fn __tessera_kernel_main(boot: &BootInfo) -> ! {
+    crate::heap::init();
+    crate::console::init_logger();
+    BOOT.call_once(|| *boot);
+    frames::global::set_phys_virt_offset(config::PHYS_VIRT_OFFSET);
+
+    let map = MEMORY_MAP.call_once(|| crate::memmap::build(boot));
+    let mut allocator = frames::FrameAllocator::new(config::PHYS_MEMORY_BASE, config::PHYS_MEMORY_SIZE);
+    for r in map.iter().filter(|r| r.kind == MemKind::Free) {
+        allocator.add_free(r.paddr.as_usize(), r.size);
+    }
+    frames::global::init(allocator);
+
+    if let Err(e) = crate::space::init(map) {
+        println!("kernel address space: {e:?}");
+        Current::exit(ExitStatus::Fail);
+    }
+    log::info!(
+        "{} ({}), {} MiB RAM, {} frames free",
+        Current::NAME,
+        config::ARCH,
+        config::PHYS_MEMORY_SIZE >> 20,
+        frames::global::stats().free()
+    );
+    // SAFETY: defined by the app crate through `tessera::main!` with this signature.
+    let status = unsafe { __tessera_app_main() };
+    Current::exit(status)
+}
+
+/// Runs an app's main and prints its verdict: `<app>: ok` or `<app>: FAILED: <why>`.
+pub fn run_app(name: &str, main: fn() -> AppResult) -> ExitStatus {
+    match main() {
+        Ok(()) => {
+            println!("{name}: ok");
+            ExitStatus::Pass
+        }
+        Err(why) => {
+            println!("{name}: FAILED: {why}");
+            ExitStatus::Fail
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println_unlocked!("\nkernel panic: {info}");
+    Current::exit(ExitStatus::Fail)
+}

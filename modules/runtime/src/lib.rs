@@ -1,0 +1,24 @@
+//! Boot glue between a board and an app.
+//!
+//! Order at boot (`entry::kernel_main`, called by the board through
+//! `hal::kernel::kernel_main`): console logger -> heap -> physical memory map ->
+//! frame allocator -> kernel address space (built from the map, then activated
+//! with a full TLB flush) -> the app's `main` -> exit status.
+//!
+//! Where things go:
+//! - [`board`]: the one place the board is chosen for the target;
+//! - [`space`]: the kernel address space and the page-fault hooks the board calls;
+//! - [`memmap`]: the physical memory map from the config and the linker symbols;
+//! - [`heap`], [`console`]: the kernel heap and `print!`/`log`.
+#![no_std]
+
+extern crate alloc;
+
+pub mod board;
+pub mod console;
+pub mod entry;
+pub mod heap;
+pub mod memmap;
+pub mod space;
+
+pub use entry::{AppResult, boot_info};

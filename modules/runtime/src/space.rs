@@ -1,0 +1,97 @@
+//! The kernel address space and the page-fault hooks the board calls.
+//!
+//! A page fault goes: board trap entry -> `hal::kernel::page_fault` ->
+//! [`__tessera_page_fault`] here -> `mm::AddrSpace::handle_page_fault`. A denied
+//! fault that is not a probe comes back to [`__tessera_fatal_page_fault`], which
+//! prints the report (address, access, the area or "no area", the reason) and ends
+//! the machine with a failing status.
+//!
+//! Locking: one spin lock around the address space. The fault path only
+//! `try_lock`s it: a fault taken while the lock is held (a bug in kernel code) is
+//! reported as such instead of deadlocking.
+
+use alloc::vec::Vec;
+
+use hal::{Board, ExitStatus, FaultOutcome, MemRegion, PageFault};
+use spin::Mutex;
+
+use crate::board::{AddrSpace, Current};
+use crate::println_unlocked;
+
+static SPACE: Mutex<Option<AddrSpace>> = Mutex::new(None);
+/// Why the last fault was denied, for the report.
+static LAST_DENIAL: Mutex<Option<Denial>> = Mutex::new(None);
+
+#[derive(Clone, Copy)]
+enum Denial {
+    NoSpace,
+    Busy,
+    Fault(mm::FaultError),
+}
+
+/// Builds the kernel address space from the memory map and activates it.
+pub fn init(regions: &[MemRegion]) -> Result<(), axerrno::AxError> {
+    let mut space = AddrSpace::new(config::MMAP_BASE.into(), config::MMAP_SIZE)?;
+    space.map_kernel(regions, config::PHYS_VIRT_OFFSET)?;
+    let root = space.page_table_root();
+    // SAFETY: `map_kernel` mapped the kernel image (text, rodata, data, bss and the
+    // boot stack), all RAM and the devices at `physical + PHYS_VIRT_OFFSET`, which
+    // is where the kernel runs; the table lives as long as `SPACE` holds it.
+    unsafe { Current::activate_page_table(root) };
+    *SPACE.lock() = Some(space);
+    Ok(())
+}
+
+/// Runs `f` on the kernel address space.
+///
+/// # Panics
+///
+/// If called before [`init`] (the runtime calls `init` before the app runs).
+pub fn with<R>(f: impl FnOnce(&mut AddrSpace) -> R) -> R {
+    let mut guard = SPACE.lock();
+    f(guard.as_mut().expect("the kernel address space is not built yet"))
+}
+
+#[unsafe(no_mangle)]
+fn __tessera_page_fault(fault: &PageFault) -> FaultOutcome {
+    let denial = match SPACE.try_lock() {
+        None => Denial::Busy,
+        Some(mut guard) => match guard.as_mut() {
+            None => Denial::NoSpace,
+            Some(space) => match space.handle_page_fault(fault.addr.into(), fault.access) {
+                Ok(()) => return FaultOutcome::Resolved,
+                Err(e) => Denial::Fault(e),
+            },
+        },
+    };
+    *LAST_DENIAL.lock() = Some(denial);
+    FaultOutcome::Denied
+}
+
+#[unsafe(no_mangle)]
+fn __tessera_fatal_page_fault(fault: &PageFault) -> ! {
+    println_unlocked!(
+        "\npage fault: {} at {:#x} (pc {:#x}, {} {:#x}: {})",
+        fault.access,
+        fault.addr,
+        fault.pc,
+        fault.cause.register,
+        fault.cause.value,
+        fault.cause.detail
+    );
+    match LAST_DENIAL.try_lock().and_then(|d| *d) {
+        Some(Denial::Fault(e)) => println_unlocked!("  {e}"),
+        Some(Denial::Busy) => {
+            println_unlocked!("  the fault was taken while the address space was locked")
+        }
+        Some(Denial::NoSpace) | None => {
+            println_unlocked!("  no address space yet (early boot): no area")
+        }
+    }
+    Current::exit(ExitStatus::Fail)
+}
+
+/// The memory map, for the `hello` app and the boot log.
+pub fn describe_areas() -> Vec<mm::AreaInfo> {
+    with(|s| s.areas().collect())
+}

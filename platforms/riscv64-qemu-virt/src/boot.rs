@@ -1,0 +1,90 @@
+//! Boot: from OpenSBI's jump to the kernel entry.
+//!
+//! OpenSBI enters `_start` at the load address with the MMU off, `a0` = hart id and
+//! `a1` = device tree. `_start` sets the boot stack (physical), turns on Sv39 with
+//! [`BOOT_PAGE_TABLE`], moves `sp` to the high half and jumps to [`rust_entry`] at
+//! its high-half address. The identity half of the boot table exists only for the
+//! few instructions between `satp` and the jump; the kernel address space built by
+//! the runtime replaces the whole table.
+
+use core::arch::global_asm;
+
+use hal::BootInfo;
+
+/// Leaf flags of the boot table: V R W X G A D.
+const BOOT_LEAF: u64 = 0b1110_1111;
+/// One Sv39 root with 1 GiB leaves.
+#[repr(C, align(4096))]
+struct Table([u64; 512]);
+
+const fn boot_table() -> Table {
+    let mut t = [0u64; 512];
+    let high = (config::PHYS_VIRT_OFFSET >> 30) & 511;
+    let mut gib = 0;
+    while gib < 4 {
+        let pte = (((gib as u64) << 30) >> 12 << 10) | BOOT_LEAF;
+        t[gib] = pte;
+        t[high + gib] = pte;
+        gib += 1;
+    }
+    Table(t)
+}
+
+/// The boot page table: the first 4 GiB of physical memory at 0 and at the
+/// high-half offset.
+#[unsafe(link_section = ".data.boot_page_table")]
+static BOOT_PAGE_TABLE: Table = boot_table();
+
+global_asm!(
+    ".section .text.boot, \"ax\"",
+    ".global _start",
+    "_start:",
+    // Running at the physical load address: `la` is pc-relative, so it yields
+    // physical addresses here.
+    "   la      sp, _estack",
+    "   mv      s0, a0",
+    "   mv      s1, a1",
+    // Enable the FPU state (the riscv64gc ABI may use FP registers).
+    "   li      t0, 1 << 13",
+    "   csrs    sstatus, t0",
+    "   la      t0, {table}",
+    "   srli    t0, t0, 12",
+    "   li      t1, 8 << 60",
+    "   or      t0, t0, t1",
+    "   csrw    satp, t0",
+    "   sfence.vma",
+    // Now in the high half as well: move sp and jump.
+    "   li      t0, {offset}",
+    "   add     sp, sp, t0",
+    "   la      t1, {entry}",
+    "   add     t1, t1, t0",
+    "   mv      a0, s0",
+    "   mv      a1, s1",
+    "   jr      t1",
+    offset = const config::PHYS_VIRT_OFFSET,
+    table = sym BOOT_PAGE_TABLE,
+    entry = sym rust_entry,
+);
+
+unsafe extern "C" {
+    static mut _sbss: u8;
+    static mut _ebss: u8;
+}
+
+/// First Rust code, in the high half, on the boot stack.
+extern "C" fn rust_entry(hart_id: usize, fdt: usize) -> ! {
+    // SAFETY: nothing has used .bss yet (statics there are only touched from here
+    // on); the linker script bounds it by `_sbss`/`_ebss` and keeps the boot stack
+    // outside that range.
+    unsafe {
+        let start = &raw mut _sbss;
+        let end = &raw mut _ebss;
+        core::ptr::write_bytes(start, 0, end as usize - start as usize);
+    }
+    crate::trap::init();
+    let boot = BootInfo {
+        cpu_id: hart_id,
+        fdt: (fdt != 0).then(|| fdt.into()),
+    };
+    hal::kernel::kernel_main(&boot)
+}

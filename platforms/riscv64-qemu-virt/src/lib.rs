@@ -1,0 +1,98 @@
+//! Board: QEMU `virt`, riscv64, Sv39, entered in S-mode by OpenSBI.
+//!
+//! - [`boot`]: `_start` at the load address (MMU off), the boot page table (the
+//!   first 4 GiB both identity-mapped and at the high-half offset, 1 GiB leaves),
+//!   the jump to the high half, then `hal::kernel::kernel_main`.
+//! - [`trap`]: the trap vector; page faults (scause 12/13/15) are decoded into
+//!   `hal::PageFault` and handed to the kernel; anything else is reported and ends
+//!   the machine with a failing status.
+//! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
+//! - console: legacy SBI putchar; exit: the `sifive_test` device (status 0 for
+//!   pass, 1 for fail; SBI shutdown cannot carry a status).
+#![no_std]
+
+pub mod boot;
+pub mod probe;
+pub mod trap;
+
+use hal::{Board, BootInfo, ExitStatus, KnownWord};
+use memory_addr::{PhysAddr, VirtAddr};
+use page_table_entry::riscv::Rv64PTE;
+use page_table_multiarch::riscv::Sv39MetaData;
+
+/// The board.
+pub struct RiscvVirt;
+
+/// Physical address of QEMU's `sifive_test` device (exit with a status).
+const SIFIVE_TEST: usize = 0x10_0000;
+/// Ticks per second of `time` on QEMU virt.
+const TIMEBASE_HZ: u64 = 10_000_000;
+
+impl Board for RiscvVirt {
+    const NAME: &'static str = "riscv64-qemu-virt";
+    type PagingMeta = Sv39MetaData<VirtAddr>;
+    type Pte = Rv64PTE;
+    type Paging = frames::global::GlobalPaging;
+
+    fn console_write(bytes: &[u8]) {
+        for &b in bytes {
+            #[allow(deprecated)]
+            sbi_rt::legacy::console_putchar(b as usize);
+        }
+    }
+
+    fn exit(status: ExitStatus) -> ! {
+        let value: u32 = match status {
+            ExitStatus::Pass => 0x5555,
+            ExitStatus::Fail => (1 << 16) | 0x3333,
+        };
+        let reg = (SIFIVE_TEST + config::PHYS_VIRT_OFFSET) as *mut u32;
+        // SAFETY: the sifive_test register is mapped at the high-half offset both by
+        // the boot page table (first 4 GiB) and by the kernel address space (it is
+        // an MMIO region of this board's config); a 32-bit store ends the machine.
+        unsafe { reg.write_volatile(value) };
+        loop {
+            riscv::asm::wfi();
+        }
+    }
+
+    fn cycles() -> u64 {
+        riscv::register::time::read64()
+    }
+
+    fn cycles_per_sec() -> Option<u64> {
+        Some(TIMEBASE_HZ)
+    }
+
+    unsafe fn activate_page_table(root: PhysAddr) {
+        // SAFETY: the caller guarantees that `root` is a complete Sv39 table that
+        // maps the running kernel at its current addresses.
+        unsafe { riscv::register::satp::set(riscv::register::satp::Mode::Sv39, 0, root.as_usize() >> 12) };
+        riscv::asm::sfence_vma_all();
+    }
+
+    fn flush_tlb(vaddr: Option<VirtAddr>) {
+        match vaddr {
+            Some(va) => riscv::asm::sfence_vma(0, va.as_usize()),
+            None => riscv::asm::sfence_vma_all(),
+        }
+    }
+
+    fn probe_read(addr: VirtAddr) -> bool {
+        probe::read(addr.as_usize())
+    }
+
+    fn probe_write(addr: VirtAddr) -> bool {
+        probe::write(addr.as_usize())
+    }
+
+    fn known_word(boot: &BootInfo) -> KnownWord {
+        KnownWord {
+            paddr: boot.fdt.unwrap_or(PhysAddr::from(0)),
+            value: 0xd00d_feed,
+            big_endian: true,
+            device: false,
+            what: "device tree magic",
+        }
+    }
+}

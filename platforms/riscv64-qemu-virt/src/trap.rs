@@ -1,0 +1,214 @@
+//! The trap vector.
+//!
+//! All traps arrive at `trap_vector` (stvec, direct mode) on the current stack
+//! (the kernel has one privilege level and one stack per hart). It saves the
+//! general registers, `sepc` and `sstatus` into a [`TrapFrame`] and calls
+//! [`handle_trap`]:
+//! - page faults (scause 12 fetch, 13 load, 15 store/AMO; address in stval) go to
+//!   `hal::kernel::page_fault`; a denied fault at a probe instruction is fixed up
+//!   ([`crate::probe`]); any other denied fault goes to
+//!   `hal::kernel::fatal_page_fault`, which reports it and ends the machine;
+//! - every other exception or interrupt is reported here and ends the machine
+//!   with a failing status.
+//!
+//! FP registers are not saved: trap-handling code does not use floating point.
+
+use core::arch::global_asm;
+use core::fmt::Write;
+
+use hal::{Access, Board, ExitStatus, FaultOutcome, PageFault, RawCause};
+
+use crate::RiscvVirt;
+
+/// Registers saved on trap entry.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    /// x0..x31 (x0 and the slot of sp hold the stack pointer before the trap).
+    pub regs: [usize; 32],
+    /// Where to resume.
+    pub sepc: usize,
+    /// Status at the trap.
+    pub sstatus: usize,
+}
+
+const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
+const _: () = assert!(FRAME_SIZE % 16 == 0);
+
+global_asm!(
+    ".section .text",
+    ".balign 4",
+    ".global trap_vector",
+    "trap_vector:",
+    "   addi    sp, sp, -{size}",
+    "   sd      x1, 1*8(sp)",
+    "   sd      x3, 3*8(sp)",
+    "   sd      x4, 4*8(sp)",
+    "   sd      x5, 5*8(sp)",
+    "   sd      x6, 6*8(sp)",
+    "   sd      x7, 7*8(sp)",
+    "   sd      x8, 8*8(sp)",
+    "   sd      x9, 9*8(sp)",
+    "   sd      x10, 10*8(sp)",
+    "   sd      x11, 11*8(sp)",
+    "   sd      x12, 12*8(sp)",
+    "   sd      x13, 13*8(sp)",
+    "   sd      x14, 14*8(sp)",
+    "   sd      x15, 15*8(sp)",
+    "   sd      x16, 16*8(sp)",
+    "   sd      x17, 17*8(sp)",
+    "   sd      x18, 18*8(sp)",
+    "   sd      x19, 19*8(sp)",
+    "   sd      x20, 20*8(sp)",
+    "   sd      x21, 21*8(sp)",
+    "   sd      x22, 22*8(sp)",
+    "   sd      x23, 23*8(sp)",
+    "   sd      x24, 24*8(sp)",
+    "   sd      x25, 25*8(sp)",
+    "   sd      x26, 26*8(sp)",
+    "   sd      x27, 27*8(sp)",
+    "   sd      x28, 28*8(sp)",
+    "   sd      x29, 29*8(sp)",
+    "   sd      x30, 30*8(sp)",
+    "   sd      x31, 31*8(sp)",
+    "   addi    t0, sp, {size}",
+    "   sd      t0, 2*8(sp)",
+    "   csrr    t0, sepc",
+    "   sd      t0, 32*8(sp)",
+    "   csrr    t0, sstatus",
+    "   sd      t0, 33*8(sp)",
+    "   mv      a0, sp",
+    "   call    {handler}",
+    "   ld      t0, 32*8(sp)",
+    "   csrw    sepc, t0",
+    "   ld      t0, 33*8(sp)",
+    "   csrw    sstatus, t0",
+    "   ld      x1, 1*8(sp)",
+    "   ld      x3, 3*8(sp)",
+    "   ld      x4, 4*8(sp)",
+    "   ld      x5, 5*8(sp)",
+    "   ld      x6, 6*8(sp)",
+    "   ld      x7, 7*8(sp)",
+    "   ld      x8, 8*8(sp)",
+    "   ld      x9, 9*8(sp)",
+    "   ld      x10, 10*8(sp)",
+    "   ld      x11, 11*8(sp)",
+    "   ld      x12, 12*8(sp)",
+    "   ld      x13, 13*8(sp)",
+    "   ld      x14, 14*8(sp)",
+    "   ld      x15, 15*8(sp)",
+    "   ld      x16, 16*8(sp)",
+    "   ld      x17, 17*8(sp)",
+    "   ld      x18, 18*8(sp)",
+    "   ld      x19, 19*8(sp)",
+    "   ld      x20, 20*8(sp)",
+    "   ld      x21, 21*8(sp)",
+    "   ld      x22, 22*8(sp)",
+    "   ld      x23, 23*8(sp)",
+    "   ld      x24, 24*8(sp)",
+    "   ld      x25, 25*8(sp)",
+    "   ld      x26, 26*8(sp)",
+    "   ld      x27, 27*8(sp)",
+    "   ld      x28, 28*8(sp)",
+    "   ld      x29, 29*8(sp)",
+    "   ld      x30, 30*8(sp)",
+    "   ld      x31, 31*8(sp)",
+    "   addi    sp, sp, {size}",
+    "   sret",
+    size = const FRAME_SIZE,
+    handler = sym handle_trap,
+);
+
+unsafe extern "C" {
+    fn trap_vector();
+}
+
+/// Points stvec at the trap vector (direct mode).
+pub fn init() {
+    // SAFETY: `trap_vector` is 4-byte aligned (direct mode needs the low two bits
+    // clear) and handles every trap as described in the module docs.
+    unsafe {
+        riscv::register::stvec::write(riscv::register::stvec::Stvec::new(
+            trap_vector as *const () as usize,
+            riscv::register::stvec::TrapMode::Direct,
+        ))
+    };
+}
+
+const SCAUSE_INTERRUPT: usize = 1 << 63;
+
+fn exception_name(code: usize) -> &'static str {
+    match code {
+        0 => "instruction address misaligned",
+        1 => "instruction access fault",
+        2 => "illegal instruction",
+        3 => "breakpoint",
+        4 => "load address misaligned",
+        5 => "load access fault",
+        6 => "store/AMO address misaligned",
+        7 => "store/AMO access fault",
+        8 => "environment call from U-mode",
+        9 => "environment call from S-mode",
+        12 => "instruction page fault",
+        13 => "load page fault",
+        15 => "store/AMO page fault",
+        _ => "reserved exception",
+    }
+}
+
+extern "C" fn handle_trap(tf: &mut TrapFrame) {
+    let scause = riscv::register::scause::read().bits();
+    let stval = riscv::register::stval::read();
+    let access = match scause {
+        12 => Some(Access::Execute),
+        13 => Some(Access::Read),
+        15 => Some(Access::Write),
+        _ => None,
+    };
+    let Some(access) = access else {
+        fatal_trap(tf, scause, stval);
+    };
+    let fault = PageFault {
+        addr: stval,
+        access,
+        pc: tf.sepc,
+        cause: RawCause {
+            register: "scause",
+            value: scause,
+            detail: exception_name(scause),
+        },
+    };
+    match hal::kernel::page_fault(&fault) {
+        FaultOutcome::Resolved => {}
+        FaultOutcome::Denied => match crate::probe::fixup(tf.sepc) {
+            Some(resume) => {
+                tf.regs[10] = 1; // a0: "faulted"
+                tf.sepc = resume;
+            }
+            None => hal::kernel::fatal_page_fault(&fault),
+        },
+    }
+}
+
+struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        RiscvVirt::console_write(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn fatal_trap(tf: &TrapFrame, scause: usize, stval: usize) -> ! {
+    let what = if scause & SCAUSE_INTERRUPT != 0 {
+        "unexpected interrupt"
+    } else {
+        exception_name(scause)
+    };
+    let _ = writeln!(
+        Console,
+        "\nunexpected trap: {what} (scause {scause:#x}) at pc {:#x}, stval {stval:#x}, ra {:#x}, sp {:#x}",
+        tf.sepc, tf.regs[1], tf.regs[2]
+    );
+    RiscvVirt::exit(ExitStatus::Fail)
+}
