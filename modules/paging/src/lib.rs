@@ -1,2 +1,99 @@
-//! Page tables (being written).
+//! Typed multi-level page tables for Tessera.
+//!
+//! This crate is a page-table layer over the PTE formats of `page_table_entry`
+//! ([`GenericPTE`]) and the platform traits of `page_table_multiarch`
+//! ([`PagingMetaData`] for the format's geometry and TLB flush, [`PagingHandler`]
+//! for table frames). Platforms supply the same handler and metadata as before.
+//!
+//! # Shape
+//!
+//! - [`PageTable`] owns a root table and every intermediate table below it. It can
+//!   be created empty ([`PageTable::try_new`]) or adopt an existing root
+//!   ([`PageTable::from_root`]). Reads ([`PageTable::query`]) need `&self`.
+//! - Every change goes through a [`Cursor`] ([`PageTable::cursor`]). The cursor
+//!   batches TLB maintenance and flushes when dropped (see below).
+//! - Page sizes are types: [`Size4K`], [`Size2M`], [`Size1G`] implement
+//!   [`PageSize`]. `map::<S>`/`unmap::<S>`/`protect::<S>` work on one page of
+//!   size `S`; the `*_region` operations take any 4K-aligned range.
+//!
+//! # Address space
+//!
+//! A table with `M::LEVELS` levels translates `12 + 9 * LEVELS` bits. A virtual
+//! address is accepted if `M::vaddr_is_valid` accepts it; its low `12 + 9 * LEVELS`
+//! bits select the entries (so on sign-extended formats the upper half lands in
+//! the upper half of the root). A range is accepted if both its first and last
+//! page are valid and they share the same upper (sign) bits: a range never
+//! crosses the non-canonical hole. Anything else is `OutOfRange`, never a panic.
+//!
+//! # Invariants
+//!
+//! 1. Every table reachable from the root (except root entries copied by
+//!    [`Cursor::copy_kernel_half`]) is a frame allocated from `H`, zeroed before
+//!    it was linked, and owned by exactly this [`PageTable`].
+//! 2. A leaf is a present entry at height 0 (4K), or a huge entry at height 1
+//!    (2M) or 2 (1G). Tables are never linked above height `LEVELS - 1` and
+//!    leaves never above height 2.
+//! 3. No owned non-root table is empty after a cursor operation returns: a table
+//!    whose last entry was cleared is unlinked in the same operation and retired.
+//! 4. This crate only writes leaves whose flags contain `READ` or `EXECUTE`, so
+//!    every entry it writes is present; "lazy" or reserved pages are not encoded
+//!    in the page table (that state belongs to the caller's area bookkeeping).
+//! 5. Entries are read and written by value (volatile, one word at a time); no
+//!    reference into a live table outlives one access.
+//!
+//! # TLB flush and free protocol
+//!
+//! The cursor is the flush guard: a cursor records every virtual address whose
+//! leaf changed (up to a small batch, then it switches to a full flush), and it
+//! switches to a full flush when a huge leaf is split or a table is unlinked
+//! (address-based flushes do not reliably drop cached intermediate entries on
+//! every architecture). When the cursor is dropped, or [`Cursor::flush`] is
+//! called, it calls `M::flush_tlb` for the batch and only **then** returns the
+//! retired table frames to `H`. A cursor cannot be forgotten: the table stays
+//! mutably borrowed until the cursor is gone, and the drop flushes. We chose a
+//! cursor over per-call `#[must_use]` tokens because reclamation must hold
+//! retired frames somewhere until the flush; the cursor is that place, and it
+//! lets a batch of operations share one flush.
+//!
+//! Data frames are not ours: [`Cursor::unmap_region`] hands each removed leaf
+//! (virtual address, physical address, size, flags) to a callback. The caller
+//! must free those frames only after the cursor has flushed (drop the cursor or
+//! call [`Cursor::flush`] first).
+//!
+//! The flush is local (`M::flush_tlb`); shooting down other CPUs is the
+//! platform's job inside its `flush_tlb`. On a hosted build (tests), use a
+//! metadata type whose `flush_tlb` is not a privileged instruction, such as
+//! [`NoFlush`].
+//!
+//! # Splitting
+//!
+//! Region operations first make the two range edges leaf boundaries: walking
+//! down towards an edge, a huge leaf that straddles it is replaced by a new table
+//! of 512 leaves of the next size down, with the same flags and consecutive
+//! physical addresses, so the translation of every address is unchanged; this
+//! repeats until the edge falls on a leaf boundary (1G -> 2M -> 4K at most). The
+//! split is the only step that allocates, and it happens before any entry in the
+//! range changes: if it runs out of memory the operation fails with the mapping
+//! unchanged (already-split edges keep the same translation). Then the range is
+//! walked once, touching only whole leaves and present subtrees: absent subtrees
+//! are skipped whole, so the cost follows what is mapped, not the range size.
+//!
+//! Flags are carried across a split as [`MappingFlags`] (what `GenericPTE`
+//! exposes); architecture bits outside `MappingFlags` are re-derived by the PTE
+//! format, as for every other write through `GenericPTE`.
+//!
+//! # Errors
+//!
+//! One small enum per operation ([`MapError`], [`UnmapError`], [`ProtectError`],
+//! [`QueryError`]), each convertible to [`axerrno::AxError`].
 #![no_std]
+
+mod error;
+mod size;
+mod table;
+
+pub use error::{MapError, ProtectError, QueryError, UnmapError};
+pub use memory_addr::{PhysAddr, VirtAddr};
+pub use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
+pub use size::{LeafSize, PageSize, Size1G, Size2M, Size4K};
+pub use table::{Cursor, Leaf, NoFlush, PageTable};
