@@ -1,0 +1,79 @@
+//! Read-only descriptions of areas, for fault reports and the area dump.
+
+use core::fmt;
+
+use memory_addr::VirtAddr;
+use page_table_entry::MappingFlags;
+
+/// How an allocated area gets its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Populate {
+    /// Every page got a zeroed frame when the area was mapped.
+    Eager,
+    /// Pages get a zeroed frame on first touch (page fault).
+    Lazy,
+}
+
+/// What backs an area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AreaKind {
+    /// A fixed physical range: `va = pa + pa_va_offset` (wrapping).
+    Linear {
+        /// `va - pa`, wrapping.
+        pa_va_offset: usize,
+    },
+    /// Frames allocated by the address space and owned by it.
+    Alloc {
+        /// When the frames are allocated.
+        populate: Populate,
+    },
+}
+
+/// A copy of one area's description.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AreaInfo {
+    /// First address (page aligned).
+    pub start: VirtAddr,
+    /// One past the last address (page aligned).
+    pub end: VirtAddr,
+    /// The area's current flags (what faults are checked against).
+    pub flags: MappingFlags,
+    /// What backs it.
+    pub kind: AreaKind,
+}
+
+impl AreaInfo {
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        self.end.as_usize() - self.start.as_usize()
+    }
+}
+
+impl fmt::Display for AreaInfo {
+    /// `[0x1000000000, 0x1000040000) rw- alloc(lazy)`,
+    /// `[..) r-x linear(+0xffffffc000000000)`, `[..) rw- device linear(+0x..)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bit = |flag, c| if self.flags.contains(flag) { c } else { '-' };
+        write!(
+            f,
+            "[{:#x}, {:#x}) {}{}{}",
+            self.start.as_usize(),
+            self.end.as_usize(),
+            bit(MappingFlags::READ, 'r'),
+            bit(MappingFlags::WRITE, 'w'),
+            bit(MappingFlags::EXECUTE, 'x'),
+        )?;
+        if self.flags.contains(MappingFlags::DEVICE) {
+            f.write_str(" device")?;
+        }
+        match self.kind {
+            AreaKind::Linear { pa_va_offset } => write!(f, " linear(+{pa_va_offset:#x})"),
+            AreaKind::Alloc {
+                populate: Populate::Lazy,
+            } => f.write_str(" alloc(lazy)"),
+            AreaKind::Alloc {
+                populate: Populate::Eager,
+            } => f.write_str(" alloc(eager)"),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! App-facing protection and mmap flags, and their conversion to page-table flags.
+
+use axerrno::AxError;
+use hal::Access;
+use page_table_entry::MappingFlags;
+
+bitflags::bitflags! {
+    /// Protection requested by an app (`PROT_*`). The empty set is `PROT_NONE`.
+    ///
+    /// Unlike Linux, `WRITE` or `EXEC` without `READ` is refused with
+    /// [`AxError::InvalidInput`]: none of the supported page-table formats can
+    /// express write-only or execute-only pages uniformly, and silently adding
+    /// `READ` would grant more than was asked for.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct Prot: u32 {
+        /// Pages may be read.
+        const READ = 1 << 0;
+        /// Pages may be written (requires `READ`).
+        const WRITE = 1 << 1;
+        /// Pages may be executed (requires `READ`).
+        const EXEC = 1 << 2;
+    }
+}
+
+bitflags::bitflags! {
+    /// Placement and population flags of [`crate::AddrSpace::mmap`] (`MAP_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct MmapFlags: u32 {
+        /// Map exactly at `addr`, replacing whatever is mapped there.
+        const FIXED = 0x10;
+        /// Map exactly at `addr`; fail with `AlreadyExists` if anything is mapped
+        /// there. Takes precedence over `FIXED` when both are given.
+        const FIXED_NOREPLACE = 0x10_0000;
+        /// Allocate and map every page now instead of on first touch.
+        const POPULATE = 0x8000;
+    }
+}
+
+impl Prot {
+    /// Converts to page-table flags.
+    ///
+    /// Returns [`AxError::InvalidInput`] for unknown bits and for `WRITE` or
+    /// `EXEC` without `READ`.
+    pub fn to_mapping_flags(self) -> Result<MappingFlags, AxError> {
+        if self.bits() & !Prot::all().bits() != 0 {
+            return Err(AxError::InvalidInput);
+        }
+        if self.intersects(Prot::WRITE | Prot::EXEC) && !self.contains(Prot::READ) {
+            return Err(AxError::InvalidInput);
+        }
+        let mut f = MappingFlags::empty();
+        if self.contains(Prot::READ) {
+            f |= MappingFlags::READ;
+        }
+        if self.contains(Prot::WRITE) {
+            f |= MappingFlags::WRITE;
+        }
+        if self.contains(Prot::EXEC) {
+            f |= MappingFlags::EXECUTE;
+        }
+        Ok(f)
+    }
+}
+
+/// The access bits of a flag set.
+pub(crate) const ACCESS_BITS: MappingFlags = MappingFlags::READ
+    .union(MappingFlags::WRITE)
+    .union(MappingFlags::EXECUTE);
+
+/// Whether pages with these flags can be accessed at all. Flags without any
+/// access bit are never written into a PTE (on riscv such a PTE would be invalid).
+#[inline]
+pub(crate) fn accessible(flags: MappingFlags) -> bool {
+    flags.intersects(ACCESS_BITS)
+}
+
+/// Whether `flags` allow `access`.
+#[inline]
+pub(crate) fn allows(flags: MappingFlags, access: Access) -> bool {
+    match access {
+        Access::Read => flags.contains(MappingFlags::READ),
+        Access::Write => flags.contains(MappingFlags::WRITE),
+        Access::Execute => flags.contains(MappingFlags::EXECUTE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prot_conversion() {
+        assert_eq!(Prot::empty().to_mapping_flags(), Ok(MappingFlags::empty()));
+        assert_eq!(
+            (Prot::READ | Prot::WRITE).to_mapping_flags(),
+            Ok(MappingFlags::READ | MappingFlags::WRITE)
+        );
+        assert_eq!(
+            (Prot::READ | Prot::EXEC).to_mapping_flags(),
+            Ok(MappingFlags::READ | MappingFlags::EXECUTE)
+        );
+        assert_eq!(Prot::WRITE.to_mapping_flags(), Err(AxError::InvalidInput));
+        assert_eq!(Prot::EXEC.to_mapping_flags(), Err(AxError::InvalidInput));
+        assert_eq!(
+            Prot::from_bits_retain(8).to_mapping_flags(),
+            Err(AxError::InvalidInput)
+        );
+    }
+
+    #[test]
+    fn access_checks() {
+        let rw = MappingFlags::READ | MappingFlags::WRITE;
+        assert!(allows(rw, Access::Read) && allows(rw, Access::Write));
+        assert!(!allows(rw, Access::Execute));
+        assert!(!accessible(MappingFlags::DEVICE));
+        assert!(accessible(MappingFlags::READ));
+    }
+}
