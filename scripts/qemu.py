@@ -358,9 +358,16 @@ def cmd_test(a: argparse.Namespace) -> int:
                         built.add(app)
                     else:
                         build_log[app] = out1
+        seen_errors: dict[tuple[str, ...], str] = {}
         for app in apps:
             if app not in built:
-                report(False, app, board, "build failed", tail(build_log[app].splitlines()))
+                lines = build_log[app].splitlines()
+                key = tuple(l.strip() for l in lines if l.startswith("error"))
+                if key and key in seen_errors:
+                    report(False, app, board, f"build failed (same errors as {seen_errors[key]})")
+                else:
+                    seen_errors[key] = app
+                    report(False, app, board, "build failed", tail(lines))
                 continue
             exp_file = APPS_DIR / app / "expected.txt"
             try:
