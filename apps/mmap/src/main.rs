@@ -38,7 +38,7 @@ fn run(populate: bool) -> AppResult {
     let faults = touched.faults_handled - before.faults_handled;
     let frames = touched.data_frames - before.data_frames;
     println!("{kind}: wrote {} pages: {faults} faults, {frames} frames", PAGES / 2);
-    let (want_faults, want_frames) = if populate { (0, PAGES) } else { (PAGES / 2, PAGES / 2) };
+    let (want_faults, want_frames) = if populate { (0, PAGES) } else { (PAGES as u64 / 2, PAGES / 2) };
     check_eq!(faults, want_faults, "{kind}: faults handled");
     check_eq!(frames, want_frames, "{kind}: frames in use for the region");
     check_eq!(mapped.data_frames - before.data_frames, if populate { PAGES } else { 0 }, "{kind}: frames after mmap");

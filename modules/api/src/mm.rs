@@ -56,9 +56,9 @@ pub struct Stats {
     /// Frames holding page tables.
     pub page_table_frames: usize,
     /// Page faults that mapped a page.
-    pub faults_handled: usize,
+    pub faults_handled: u64,
     /// Faults on pages already mapped (stale TLB entries).
-    pub spurious_faults: usize,
+    pub spurious_faults: u64,
 }
 
 /// Current memory counters.
