@@ -30,20 +30,85 @@ fn main() {
             .collect();
         format!("&[{}]", items.join(", "))
     };
-    writeln!(out, "/// Architecture.\npub const ARCH: &str = {:?};", cfg.arch).unwrap();
-    writeln!(out, "/// Board name.\npub const PLATFORM: &str = {:?};", cfg.platform).unwrap();
-    writeln!(out, "/// Configuration file.\npub const CONFIG_FILE: &str = {:?};", cfg.path.display().to_string()).unwrap();
-    writeln!(out, "/// Start of RAM.\npub const PHYS_MEMORY_BASE: usize = {:#x};", cfg.phys_base).unwrap();
-    writeln!(out, "/// Size of RAM.\npub const PHYS_MEMORY_SIZE: usize = {:#x};", cfg.phys_size).unwrap();
-    writeln!(out, "/// Kernel load address.\npub const KERNEL_BASE_PADDR: usize = {:#x};", cfg.kernel_paddr).unwrap();
+    writeln!(
+        out,
+        "/// Architecture.\npub const ARCH: &str = {:?};",
+        cfg.arch
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Board name.\npub const PLATFORM: &str = {:?};",
+        cfg.platform
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Configuration file.\npub const CONFIG_FILE: &str = {:?};",
+        cfg.path.display().to_string()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Start of RAM.\npub const PHYS_MEMORY_BASE: usize = {:#x};",
+        cfg.phys_base
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Size of RAM.\npub const PHYS_MEMORY_SIZE: usize = {:#x};",
+        cfg.phys_size
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Kernel load address.\npub const KERNEL_BASE_PADDR: usize = {:#x};",
+        cfg.kernel_paddr
+    )
+    .unwrap();
     writeln!(out, "/// virtual = physical + this, for the kernel and the physical window.\npub const PHYS_VIRT_OFFSET: usize = {:#x};", cfg.phys_virt_offset).unwrap();
-    writeln!(out, "/// Kernel link address.\npub const KERNEL_BASE_VADDR: usize = {:#x};", cfg.kernel_paddr.wrapping_add(cfg.phys_virt_offset)).unwrap();
+    writeln!(
+        out,
+        "/// Kernel link address.\npub const KERNEL_BASE_VADDR: usize = {:#x};",
+        cfg.kernel_paddr.wrapping_add(cfg.phys_virt_offset)
+    )
+    .unwrap();
     writeln!(out, "/// Firmware-owned RAM: (start, size, name).\npub const RESERVED: &[(usize, usize, &str)] = {};", ranges(&cfg.reserved)).unwrap();
-    writeln!(out, "/// Device windows: (start, size, name).\npub const MMIO: &[(usize, usize, &str)] = {};", ranges(&cfg.mmio)).unwrap();
-    writeln!(out, "/// Start of the app mapping window.\npub const MMAP_BASE: usize = {:#x};", cfg.mmap_base).unwrap();
-    writeln!(out, "/// Size of the app mapping window.\npub const MMAP_SIZE: usize = {:#x};", cfg.mmap_size).unwrap();
-    writeln!(out, "/// Boot stack size.\npub const STACK_SIZE: usize = {:#x};", cfg.stack_size).unwrap();
-    writeln!(out, "/// CPUs given to the machine.\npub const SMP: usize = {};", cfg.smp).unwrap();
-    writeln!(out, "/// Log level.\npub const LOG_LEVEL: &str = {:?};", cfg.log).unwrap();
+    writeln!(
+        out,
+        "/// Device windows: (start, size, name).\npub const MMIO: &[(usize, usize, &str)] = {};",
+        ranges(&cfg.mmio)
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Start of the app mapping window.\npub const MMAP_BASE: usize = {:#x};",
+        cfg.mmap_base
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Size of the app mapping window.\npub const MMAP_SIZE: usize = {:#x};",
+        cfg.mmap_size
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Boot stack size.\npub const STACK_SIZE: usize = {:#x};",
+        cfg.stack_size
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// CPUs given to the machine.\npub const SMP: usize = {};",
+        cfg.smp
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Log level.\npub const LOG_LEVEL: &str = {:?};",
+        cfg.log
+    )
+    .unwrap();
     std::fs::write(out_file, out).unwrap();
 }

@@ -10,9 +10,16 @@ tessera::main!(main);
 
 fn main() -> AppResult {
     // A page in the middle of the app window that nothing maps.
-    let window = mm::areas().iter().map(|a| a.end.as_usize()).max().unwrap_or(0);
+    let window = mm::areas()
+        .iter()
+        .map(|a| a.end.as_usize())
+        .max()
+        .unwrap_or(0);
     let target = unmapped_target();
-    println!("fault: writing to unmapped {target:#x} on {} (areas end at {window:#x})", boot::board_name());
+    println!(
+        "fault: writing to unmapped {target:#x} on {} (areas end at {window:#x})",
+        boot::board_name()
+    );
     // SAFETY: deliberately invalid: this write must fault, and the kernel must end
     // the machine with a report instead of returning here.
     unsafe { (target as *mut u64).write_volatile(0xdead) };
@@ -21,8 +28,13 @@ fn main() -> AppResult {
 
 fn unmapped_target() -> usize {
     // Map and unmap a page: its address is in the window and now unmapped.
-    let va = mm::mmap(None, PAGE_SIZE, mm::Prot::READ | mm::Prot::WRITE, mm::MmapFlags::empty())
-        .expect("mmap of one page");
+    let va = mm::mmap(
+        None,
+        PAGE_SIZE,
+        mm::Prot::READ | mm::Prot::WRITE,
+        mm::MmapFlags::empty(),
+    )
+    .expect("mmap of one page");
     mm::munmap(va, PAGE_SIZE).expect("munmap of that page");
     va + 0x18
 }

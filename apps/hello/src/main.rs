@@ -22,7 +22,10 @@ fn main() -> tessera::AppResult {
         );
     }
     for kind in [MemKind::Text, MemKind::Rodata, MemKind::Data, MemKind::Free] {
-        check!(map.iter().any(|r| r.kind == kind), "no {kind:?} region in the memory map");
+        check!(
+            map.iter().any(|r| r.kind == kind),
+            "no {kind:?} region in the memory map"
+        );
     }
     println!("kernel areas:");
     let areas = mm::areas();

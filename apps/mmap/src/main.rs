@@ -26,9 +26,14 @@ fn read(va: usize) -> u64 {
 
 fn run(populate: bool) -> AppResult {
     let kind = if populate { "populated" } else { "lazy" };
-    let flags = if populate { MmapFlags::POPULATE } else { MmapFlags::empty() };
+    let flags = if populate {
+        MmapFlags::POPULATE
+    } else {
+        MmapFlags::empty()
+    };
     let before = mm::stats();
-    let base = mm::mmap(None, PAGES * PAGE_SIZE, Prot::READ | Prot::WRITE, flags).context("mmap")?;
+    let base =
+        mm::mmap(None, PAGES * PAGE_SIZE, Prot::READ | Prot::WRITE, flags).context("mmap")?;
     let mapped = mm::stats();
     println!("{kind}: mapped {PAGES} pages at {base:#x}");
     for page in (0..PAGES).step_by(2) {
@@ -37,14 +42,29 @@ fn run(populate: bool) -> AppResult {
     let touched = mm::stats();
     let faults = touched.faults_handled - before.faults_handled;
     let frames = touched.data_frames - before.data_frames;
-    println!("{kind}: wrote {} pages: {faults} faults, {frames} frames", PAGES / 2);
-    let (want_faults, want_frames) = if populate { (0, PAGES) } else { (PAGES as u64 / 2, PAGES / 2) };
+    println!(
+        "{kind}: wrote {} pages: {faults} faults, {frames} frames",
+        PAGES / 2
+    );
+    let (want_faults, want_frames) = if populate {
+        (0, PAGES)
+    } else {
+        (PAGES as u64 / 2, PAGES / 2)
+    };
     check_eq!(faults, want_faults, "{kind}: faults handled");
     check_eq!(frames, want_frames, "{kind}: frames in use for the region");
-    check_eq!(mapped.data_frames - before.data_frames, if populate { PAGES } else { 0 }, "{kind}: frames after mmap");
+    check_eq!(
+        mapped.data_frames - before.data_frames,
+        if populate { PAGES } else { 0 },
+        "{kind}: frames after mmap"
+    );
     for page in 0..PAGES {
         let want = if page % 2 == 0 { pattern(page) } else { 0 };
-        check_eq!(read(base + page * PAGE_SIZE), want, "{kind}: page {page} reads back");
+        check_eq!(
+            read(base + page * PAGE_SIZE),
+            want,
+            "{kind}: page {page} reads back"
+        );
     }
     println!("{kind}: read back {PAGES} pages");
     mm::munmap(base, PAGES * PAGE_SIZE).context("munmap")?;
@@ -54,8 +74,16 @@ fn run(populate: bool) -> AppResult {
     let leaked = after.frames_used as isize - before.frames_used as isize - kept_tables as isize;
     println!("{kind}: unmapped; leaked frames: {leaked} (page-table frames kept: {kept_tables})");
     check_eq!(leaked, 0, "{kind}: frames in use after munmap");
-    check_eq!(after.data_frames, before.data_frames, "{kind}: anonymous frames after munmap");
-    check_eq!(mm::translate(base).is_err(), true, "{kind}: translate after munmap fails");
+    check_eq!(
+        after.data_frames,
+        before.data_frames,
+        "{kind}: anonymous frames after munmap"
+    );
+    check_eq!(
+        mm::translate(base).is_err(),
+        true,
+        "{kind}: translate after munmap fails"
+    );
     Ok(())
 }
 

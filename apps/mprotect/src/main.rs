@@ -31,7 +31,11 @@ fn describe(va: usize) -> &'static str {
 
 fn rw_to_r_and_back(populate: bool) -> AppResult {
     let kind = if populate { "populated" } else { "lazy" };
-    let flags = if populate { MmapFlags::POPULATE } else { MmapFlags::empty() };
+    let flags = if populate {
+        MmapFlags::POPULATE
+    } else {
+        MmapFlags::empty()
+    };
     let base = mm::mmap(None, 4 * PAGE_SIZE, RW, flags).context("mmap")?;
     if populate {
         write(base, 0x1111);
@@ -41,13 +45,21 @@ fn rw_to_r_and_back(populate: bool) -> AppResult {
     let state = describe(base + PAGE_SIZE);
     println!("{kind}: after RW->R: {state}");
     check_eq!(state, "read ok, write faults", "{kind}: RW->R");
-    check_eq!(describe(base), "read ok, write faults", "{kind}: RW->R on page 0");
+    check_eq!(
+        describe(base),
+        "read ok, write faults",
+        "{kind}: RW->R on page 0"
+    );
     mm::mprotect(base, 4 * PAGE_SIZE, RW).context("mprotect RW")?;
     let state = describe(base + 2 * PAGE_SIZE);
     println!("{kind}: after R->RW: {state}");
     check_eq!(state, "read ok, write ok", "{kind}: R->RW");
     write(base + 3 * PAGE_SIZE, 0x2222);
-    check_eq!(read(base + 3 * PAGE_SIZE), 0x2222, "{kind}: write after R->RW");
+    check_eq!(
+        read(base + 3 * PAGE_SIZE),
+        0x2222,
+        "{kind}: write after R->RW"
+    );
     if populate {
         check_eq!(read(base), 0x1111, "{kind}: data kept across mprotect");
     }
@@ -56,7 +68,11 @@ fn rw_to_r_and_back(populate: bool) -> AppResult {
 
 fn none_in_the_middle(populate: bool) -> AppResult {
     let kind = if populate { "populated" } else { "lazy" };
-    let flags = if populate { MmapFlags::POPULATE } else { MmapFlags::empty() };
+    let flags = if populate {
+        MmapFlags::POPULATE
+    } else {
+        MmapFlags::empty()
+    };
     let base = mm::mmap(None, 3 * PAGE_SIZE, RW, flags).context("mmap")?;
     let middle = base + PAGE_SIZE;
     if populate {
@@ -66,14 +82,29 @@ fn none_in_the_middle(populate: bool) -> AppResult {
     let state = describe(middle);
     println!("{kind}: PROT_NONE page: {state}");
     check_eq!(state, "read faults, write faults", "{kind}: PROT_NONE page");
-    check_eq!(describe(base), "read ok, write ok", "{kind}: page before PROT_NONE");
-    check_eq!(describe(base + 2 * PAGE_SIZE), "read ok, write ok", "{kind}: page after PROT_NONE");
+    check_eq!(
+        describe(base),
+        "read ok, write ok",
+        "{kind}: page before PROT_NONE"
+    );
+    check_eq!(
+        describe(base + 2 * PAGE_SIZE),
+        "read ok, write ok",
+        "{kind}: page after PROT_NONE"
+    );
     mm::mprotect(middle, PAGE_SIZE, RW).context("mprotect back")?;
-    check_eq!(describe(middle), "read ok, write ok", "{kind}: PROT_NONE -> RW");
+    check_eq!(
+        describe(middle),
+        "read ok, write ok",
+        "{kind}: PROT_NONE -> RW"
+    );
     if populate {
         check_eq!(read(middle), 0x3333, "{kind}: data kept across PROT_NONE");
     }
-    let in_areas = mm::areas().iter().filter(|a| a.start.as_usize() >= base && a.end.as_usize() <= base + 3 * PAGE_SIZE).count();
+    let in_areas = mm::areas()
+        .iter()
+        .filter(|a| a.start.as_usize() >= base && a.end.as_usize() <= base + 3 * PAGE_SIZE)
+        .count();
     check!(in_areas >= 1, "{kind}: the region has no area");
     mm::munmap(base, 3 * PAGE_SIZE).context("munmap")
 }
@@ -84,6 +115,10 @@ fn main() -> AppResult {
         rw_to_r_and_back(populate)?;
         none_in_the_middle(populate)?;
     }
-    check_eq!(mm::stats().data_frames, before.data_frames, "anonymous frames after munmap");
+    check_eq!(
+        mm::stats().data_frames,
+        before.data_frames,
+        "anonymous frames after munmap"
+    );
     Ok(())
 }

@@ -123,7 +123,9 @@ fn ranges(t: &toml::Table, key: &str) -> Result<Vec<Range>, String> {
     let Some(list) = t.get(key) else {
         return Ok(Vec::new());
     };
-    let list = list.as_array().ok_or_else(|| format!("{key}: expected a list"))?;
+    let list = list
+        .as_array()
+        .ok_or_else(|| format!("{key}: expected a list"))?;
     list.iter()
         .map(|item| {
             let a = item
@@ -133,7 +135,10 @@ fn ranges(t: &toml::Table, key: &str) -> Result<Vec<Range>, String> {
             Ok(Range {
                 start: num(&a[0], key)?,
                 size: num(&a[1], key)?,
-                name: a[2].as_str().ok_or_else(|| format!("{key}: name"))?.to_string(),
+                name: a[2]
+                    .as_str()
+                    .ok_or_else(|| format!("{key}: name"))?
+                    .to_string(),
             })
         })
         .collect()
@@ -143,7 +148,9 @@ fn ranges(t: &toml::Table, key: &str) -> Result<Vec<Range>, String> {
 pub fn load(arch: &str) -> Result<Config, String> {
     let path = config_path(arch);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let t: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+    let t: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let err = |e: String| format!("{}: {e}", path.display());
     let s = |k: &str| {
         t.get(k)
@@ -175,7 +182,10 @@ pub fn load(arch: &str) -> Result<Config, String> {
         log: "warn".into(),
     };
     if cfg.arch != arch {
-        return Err(err(format!("board is for {}, building for {arch}", cfg.arch)));
+        return Err(err(format!(
+            "board is for {}, building for {arch}",
+            cfg.arch
+        )));
     }
     if let Ok(m) = std::env::var("TESSERA_MEM")
         && !m.is_empty()
@@ -185,7 +195,9 @@ pub fn load(arch: &str) -> Result<Config, String> {
     if let Ok(n) = std::env::var("TESSERA_SMP")
         && !n.is_empty()
     {
-        cfg.smp = n.parse().map_err(|_| format!("TESSERA_SMP: bad count {n:?}"))?;
+        cfg.smp = n
+            .parse()
+            .map_err(|_| format!("TESSERA_SMP: bad count {n:?}"))?;
     }
     if let Ok(l) = std::env::var("TESSERA_LOG")
         && !l.is_empty()

@@ -61,6 +61,10 @@ impl PagingHandler for GlobalPaging {
     }
 
     fn phys_to_virt(paddr: PhysAddr) -> VirtAddr {
-        VirtAddr::from(paddr.as_usize().wrapping_add(PHYS_VIRT_OFFSET.load(Ordering::Relaxed)))
+        VirtAddr::from(
+            paddr
+                .as_usize()
+                .wrapping_add(PHYS_VIRT_OFFSET.load(Ordering::Relaxed)),
+        )
     }
 }

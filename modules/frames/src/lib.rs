@@ -176,7 +176,7 @@ impl FrameAllocator {
     /// Frees `count` frames starting at `paddr`. Either all of them were allocated
     /// and are now free, or nothing changes and the reason is returned.
     pub fn free(&mut self, paddr: usize, count: usize) -> Result<(), FreeError> {
-        if paddr % FRAME_SIZE != 0 || paddr < self.base || count == 0 {
+        if !paddr.is_multiple_of(FRAME_SIZE) || paddr < self.base || count == 0 {
             return Err(FreeError::OutOfRange);
         }
         let idx = (paddr - self.base) / FRAME_SIZE;

@@ -38,7 +38,8 @@ fn __tessera_kernel_main(boot: &BootInfo) -> ! {
     frames::global::set_phys_virt_offset(config::PHYS_VIRT_OFFSET);
 
     let map = MEMORY_MAP.call_once(|| crate::memmap::build(boot));
-    let mut allocator = frames::FrameAllocator::new(config::PHYS_MEMORY_BASE, config::PHYS_MEMORY_SIZE);
+    let mut allocator =
+        frames::FrameAllocator::new(config::PHYS_MEMORY_BASE, config::PHYS_MEMORY_SIZE);
     for r in map.iter().filter(|r| r.kind == MemKind::Free) {
         allocator.add_free(r.paddr.as_usize(), r.size);
     }

@@ -24,7 +24,9 @@ static mut ARENA: Arena = Arena([0; ARENA_SIZE]);
 static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(grow);
 
 fn grow(heap: &mut Heap<32>, layout: &core::alloc::Layout) {
-    let bytes = (layout.size() + layout.align()).next_power_of_two().max(GROW_MIN);
+    let bytes = (layout.size() + layout.align())
+        .next_power_of_two()
+        .max(GROW_MIN);
     let frames = bytes / frames::FRAME_SIZE;
     match frames::global::alloc(frames, frames::FRAME_SIZE) {
         Ok(pa) => {

@@ -49,7 +49,9 @@ pub fn init(regions: &[MemRegion]) -> Result<(), axerrno::AxError> {
 /// If called before [`init`] (the runtime calls `init` before the app runs).
 pub fn with<R>(f: impl FnOnce(&mut AddrSpace) -> R) -> R {
     let mut guard = SPACE.lock();
-    f(guard.as_mut().expect("the kernel address space is not built yet"))
+    f(guard
+        .as_mut()
+        .expect("the kernel address space is not built yet"))
 }
 
 #[unsafe(no_mangle)]

@@ -69,7 +69,10 @@ impl PagingHandler for TrackingHandler {
             let Some((n, layout)) = s.live.remove(&pa) else {
                 panic!("TrackingHandler: free of {pa:#x} which is not allocated (double free?)");
             };
-            assert_eq!(n, num, "TrackingHandler: run at {pa:#x} freed with a different count");
+            assert_eq!(
+                n, num,
+                "TrackingHandler: run at {pa:#x} freed with a different count"
+            );
             s.in_use -= n;
             // SAFETY: `pa` was returned by `alloc` with exactly this layout and is
             // removed from the live set, so it is freed once.

@@ -67,7 +67,9 @@ impl Board for RiscvVirt {
     unsafe fn activate_page_table(root: PhysAddr) {
         // SAFETY: the caller guarantees that `root` is a complete Sv39 table that
         // maps the running kernel at its current addresses.
-        unsafe { riscv::register::satp::set(riscv::register::satp::Mode::Sv39, 0, root.as_usize() >> 12) };
+        unsafe {
+            riscv::register::satp::set(riscv::register::satp::Mode::Sv39, 0, root.as_usize() >> 12)
+        };
         riscv::asm::sfence_vma_all();
     }
 

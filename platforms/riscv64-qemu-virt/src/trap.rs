@@ -33,7 +33,7 @@ pub struct TrapFrame {
 }
 
 const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
-const _: () = assert!(FRAME_SIZE % 16 == 0);
+const _: () = assert!(FRAME_SIZE.is_multiple_of(16));
 
 global_asm!(
     ".section .text",
