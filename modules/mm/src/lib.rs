@@ -24,7 +24,9 @@
 //!    in the mapper so the data survives `PROT_NONE -> RW`), never both.
 //!    [`MmStats::data_frames`] counts both.
 //! 3. Areas in the window were created by the app calls; kernel areas lie outside
-//!    it, so app calls (checked against the window) cannot touch them.
+//!    it, so app calls (checked against the window) cannot touch them. (The
+//!    kernel calls `map_linear`/`map_kernel` do not check the window: the caller
+//!    keeps its areas out of it.)
 //! 4. Page tables below the root that become empty after an unmap are freed.
 //!
 //! # Flush and free protocol
@@ -255,6 +257,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     pub fn map_kernel(&mut self, regions: &[MemRegion], phys_virt_offset: usize) -> AxResult {
         let before = self.set.len();
         let mut done: alloc::vec::Vec<(VirtAddr, usize)> = alloc::vec::Vec::new();
+        done.try_reserve_exact(regions.len())
+            .map_err(|_| AxError::NoMemory)?;
         for r in regions {
             let flags = match r.kind {
                 MemKind::Text => MappingFlags::READ | MappingFlags::EXECUTE,
@@ -289,9 +293,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 }
                 debug_assert_eq!(self.set.len(), before);
                 return Err(e);
-            }
-            if done.try_reserve(1).is_err() {
-                return Err(AxError::NoMemory);
             }
             done.push((va, size));
         }
@@ -437,6 +438,16 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     }
 
     /// Resolves a page fault at `va` for `access`, or says why it cannot.
+    ///
+    /// Order: area lookup (none: [`FaultError::NoArea`]); the area's current
+    /// flags must allow the access (else [`FaultError::Denied`]); a page already
+    /// mapped with flags allowing the access is a stale TLB entry: it is flushed
+    /// and counted in [`MmStats::spurious_faults`]. Otherwise an Alloc page gets
+    /// its parked frame back or a new zeroed frame. Linear pages are all mapped
+    /// while their area allows access, so a linear fault is normally denied by
+    /// the flag check; the one exception is a page whose re-creation by
+    /// `mprotect` ran out of table frames, which is re-created here. Allocates
+    /// nothing but the frame (and page tables), logs at trace level only.
     pub fn handle_page_fault(&mut self, va: VirtAddr, access: Access) -> Result<(), FaultError> {
         let area = self.set.find(va).ok_or(FaultError::NoArea)?;
         let flags = area.flags();
