@@ -1,0 +1,78 @@
+//! Writes `kernel.ld` for this board from its TOML and puts it on the link path.
+
+use std::fmt::Write;
+
+fn main() {
+    for v in config::model::ENV_VARS {
+        println!("cargo:rerun-if-env-changed={v}");
+    }
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap();
+    if arch != "aarch64" {
+        return; // host builds (clippy of the workspace) need no linker script
+    }
+    let cfg = config::model::load(&arch).unwrap_or_else(|e| panic!("board configuration: {e}"));
+    println!("cargo:rerun-if-changed={}", cfg.path.display());
+    let mut ld = String::new();
+    writeln!(
+        ld,
+        r#"/* Generated from {path} by platforms/aarch64-qemu-virt/build.rs. */
+OUTPUT_ARCH(aarch64)
+ENTRY(_start_phys)
+KERNEL_VADDR = {vaddr:#x};
+KERNEL_PADDR = {paddr:#x};
+PHYS_VIRT_OFFSET = {off:#x};
+
+SECTIONS
+{{
+    . = KERNEL_VADDR;
+    _skernel = .;
+    .text : AT(KERNEL_PADDR) {{
+        _stext = .;
+        KEEP(*(.text.boot))
+        *(.text .text.*)
+        . = ALIGN(4K);
+        _etext = .;
+    }}
+    .rodata : ALIGN(4K) {{
+        _srodata = .;
+        *(.rodata .rodata.*)
+        . = ALIGN(4K);
+        _erodata = .;
+    }}
+    .data : ALIGN(4K) {{
+        _sdata = .;
+        *(.data.boot_page_table)
+        *(.data .data.*)
+        *(.got .got.*)
+        _edata = .;
+    }}
+    .bss (NOLOAD) : ALIGN(4K) {{
+        _sbss = .;
+        *(.bss .bss.*)
+        *(COMMON)
+        . = ALIGN(4K);
+        _ebss = .;
+        /* The boot stack: outside [_sbss, _ebss) so clearing bss does not clear it. */
+        _sstack = .;
+        . += {stack:#x};
+        _estack = .;
+    }}
+    . = ALIGN(4K);
+    _ekernel = .;
+    _start_phys = _start - PHYS_VIRT_OFFSET;
+
+    /DISCARD/ : {{
+        *(.comment) *(.gnu*) *(.note*) *(.eh_frame*)
+    }}
+}}"#,
+        path = cfg.path.display(),
+        vaddr = cfg.kernel_paddr.wrapping_add(cfg.phys_virt_offset),
+        paddr = cfg.kernel_paddr,
+        off = cfg.phys_virt_offset,
+        stack = cfg.stack_size,
+    )
+    .unwrap();
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::write(out.join("kernel.ld"), ld).unwrap();
+    println!("cargo:rustc-link-search={}", out.display());
+}

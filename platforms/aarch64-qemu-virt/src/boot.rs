@@ -1,0 +1,224 @@
+//! Boot: from QEMU's jump to the ELF entry to the kernel entry.
+//!
+//! QEMU enters `_start` at its physical address (the ELF's entry is `_start_phys`)
+//! with the MMU off, at EL1 (EL2 when the machine has virtualization on). For an
+//! ELF image `x0` carries no device tree; QEMU puts the device tree at the start of
+//! RAM instead, and [`find_fdt`] checks for it there (and in `x0`, if it is ever
+//! set) by its magic.
+//!
+//! `_start`:
+//! 1. drops from EL2 to EL1h if needed (EL1 in AArch64, counters readable at EL1);
+//! 2. masks all exceptions, lets FP/SIMD run untrapped (the softfloat target does not
+//!    use it, but a stray FP instruction then is not an undefined-instruction trap);
+//! 3. sets MAIR_EL1 to the attributes `page_table_entry`'s `A64PTE` indexes
+//!    (index 0 Device-nGnRE, 1 Normal write-back, 2 Normal non-cacheable),
+//!    TCR_EL1 for two 48-bit halves with 4 KiB granules (IPS from the CPU's PARange);
+//! 4. points level-0 entry 0 (the identity half, TTBR0) and the level-0 entry of
+//!    `PHYS_VIRT_OFFSET` (the kernel half, TTBR1) of [`BOOT_L0`] at [`BOOT_L1`], and
+//!    loads that root into both TTBRs: the first 4 GiB of physical memory are then
+//!    mapped both at 0 and at the high-half offset, with 1 GiB blocks (the first GiB,
+//!    QEMU virt's devices, as device memory; the rest as normal memory);
+//! 5. turns on the MMU and caches, moves to the boot stack `_estack` at its
+//!    high-half address and jumps to [`rust_entry`] there.
+//!
+//! The identity half exists only for the few instructions between the MMU switch and
+//! the jump; the kernel address space the runtime builds (one root for both TTBRs,
+//! see `ArmVirt::activate_page_table`) replaces both halves.
+
+use core::arch::global_asm;
+
+use hal::BootInfo;
+use memory_addr::PhysAddr;
+use page_table_entry::aarch64::{DescriptorAttr, MemAttr};
+
+/// One translation table: 512 descriptors, page aligned.
+#[repr(C, align(4096))]
+pub struct Table([u64; 512]);
+
+/// Device memory block: never executable.
+const BOOT_DEVICE: u64 = DescriptorAttr::from_mem_attr(MemAttr::Device)
+    .union(DescriptorAttr::VALID)
+    .union(DescriptorAttr::AF)
+    .union(DescriptorAttr::PXN)
+    .union(DescriptorAttr::UXN)
+    .bits();
+/// Normal memory block (inner shareable, write-back): read, write, execute at EL1.
+const BOOT_NORMAL: u64 = DescriptorAttr::from_mem_attr(MemAttr::Normal)
+    .union(DescriptorAttr::VALID)
+    .union(DescriptorAttr::AF)
+    .union(DescriptorAttr::UXN)
+    .bits();
+/// A valid table descriptor (bits 0 and 1).
+const TABLE_DESC: u64 = 0b11;
+
+/// Level-0 index of the kernel half.
+const HIGH_L0_INDEX: usize = (config::PHYS_VIRT_OFFSET >> 39) & 511;
+// The high half must be a TTBR1 address of a 48-bit space whose level-0 entry holds
+// the whole boot mapping (offset aligned to 512 GiB).
+const _: () = assert!(config::PHYS_VIRT_OFFSET >> 48 == 0xffff);
+const _: () = assert!(config::PHYS_VIRT_OFFSET & ((1 << 39) - 1) == 0);
+
+/// MAIR_EL1: the memory attributes `A64PTE` indexes.
+pub const MAIR: u64 = MemAttr::MAIR_VALUE;
+
+/// TCR_EL1 without IPS (filled in from ID_AA64MMFR0_EL1.PARange at boot):
+/// T0SZ = T1SZ = 16 (48-bit halves), 4 KiB granules (TG0 = 0b00, TG1 = 0b10),
+/// table walks inner shareable, inner and outer write-back write-allocate.
+pub const TCR: u64 = 16 // T0SZ
+    | (0b01 << 8) // IRGN0
+    | (0b01 << 10) // ORGN0
+    | (0b11 << 12) // SH0
+    | (16 << 16) // T1SZ
+    | (0b01 << 24) // IRGN1
+    | (0b01 << 26) // ORGN1
+    | (0b11 << 28) // SH1
+    | (0b10 << 30); // TG1 = 4 KiB
+
+/// SCTLR_EL1 with the MMU off: the bits that are RES1 on ARMv8.0
+/// (11, 20, 22, 23, 28, 29), little-endian, no alignment checks.
+pub const SCTLR_MMU_OFF: u64 = 0x30d0_0800;
+/// SCTLR_EL1 running: MMU (M), data cache (C) and instruction cache (I) on.
+pub const SCTLR_MMU_ON: u64 = SCTLR_MMU_OFF | (1 << 0) | (1 << 2) | (1 << 12);
+
+const fn boot_l1() -> Table {
+    let mut t = [0u64; 512];
+    let mut gib = 0;
+    while gib < 4 {
+        let attr = if gib == 0 { BOOT_DEVICE } else { BOOT_NORMAL };
+        t[gib] = ((gib as u64) << 30) | attr;
+        gib += 1;
+    }
+    Table(t)
+}
+
+/// The boot level-1 table: the first 4 GiB of physical memory in 1 GiB blocks.
+#[unsafe(link_section = ".data.boot_page_table")]
+static BOOT_L1: Table = boot_l1();
+
+/// The boot root (level 0). Its two entries are written by `_start` with the MMU
+/// off (a table's physical address is not a constant) and never again.
+#[unsafe(link_section = ".data.boot_page_table")]
+static mut BOOT_L0: Table = Table([0; 512]);
+
+global_asm!(
+    ".section .text.boot, \"ax\"",
+    ".global _start",
+    "_start:",
+    "   mov     x19, x0",
+    "   mrs     x20, mpidr_el1",
+    // EL2 -> EL1h.
+    "   mrs     x9, CurrentEL",
+    "   ubfx    x9, x9, #2, #2",
+    "   cmp     x9, #2",
+    "   b.ne    1f",
+    "   mov     x9, #(1 << 31)", // HCR_EL2.RW: EL1 runs AArch64
+    "   msr     hcr_el2, x9",
+    "   mrs     x9, cnthctl_el2",
+    "   orr     x9, x9, #3", // EL1PCTEN | EL1PCEN
+    "   msr     cnthctl_el2, x9",
+    "   msr     cntvoff_el2, xzr",
+    "   ldr     x9, ={sctlr_off}",
+    "   msr     sctlr_el1, x9",
+    "   mov     x9, #0x3c5", // EL1h, D A I F masked
+    "   msr     spsr_el2, x9",
+    "   adr     x9, 1f",
+    "   msr     elr_el2, x9",
+    "   eret",
+    "1:",
+    "   msr     daifset, #0xf",
+    "   msr     spsel, #1",
+    "   mov     x9, #(3 << 20)", // CPACR_EL1.FPEN: no FP/SIMD traps
+    "   msr     cpacr_el1, x9",
+    "   isb",
+    "   ldr     x9, ={mair}",
+    "   msr     mair_el1, x9",
+    "   ldr     x9, ={tcr}",
+    "   mrs     x10, id_aa64mmfr0_el1",
+    "   bfi     x9, x10, #32, #3", // TCR.IPS = PARange
+    "   msr     tcr_el1, x9",
+    // Running at physical addresses: `adrp` is pc-relative, so these are physical.
+    "   adrp    x9, {l1}",
+    "   orr     x9, x9, #{table_desc}",
+    "   adrp    x10, {l0}",
+    "   str     x9, [x10]",
+    "   str     x9, [x10, #{high_off}]",
+    "   dsb     ish",
+    "   msr     ttbr0_el1, x10",
+    "   msr     ttbr1_el1, x10",
+    "   isb",
+    "   tlbi    vmalle1",
+    "   dsb     ish",
+    "   isb",
+    "   ldr     x9, ={sctlr_on}",
+    "   msr     sctlr_el1, x9",
+    "   isb",
+    // Now in the high half as well: literal-pool addresses are link (virtual) addresses.
+    "   ldr     x9, =_estack",
+    "   mov     sp, x9",
+    "   mov     x29, xzr",
+    "   mov     x30, xzr",
+    "   mov     x0, x19",
+    "   mov     x1, x20",
+    "   ldr     x9, ={entry}",
+    "   br      x9",
+    "   .ltorg",
+    sctlr_off = const SCTLR_MMU_OFF,
+    sctlr_on = const SCTLR_MMU_ON,
+    mair = const MAIR,
+    tcr = const TCR,
+    table_desc = const TABLE_DESC,
+    high_off = const HIGH_L0_INDEX * 8,
+    l0 = sym BOOT_L0,
+    l1 = sym BOOT_L1,
+    entry = sym rust_entry,
+);
+
+unsafe extern "C" {
+    static mut _sbss: u8;
+    static mut _ebss: u8;
+}
+
+/// Device-tree header magic (big-endian in memory).
+pub const FDT_MAGIC: u32 = 0xd00d_feed;
+
+/// Whether a device-tree header is at physical `pa` (in RAM, 8-byte aligned).
+fn fdt_at(pa: usize) -> bool {
+    let ram = config::PHYS_MEMORY_BASE..config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE;
+    if !pa.is_multiple_of(8) || !ram.contains(&pa) {
+        return false;
+    }
+    let header = (pa + config::PHYS_VIRT_OFFSET) as *const u32;
+    // SAFETY: `pa` is an aligned address in RAM, which the boot table (and later the
+    // kernel address space) maps at the high-half offset; reading a word has no
+    // side effect.
+    let magic = unsafe { header.read_volatile() };
+    u32::from_be(magic) == FDT_MAGIC
+}
+
+/// The device tree: `x0` at entry if it points at one, else the start of RAM,
+/// where QEMU places it for ELF (non-Linux) kernels.
+fn find_fdt(x0: usize) -> Option<PhysAddr> {
+    [x0, config::PHYS_MEMORY_BASE]
+        .into_iter()
+        .find(|&pa| pa != 0 && fdt_at(pa))
+        .map(PhysAddr::from)
+}
+
+/// First Rust code, in the high half, on the boot stack.
+extern "C" fn rust_entry(x0: usize, mpidr: usize) -> ! {
+    // SAFETY: nothing has used .bss yet (statics there are only touched from here
+    // on); the linker script bounds it by `_sbss`/`_ebss` and keeps the boot stack
+    // and the boot page tables outside that range.
+    unsafe {
+        let start = &raw mut _sbss;
+        let end = &raw mut _ebss;
+        core::ptr::write_bytes(start, 0, end as usize - start as usize);
+    }
+    crate::trap::init();
+    crate::console::init();
+    let boot = BootInfo {
+        cpu_id: mpidr & 0xff_00ff_ffff, // Aff3..Aff0
+        fdt: find_fdt(x0),
+    };
+    hal::kernel::kernel_main(&boot)
+}

@@ -1,0 +1,179 @@
+//! Board: QEMU `virt`, aarch64 (Cortex-A72), 4-level 48-bit translation with a
+//! 4 KiB granule, the ELF kernel entered at EL1 with the MMU off.
+//!
+//! - [`boot`]: `_start` at the load address (MMU off), EL2 -> EL1 if needed, MAIR,
+//!   TCR, the boot tables (the first 4 GiB both identity-mapped through TTBR0 and at
+//!   the high-half offset through TTBR1, 1 GiB blocks), the jump to the high half,
+//!   then `hal::kernel::kernel_main` with the device tree QEMU put at the start of
+//!   RAM.
+//! - [`trap`]: the exception vector (VBAR_EL1); translation, access-flag and
+//!   permission faults (data and instruction aborts) are decoded into
+//!   `hal::PageFault` and handed to the kernel; anything else is reported and ends
+//!   the machine with a failing status.
+//! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
+//! - [`console`]: the PL011 UART.
+//! - exit: pass is PSCI `SYSTEM_OFF` through `hvc #0` (QEMU exits with status 0);
+//!   fail is the semihosting `SYS_EXIT` call with status 1 (`hlt #0xf000`, needs
+//!   QEMU's `-semihosting`, which the board's TOML passes).
+//!
+//! Address spaces: the kernel's one root table (built by the memory module) holds
+//! both halves and is loaded into TTBR0_EL1 (the low half, where the app window
+//! lives) and TTBR1_EL1 (the kernel half: RAM and devices at
+//! `physical + PHYS_VIRT_OFFSET`). With T0SZ = T1SZ = 16 both halves index the same
+//! level-0 table with VA bits 47..39; the offset `0xffff_8000_0000_0000` puts the
+//! kernel half at level-0 entries 256.. and the low half at 0..255, so neither half
+//! sees the other's mappings.
+//!
+//! The crate is empty on other architectures (a host `cargo check --workspace` then
+//! passes over it); the runtime names it only when building for aarch64.
+#![no_std]
+#![cfg(target_arch = "aarch64")]
+
+pub mod boot;
+pub mod console;
+pub mod probe;
+pub mod trap;
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTVCT_EL0, Readable, TTBR0_EL1, TTBR1_EL1, Writeable};
+use hal::{Board, BootInfo, ExitStatus, KnownWord};
+use memory_addr::{PhysAddr, VirtAddr};
+use page_table_entry::aarch64::A64PTE;
+use page_table_multiarch::aarch64::A64PagingMetaData;
+
+/// The board.
+pub struct ArmVirt;
+
+/// PSCI 0.2 `SYSTEM_OFF` function id.
+const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+/// Semihosting `SYS_EXIT` operation.
+const SEMIHOSTING_SYS_EXIT: u64 = 0x18;
+/// `ADP_Stopped_ApplicationExit`: the reason that carries an exit status.
+const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x2_0026;
+
+/// Set when `exit` starts: a second entry means the exit call itself trapped.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// PSCI `SYSTEM_OFF`: QEMU ends with status 0. Returns only if PSCI is absent.
+fn psci_system_off() {
+    // SAFETY: an HVC to QEMU's built-in PSCI firmware (the device tree's conduit on
+    // this machine); SYSTEM_OFF does not return, and if the call is not implemented
+    // it returns an error in x0, which is discarded.
+    unsafe {
+        asm!("hvc #0", inout("x0") PSCI_SYSTEM_OFF => _, options(nostack));
+    }
+}
+
+/// Semihosting `SYS_EXIT` with `code`: QEMU ends with that status.
+fn semihosting_exit(code: u64) {
+    let block = [ADP_STOPPED_APPLICATION_EXIT, code];
+    // SAFETY: the semihosting call reads the two-word parameter block at x1 (a live
+    // stack array, mapped) and ends QEMU; it writes only x0.
+    unsafe {
+        asm!(
+            "hlt #0xf000",
+            inout("x0") SEMIHOSTING_SYS_EXIT => _,
+            in("x1") block.as_ptr(),
+            options(nostack, readonly),
+        );
+    }
+}
+
+fn halt() -> ! {
+    loop {
+        aarch64_cpu::asm::wfi();
+    }
+}
+
+impl Board for ArmVirt {
+    const NAME: &'static str = "aarch64-qemu-virt";
+    type PagingMeta = A64PagingMetaData;
+    type Pte = A64PTE;
+    type Paging = frames::global::GlobalPaging;
+
+    fn console_write(bytes: &[u8]) {
+        console::write_bytes(bytes);
+    }
+
+    fn exit(status: ExitStatus) -> ! {
+        if EXITING.swap(true, Ordering::Relaxed) {
+            // The exit call trapped (semihosting not enabled: `hlt` is undefined).
+            // Powering off would read as a pass, so stop here; the harness times out.
+            console::write_bytes(
+                b"\nexit: semihosting is not enabled (QEMU -semihosting); halting\n",
+            );
+            halt();
+        }
+        match status {
+            ExitStatus::Pass => {
+                psci_system_off();
+                semihosting_exit(0);
+            }
+            ExitStatus::Fail => semihosting_exit(1),
+        }
+        halt()
+    }
+
+    fn cycles() -> u64 {
+        CNTVCT_EL0.get()
+    }
+
+    fn cycles_per_sec() -> Option<u64> {
+        Some(CNTFRQ_EL0.get()).filter(|&f| f != 0)
+    }
+
+    unsafe fn activate_page_table(root: PhysAddr) {
+        // Make the table's contents visible to the walker before it is used.
+        barrier::dsb(barrier::ISHST);
+        // The same root serves both halves (see the crate docs).
+        TTBR0_EL1.set(root.as_usize() as u64);
+        TTBR1_EL1.set(root.as_usize() as u64);
+        barrier::isb(barrier::SY);
+        Self::flush_tlb(None);
+    }
+
+    fn flush_tlb(vaddr: Option<VirtAddr>) {
+        // SAFETY: TLB maintenance only drops cached translations; the barriers
+        // order it against earlier table writes and later accesses.
+        unsafe {
+            match vaddr {
+                Some(va) => asm!(
+                    "dsb ishst",
+                    "tlbi vaae1is, {}",
+                    "dsb ish",
+                    "isb",
+                    in(reg) (va.as_usize() >> 12) & ((1 << 44) - 1),
+                    options(nostack)
+                ),
+                None => asm!(
+                    "dsb ishst",
+                    "tlbi vmalle1",
+                    "dsb ish",
+                    "isb",
+                    options(nostack)
+                ),
+            }
+        }
+    }
+
+    fn probe_read(addr: VirtAddr) -> bool {
+        probe::read(addr.as_usize())
+    }
+
+    fn probe_write(addr: VirtAddr) -> bool {
+        probe::write(addr.as_usize())
+    }
+
+    fn known_word(boot: &BootInfo) -> KnownWord {
+        KnownWord {
+            paddr: boot.fdt.unwrap_or(PhysAddr::from(0)),
+            value: boot::FDT_MAGIC,
+            big_endian: true,
+            device: false,
+            what: "device tree magic",
+        }
+    }
+}
