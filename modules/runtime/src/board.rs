@@ -3,6 +3,8 @@
 
 #[cfg(target_arch = "riscv64")]
 pub use riscv64_qemu_virt::RiscvVirt as Current;
+#[cfg(target_arch = "aarch64")]
+pub use aarch64_qemu_virt::ArmVirt as Current;
 
 /// The kernel's page table type on this board.
 pub type PageTable = page_table_multiarch::PageTable64<
