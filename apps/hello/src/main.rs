@@ -37,6 +37,24 @@ fn main() -> tessera::AppResult {
         areas.iter().all(|a| a.start.as_usize() != 0),
         "an area starts at the NULL page"
     );
+    let audit = mm::audit();
+    println!(
+        "page-table audit: {} leaf mappings, {} writable+executable, NULL page {}",
+        audit.leaves,
+        audit.writable_and_executable,
+        if audit.null_mapped {
+            "mapped"
+        } else {
+            "unmapped"
+        }
+    );
+    check!(audit.leaves > 0, "the page table has no leaves");
+    check!(
+        audit.writable_and_executable == 0,
+        "W^X violated, first at {:x?}",
+        audit.first_violation
+    );
+    check!(!audit.null_mapped, "the NULL page is mapped");
     let s = mm::stats();
     println!(
         "frames: {} total, {} in use, {} page-table frames",

@@ -89,3 +89,11 @@ pub fn read_faults(va: usize) -> bool {
 pub fn write_faults(va: usize) -> bool {
     Current::probe_write(va.into())
 }
+
+pub use mm::audit::Audit;
+
+/// Walks the live page table: counts leaves, writable+executable leaves, and
+/// whether the NULL page is mapped.
+pub fn audit() -> Audit {
+    runtime::space::audit()
+}

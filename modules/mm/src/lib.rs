@@ -72,6 +72,7 @@
 extern crate alloc;
 
 mod area;
+pub mod audit;
 mod backend;
 mod error;
 mod flags;

@@ -97,3 +97,14 @@ fn __tessera_fatal_page_fault(fault: &PageFault) -> ! {
 pub fn describe_areas() -> Vec<mm::AreaInfo> {
     with(|s| s.areas().collect())
 }
+
+/// Audits the live kernel page table: W^X and the NULL page.
+pub fn audit() -> mm::audit::Audit {
+    use crate::board::Current;
+    let root = with(|s| s.page_table_root());
+    mm::audit::audit::<
+        <Current as Board>::PagingMeta,
+        <Current as Board>::Pte,
+        <Current as Board>::Paging,
+    >(root)
+}
