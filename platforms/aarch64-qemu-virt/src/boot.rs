@@ -7,7 +7,9 @@
 //! set) by its magic.
 //!
 //! `_start`:
-//! 1. drops from EL2 to EL1h if needed (EL1 in AArch64, counters readable at EL1);
+//! 1. drops from EL2 to EL1h if needed (EL1 in AArch64, counters readable at EL1),
+//!    and tells [`rust_entry`] which EL it was entered at (the PSCI conduit
+//!    depends on it: see `ArmVirt::exit`);
 //! 2. masks all exceptions, lets FP/SIMD run untrapped (the softfloat target does not
 //!    use it, but a stray FP instruction then is not an undefined-instruction trap);
 //! 3. sets MAIR_EL1 to the attributes `page_table_entry`'s `A64PTE` indexes
@@ -15,9 +17,11 @@
 //!    TCR_EL1 for two 48-bit halves with 4 KiB granules (IPS from the CPU's PARange);
 //! 4. points level-0 entry 0 (the identity half, TTBR0) and the level-0 entry of
 //!    `PHYS_VIRT_OFFSET` (the kernel half, TTBR1) of [`BOOT_L0`] at [`BOOT_L1`], and
-//!    loads that root into both TTBRs: the first 4 GiB of physical memory are then
-//!    mapped both at 0 and at the high-half offset, with 1 GiB blocks (the first GiB,
-//!    QEMU virt's devices, as device memory; the rest as normal memory);
+//!    loads that root into both TTBRs: the first GiB of physical memory (QEMU
+//!    virt's devices) as device memory and every GiB that holds RAM (from the
+//!    board's config, `MEM=` included) as normal memory are then mapped both at 0
+//!    and at the high-half offset, with 1 GiB blocks, so that the frames the runtime
+//!    takes for the kernel's page tables are reachable before it switches to them;
 //! 5. turns on the MMU and caches, moves to the boot stack `_estack` at its
 //!    high-half address and jumps to [`rust_entry`] there.
 //!
@@ -26,6 +30,7 @@
 //! see `ArmVirt::activate_page_table`) replaces both halves.
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use hal::BootInfo;
 use memory_addr::PhysAddr;
@@ -80,18 +85,25 @@ pub const SCTLR_MMU_OFF: u64 = 0x30d0_0800;
 /// SCTLR_EL1 running: MMU (M), data cache (C) and instruction cache (I) on.
 pub const SCTLR_MMU_ON: u64 = SCTLR_MMU_OFF | (1 << 0) | (1 << 2) | (1 << 12);
 
+const GIB: usize = 1 << 30;
+/// The GiBs of physical memory that hold RAM: `[RAM_FIRST_GIB, RAM_END_GIB)`.
+const RAM_FIRST_GIB: usize = config::PHYS_MEMORY_BASE / GIB;
+const RAM_END_GIB: usize = (config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE).div_ceil(GIB);
+// One level-1 table covers 512 GiB; the devices' GiB is the first.
+const _: () = assert!(RAM_FIRST_GIB >= 1 && RAM_END_GIB <= 512);
+
 const fn boot_l1() -> Table {
     let mut t = [0u64; 512];
-    let mut gib = 0;
-    while gib < 4 {
-        let attr = if gib == 0 { BOOT_DEVICE } else { BOOT_NORMAL };
-        t[gib] = ((gib as u64) << 30) | attr;
+    t[0] = BOOT_DEVICE;
+    let mut gib = RAM_FIRST_GIB;
+    while gib < RAM_END_GIB {
+        t[gib] = ((gib * GIB) as u64) | BOOT_NORMAL;
         gib += 1;
     }
     Table(t)
 }
 
-/// The boot level-1 table: the first 4 GiB of physical memory in 1 GiB blocks.
+/// The boot level-1 table: the devices' GiB and RAM in 1 GiB blocks.
 #[unsafe(link_section = ".data.boot_page_table")]
 static BOOT_L1: Table = boot_l1();
 
@@ -108,8 +120,8 @@ global_asm!(
     "   mrs     x20, mpidr_el1",
     // EL2 -> EL1h.
     "   mrs     x9, CurrentEL",
-    "   ubfx    x9, x9, #2, #2",
-    "   cmp     x9, #2",
+    "   ubfx    x21, x9, #2, #2",
+    "   cmp     x21, #2",
     "   b.ne    1f",
     "   mov     x9, #(1 << 31)", // HCR_EL2.RW: EL1 runs AArch64
     "   msr     hcr_el2, x9",
@@ -159,6 +171,7 @@ global_asm!(
     "   mov     x30, xzr",
     "   mov     x0, x19",
     "   mov     x1, x20",
+    "   mov     x2, x21",
     "   ldr     x9, ={entry}",
     "   br      x9",
     "   .ltorg",
@@ -204,8 +217,17 @@ fn find_fdt(x0: usize) -> Option<PhysAddr> {
         .map(PhysAddr::from)
 }
 
+/// The exception level `_start` was entered at (1 or 2).
+static ENTRY_EL: AtomicUsize = AtomicUsize::new(1);
+
+/// The exception level QEMU entered the kernel at: 2 when the machine has
+/// virtualization on (the kernel itself then runs at EL1 all the same).
+pub fn entry_el() -> usize {
+    ENTRY_EL.load(Ordering::Relaxed)
+}
+
 /// First Rust code, in the high half, on the boot stack.
-extern "C" fn rust_entry(x0: usize, mpidr: usize) -> ! {
+extern "C" fn rust_entry(x0: usize, mpidr: usize, entry_el: usize) -> ! {
     // SAFETY: nothing has used .bss yet (statics there are only touched from here
     // on); the linker script bounds it by `_sbss`/`_ebss` and keeps the boot stack
     // and the boot page tables outside that range.
@@ -214,6 +236,7 @@ extern "C" fn rust_entry(x0: usize, mpidr: usize) -> ! {
         let end = &raw mut _ebss;
         core::ptr::write_bytes(start, 0, end as usize - start as usize);
     }
+    ENTRY_EL.store(entry_el, Ordering::Relaxed);
     crate::trap::init();
     crate::console::init();
     let boot = BootInfo {

@@ -2,8 +2,9 @@
 //! 4 KiB granule, the ELF kernel entered at EL1 with the MMU off.
 //!
 //! - [`boot`]: `_start` at the load address (MMU off), EL2 -> EL1 if needed, MAIR,
-//!   TCR, the boot tables (the first 4 GiB both identity-mapped through TTBR0 and at
-//!   the high-half offset through TTBR1, 1 GiB blocks), the jump to the high half,
+//!   TCR, the boot tables (the devices' GiB and RAM both identity-mapped through
+//!   TTBR0 and at the high-half offset through TTBR1, 1 GiB blocks), the jump to the
+//!   high half,
 //!   then `hal::kernel::kernel_main` with the device tree QEMU put at the start of
 //!   RAM.
 //! - [`trap`]: the exception vector (VBAR_EL1); translation, access-flag and
@@ -12,7 +13,8 @@
 //!   the machine with a failing status.
 //! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
 //! - [`console`]: the PL011 UART.
-//! - exit: pass is PSCI `SYSTEM_OFF` through `hvc #0` (QEMU exits with status 0);
+//! - exit: pass is PSCI `SYSTEM_OFF` through `hvc #0` (QEMU exits with status 0;
+//!   `smc #0` when QEMU entered at EL2, where the device tree's conduit is SMC);
 //!   fail is the semihosting `SYS_EXIT` call with status 1 (`hlt #0xf000`, needs
 //!   QEMU's `-semihosting`, which the board's TOML passes).
 //!
@@ -58,12 +60,20 @@ const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x2_0026;
 static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// PSCI `SYSTEM_OFF`: QEMU ends with status 0. Returns only if PSCI is absent.
+///
+/// QEMU's built-in PSCI answers `hvc` when the machine has no EL2 (the kernel was
+/// entered at EL1) and `smc` when it has one (entered at EL2, which the kernel left
+/// without a vector of its own).
 fn psci_system_off() {
-    // SAFETY: an HVC to QEMU's built-in PSCI firmware (the device tree's conduit on
-    // this machine); SYSTEM_OFF does not return, and if the call is not implemented
-    // it returns an error in x0, which is discarded.
+    // SAFETY: a call to QEMU's built-in PSCI firmware through the conduit the device
+    // tree names for this configuration; SYSTEM_OFF does not return, and if the call
+    // is not implemented it returns an error in x0, which is discarded.
     unsafe {
-        asm!("hvc #0", inout("x0") PSCI_SYSTEM_OFF => _, options(nostack));
+        if boot::entry_el() == 2 {
+            asm!("smc #0", inout("x0") PSCI_SYSTEM_OFF => _, options(nostack));
+        } else {
+            asm!("hvc #0", inout("x0") PSCI_SYSTEM_OFF => _, options(nostack));
+        }
     }
 }
 
