@@ -4,8 +4,9 @@
 //! allocations (physical address = host pointer, so `phys_to_virt` is the identity).
 //! It records every live run per test thread, so tests running in parallel do not
 //! see each other's frames, and it:
-//! - panics on a double free, a free of an unknown address, or a free with a
-//!   different frame count than the allocation (all are bugs in the caller);
+//! - panics on a double free or a free of frames it did not hand out (both
+//!   are bugs in the caller); like the kernel's frame allocator, it accepts the
+//!   free of any part of a run (a contiguous run can be returned piecewise);
 //! - fills new frames with `0xA5`, so code that forgets to zero a frame is caught;
 //! - can be given a limit of frames in use, to drive out-of-memory paths.
 //!
@@ -21,10 +22,18 @@ use page_table_multiarch::PagingHandler;
 /// Frame size.
 pub const FRAME: usize = 4096;
 
+/// One live run: its layout on the host heap and which of its frames are freed.
+struct Run {
+    frames: usize,
+    layout: Layout,
+    freed: Vec<bool>,
+    live: usize,
+}
+
 #[derive(Default)]
 struct State {
-    /// Start address -> (frames, layout) of each live run.
-    live: BTreeMap<usize, (usize, Layout)>,
+    /// Start address -> live run.
+    live: BTreeMap<usize, Run>,
     in_use: usize,
     peak: usize,
     limit: Option<usize>,
@@ -55,7 +64,15 @@ impl PagingHandler for TrackingHandler {
             }
             // SAFETY: `ptr` is a fresh allocation of `layout.size()` bytes.
             unsafe { ptr.write_bytes(0xA5, layout.size()) };
-            s.live.insert(ptr as usize, (num, layout));
+            s.live.insert(
+                ptr as usize,
+                Run {
+                    frames: num,
+                    layout,
+                    freed: vec![false; num],
+                    live: num,
+                },
+            );
             s.in_use += num;
             s.peak = s.peak.max(s.in_use);
             s.allocs += 1;
@@ -66,17 +83,35 @@ impl PagingHandler for TrackingHandler {
     fn dealloc_frames(paddr: PhysAddr, num: usize) {
         STATE.with_borrow_mut(|s| {
             let pa = paddr.as_usize();
-            let Some((n, layout)) = s.live.remove(&pa) else {
+            let found = s.live.range_mut(..=pa).next_back();
+            let Some((&start, run)) = found.filter(|(start, run)| {
+                pa.is_multiple_of(FRAME) && pa < *start + run.frames * FRAME
+            }) else {
                 panic!("TrackingHandler: free of {pa:#x} which is not allocated (double free?)");
             };
-            assert_eq!(
-                n, num,
-                "TrackingHandler: run at {pa:#x} freed with a different count"
+            let first = (pa - start) / FRAME;
+            assert!(
+                num > 0 && first + num <= run.frames,
+                "TrackingHandler: free of {num} frames at {pa:#x} runs past its run at {start:#x}"
             );
-            s.in_use -= n;
-            // SAFETY: `pa` was returned by `alloc` with exactly this layout and is
-            // removed from the live set, so it is freed once.
-            unsafe { dealloc(pa as *mut u8, layout) };
+            for (i, freed) in run.freed[first..first + num].iter_mut().enumerate() {
+                assert!(
+                    !*freed,
+                    "TrackingHandler: free of {:#x} which is not allocated (double free?)",
+                    pa + i * FRAME
+                );
+                *freed = true;
+            }
+            run.live -= num;
+            s.in_use -= num;
+            if run.live == 0 {
+                let layout = run.layout;
+                s.live.remove(&start);
+                // SAFETY: `start` was returned by `alloc` with exactly this layout,
+                // every frame of it is now freed, and it is removed from the live
+                // set, so it is freed once.
+                unsafe { dealloc(start as *mut u8, layout) };
+            }
         })
     }
 
@@ -89,9 +124,9 @@ impl PagingHandler for TrackingHandler {
 /// still held by a previous test on this thread are released, not reported.
 pub fn reset() {
     STATE.with_borrow_mut(|s| {
-        for (pa, (_, layout)) in std::mem::take(&mut s.live) {
+        for (pa, run) in std::mem::take(&mut s.live) {
             // SAFETY: each live run was allocated with its recorded layout.
-            unsafe { dealloc(pa as *mut u8, layout) };
+            unsafe { dealloc(pa as *mut u8, run.layout) };
         }
         *s = State::default();
     })
@@ -148,6 +183,35 @@ mod tests {
         TrackingHandler::dealloc_frame(a);
         TrackingHandler::dealloc_frames(b, 512);
         assert_no_leaks();
+    }
+
+    #[test]
+    fn runs_can_be_freed_piecewise() {
+        reset();
+        let a = TrackingHandler::alloc_frames(4, FRAME).unwrap();
+        TrackingHandler::dealloc_frames(a + FRAME, 2);
+        assert_eq!(frames_in_use(), 2);
+        TrackingHandler::dealloc_frame(a);
+        TrackingHandler::dealloc_frame(a + 3 * FRAME);
+        assert_eq!(frames_in_use(), 0);
+        assert_no_leaks();
+    }
+
+    #[test]
+    #[should_panic(expected = "double free")]
+    fn partial_double_free_panics() {
+        reset();
+        let a = TrackingHandler::alloc_frames(4, FRAME).unwrap();
+        TrackingHandler::dealloc_frames(a + FRAME, 2);
+        TrackingHandler::dealloc_frame(a + 2 * FRAME);
+    }
+
+    #[test]
+    #[should_panic(expected = "runs past its run")]
+    fn free_past_the_run_panics() {
+        reset();
+        let a = TrackingHandler::alloc_frames(2, FRAME).unwrap();
+        TrackingHandler::dealloc_frames(a + FRAME, 2);
     }
 
     #[test]
