@@ -180,6 +180,68 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
         ))
     }
 
+    /// Calls `f` for every present leaf, in increasing order of linear address
+    /// (lower half first on sign-extended formats). Absent subtrees are skipped.
+    pub fn for_each_leaf(&self, mut f: impl FnMut(Leaf<M::VirtAddr>)) {
+        Self::walk_leaves(self.root, Self::TOP, 0, &mut f);
+    }
+
+    /// Number of table frames reachable from the root and owned by this table
+    /// (the root included; shared root slots excluded).
+    pub fn table_frames(&self) -> usize {
+        let mut n = 1;
+        for i in 0..ENTRIES {
+            let pte = Self::read(self.root, i);
+            if !self.is_shared(i) && pte.is_present() && !is_leaf(&pte, Self::TOP) {
+                n += Self::count_tables(pte.paddr(), Self::TOP - 1);
+            }
+        }
+        n
+    }
+
+    fn count_tables(table: PhysAddr, h: usize) -> usize {
+        let mut n = 1;
+        if h > 0 {
+            for i in 0..ENTRIES {
+                let pte = Self::read(table, i);
+                if pte.is_present() && !is_leaf(&pte, h) {
+                    n += Self::count_tables(pte.paddr(), h - 1);
+                }
+            }
+        }
+        n
+    }
+
+    fn walk_leaves<F: FnMut(Leaf<M::VirtAddr>)>(table: PhysAddr, h: usize, base: usize, f: &mut F) {
+        for i in 0..ENTRIES {
+            let pte = Self::read(table, i);
+            if !pte.is_present() {
+                continue;
+            }
+            let la = base + (i << shift(h));
+            if is_leaf(&pte, h) {
+                f(Leaf {
+                    vaddr: Self::vaddr_of(la).into(),
+                    paddr: pte.paddr(),
+                    size: leaf_size(h),
+                    flags: pte.flags(),
+                });
+            } else {
+                Self::walk_leaves(pte.paddr(), h - 1, la, f);
+            }
+        }
+    }
+
+    /// The virtual address of linear address `la`: itself if valid, else its
+    /// sign extension (upper half of sign-extended formats).
+    fn vaddr_of(la: usize) -> usize {
+        if M::vaddr_is_valid(la) {
+            la
+        } else {
+            la | !Self::LA_MASK
+        }
+    }
+
     /// The present leaf containing linear address `la`, with its height.
     fn find(&self, la: usize) -> Option<(PTE, usize)> {
         let mut table = self.root;
