@@ -3,12 +3,12 @@
 //! QEMU enters `_start` at its physical address (the ELF's entry is `_start_phys`)
 //! with the MMU off, at EL1 (EL2 when the machine has virtualization on). For an
 //! ELF image `x0` carries no device tree; QEMU puts the device tree at the start of
-//! RAM instead, and [`find_fdt`] checks for it there (and in `x0`, if it is ever
+//! RAM instead, and `find_fdt` checks for it there (and in `x0`, if it is ever
 //! set) by its magic.
 //!
 //! `_start`:
 //! 1. drops from EL2 to EL1h if needed (EL1 in AArch64, counters readable at EL1),
-//!    and tells [`rust_entry`] which EL it was entered at (the PSCI conduit
+//!    and tells `rust_entry` which EL it was entered at (the PSCI conduit
 //!    depends on it: see `ArmVirt::exit`);
 //! 2. masks all exceptions, lets FP/SIMD run untrapped (the softfloat target does not
 //!    use it, but a stray FP instruction then is not an undefined-instruction trap);
@@ -16,14 +16,14 @@
 //!    (index 0 Device-nGnRE, 1 Normal write-back, 2 Normal non-cacheable),
 //!    TCR_EL1 for two 48-bit halves with 4 KiB granules (IPS from the CPU's PARange);
 //! 4. points level-0 entry 0 (the identity half, TTBR0) and the level-0 entry of
-//!    `PHYS_VIRT_OFFSET` (the kernel half, TTBR1) of [`BOOT_L0`] at [`BOOT_L1`], and
+//!    `PHYS_VIRT_OFFSET` (the kernel half, TTBR1) of `BOOT_L0` at `BOOT_L1`, and
 //!    loads that root into both TTBRs: the first GiB of physical memory (QEMU
 //!    virt's devices) as device memory and every GiB that holds RAM (from the
 //!    board's config, `MEM=` included) as normal memory are then mapped both at 0
 //!    and at the high-half offset, with 1 GiB blocks, so that the frames the runtime
 //!    takes for the kernel's page tables are reachable before it switches to them;
 //! 5. turns on the MMU and caches, moves to the boot stack `_estack` at its
-//!    high-half address and jumps to [`rust_entry`] there.
+//!    high-half address and jumps to `rust_entry` there.
 //!
 //! The identity half exists only for the few instructions between the MMU switch and
 //! the jump; the kernel address space the runtime builds (one root for both TTBRs,

@@ -5,7 +5,7 @@
 //! synchronous, IRQ, FIQ, SError). Every slot saves x0/x1, puts its slot number in
 //! x0 and branches to the common entry, which saves the rest of the general
 //! registers, ELR_EL1 and SPSR_EL1 into a [`TrapFrame`] on the current stack (the
-//! kernel runs at EL1 on SP_EL1 only) and calls [`handle_trap`]:
+//! kernel runs at EL1 on SP_EL1 only) and calls `handle_trap`:
 //! - synchronous data and instruction aborts (EC 0x24/0x25, 0x20/0x21) that are
 //!   translation, access-flag or permission faults are decoded into a
 //!   `hal::PageFault` (address from FAR_EL1, write from ESR.WnR, the fault kind and
