@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use memory_addr::VirtAddr;
+use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::MappingFlags;
 
 /// How an allocated area gets its frames.
@@ -15,7 +15,7 @@ pub enum Populate {
 }
 
 /// What backs an area.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AreaKind {
     /// A fixed physical range: `va = pa + pa_va_offset` (wrapping).
     Linear {
@@ -26,6 +26,12 @@ pub enum AreaKind {
     Alloc {
         /// When the frames are allocated.
         populate: Populate,
+    },
+    /// A physically contiguous run of frames owned by the area
+    /// ([`crate::MmapFlags::CONTIGUOUS`]): page `start + i` maps `start_frame + i`.
+    Contiguous {
+        /// The frame of the area's first page.
+        start_frame: PhysAddr,
     },
 }
 
@@ -51,7 +57,8 @@ impl AreaInfo {
 
 impl fmt::Display for AreaInfo {
     /// `[0x1000000000, 0x1000040000) rw- alloc(lazy)`,
-    /// `[..) r-x linear(+0xffffffc000000000)`, `[..) rw- device linear(+0x..)`.
+    /// `[..) r-x linear(+0xffffffc000000000)`, `[..) rw- device linear(+0x..)`,
+    /// `[..) rw- contiguous(@0x80400000)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bit = |flag, c| if self.flags.contains(flag) { c } else { '-' };
         write!(
@@ -74,6 +81,9 @@ impl fmt::Display for AreaInfo {
             AreaKind::Alloc {
                 populate: Populate::Eager,
             } => f.write_str(" alloc(eager)"),
+            AreaKind::Contiguous { start_frame } => {
+                write!(f, " contiguous(@{:#x})", start_frame.as_usize())
+            }
         }
     }
 }

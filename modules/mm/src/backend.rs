@@ -1,12 +1,17 @@
 //! The mapping backends and the page-table wrapper they operate on.
 //!
-//! [`Backend`] implements `memory_set::MappingBackend` with
-//! `PageTable = `[`Mapper`]. The mapper owns the hardware page table plus the
-//! state the page table cannot express:
+//! [`Backend`] implements the area set's [`AreaBackend`] with `Ctx = `[`Mapper`].
+//! This file is the only one that touches the page table: the rest of the
+//! crate uses the mapper's small internal interface (`lookup`, `map_one`,
+//! `fault_alloc`, `prepare_tables`, `reclaim`, `table_frames`, the frame pool
+//! and contiguous runs, and the per-kind map/unmap/protect of a range), so
+//! moving to another page-table layer changes this file only.
+//!
+//! The mapper owns the hardware page table plus the state the page table
+//! cannot express:
 //! - `parked`: frames of populated allocated pages whose area is currently
 //!   `PROT_NONE`. Their PTE is removed (never a "paddr with no flags" entry) and
 //!   the frame is kept here, so the data survives `NONE -> RW`.
-//! - `last_error`: why the last backend call failed (memory_set only sees `bool`).
 //! - `pool`: zero or more frames allocated before a populating map, so that
 //!   running out of data frames is detected before anything is changed.
 //!
@@ -18,12 +23,12 @@ use alloc::vec::Vec;
 use core::marker::PhantomData;
 
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
-use memory_set::MappingBackend;
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PageSize, PageTable64, PagingHandler, PagingMetaData};
 
 use crate::area::{AreaKind, Populate};
-use crate::error::MapError;
+use crate::areas::AreaBackend;
+use crate::error::{MapError, SplitError};
 use crate::flags::accessible;
 
 const ENTRIES: usize = 512;
@@ -60,6 +65,14 @@ pub enum BackendKind {
         /// Allocated at map time or on first touch.
         populate: Populate,
     },
+    /// A physically contiguous run of zeroed frames owned by the area, mapped
+    /// at map time: page `va` maps `start_frame + (va - area start)`. A split
+    /// gives the right part the frame at its own start; unmapping part of the
+    /// area frees exactly the frames of that part.
+    Contiguous {
+        /// The frame of the area's first page.
+        start_frame: PhysAddr,
+    },
 }
 
 impl<M, PTE, H> Clone for Backend<M, PTE, H> {
@@ -87,6 +100,11 @@ impl<M, PTE, H> Backend<M, PTE, H> {
         Self::new(BackendKind::Alloc { populate })
     }
 
+    /// A backend owning the contiguous frames starting at `start_frame`.
+    pub const fn contiguous(start_frame: PhysAddr) -> Self {
+        Self::new(BackendKind::Contiguous { start_frame })
+    }
+
     /// Its kind.
     pub const fn kind(&self) -> BackendKind {
         self.kind
@@ -97,6 +115,7 @@ impl<M, PTE, H> Backend<M, PTE, H> {
         match self.kind {
             BackendKind::Linear { pa_va_offset, .. } => AreaKind::Linear { pa_va_offset },
             BackendKind::Alloc { populate } => AreaKind::Alloc { populate },
+            BackendKind::Contiguous { start_frame } => AreaKind::Contiguous { start_frame },
         }
     }
 }
@@ -105,7 +124,6 @@ impl<M, PTE, H> Backend<M, PTE, H> {
 pub struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> {
     pt: PageTable64<M, PTE, H>,
     parked: BTreeMap<VirtAddr, PhysAddr>,
-    last_error: Option<MapError>,
     pool: Vec<PhysAddr>,
     data_frames: usize,
 }
@@ -192,7 +210,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         Ok(Self {
             pt: PageTable64::try_new().map_err(|_| MapError::NoMemory)?,
             parked: BTreeMap::new(),
-            last_error: None,
             pool: Vec::new(),
             data_frames: 0,
         })
@@ -206,11 +223,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     /// Frames owned by allocated areas (mapped or parked).
     pub fn data_frames(&self) -> usize {
         self.data_frames
-    }
-
-    /// Takes the reason of the last backend failure.
-    pub(crate) fn take_error(&mut self) -> Option<MapError> {
-        self.last_error.take()
     }
 
     /// What the page table holds at `va`, read without a cursor.
@@ -303,6 +315,109 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         Ok(())
     }
 
+    /// A zeroed run of `pages` physically contiguous frames for a contiguous area.
+    pub(crate) fn alloc_contiguous(&mut self, pages: usize) -> Result<PhysAddr, MapError> {
+        let pa = H::alloc_frames(pages, PAGE_SIZE_4K).ok_or(MapError::NoMemory)?;
+        for i in 0..pages {
+            let ptr = H::phys_to_virt(pa + i * PAGE_SIZE_4K).as_mut_ptr();
+            // SAFETY: frame `i` of a run just allocated for us, mapped by
+            // `phys_to_virt`; nothing else refers to it yet.
+            unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE_4K) };
+        }
+        self.data_frames += pages;
+        Ok(pa)
+    }
+
+    /// Frees `pages` frames of a contiguous run from `pa` (no longer mapped, TLB
+    /// already flushed).
+    pub(crate) fn free_contiguous(&mut self, pa: PhysAddr, pages: usize) {
+        H::dealloc_frames(pa, pages);
+        self.data_frames -= pages;
+    }
+
+    /// The frame of the first pooled page (the pool is filled first).
+    pub(crate) fn pool_frame(&self) -> Option<PhysAddr> {
+        self.pool.last().copied()
+    }
+
+    /// Makes sure every page table needed to map any 4K page of `[start, end)`
+    /// exists, so that mapping pages there afterwards cannot run out of table
+    /// frames. A missing leaf table is created by mapping `scratch` (a frame the
+    /// caller owns) read-only at one page of it and unmapping it again in the
+    /// same cursor (the tables stay; the cursor flushes the page when dropped).
+    /// Costs one lookup per 2M block of the range. On failure, the tables it
+    /// created are freed again and nothing is changed.
+    pub(crate) fn prepare_tables(
+        &mut self,
+        start: usize,
+        end: usize,
+        scratch: PhysAddr,
+    ) -> Result<(), MapError> {
+        let root = self.pt.root_paddr();
+        let leaf_span = 1usize << shift::<M>(M::LEVELS - 2);
+        let mut va = start;
+        let mut failed = false;
+        {
+            let mut cursor = self.pt.cursor();
+            while va < end {
+                match lookup::<M, PTE, H>(root, va) {
+                    // A huge leaf never lies in a range mapped with 4K pages.
+                    Slot::Leaf { size, .. } => va = block_end(va, size.max(leaf_span), end),
+                    Slot::Hole { size } if size == PAGE_SIZE_4K => {
+                        va = block_end(va, leaf_span, end)
+                    }
+                    Slot::Hole { .. } => {
+                        let page = VirtAddr::from(va);
+                        if cursor
+                            .map(page, scratch, PageSize::Size4K, MappingFlags::READ)
+                            .is_err()
+                        {
+                            failed = true;
+                            break;
+                        }
+                        let _ = cursor.unmap(page);
+                        va = block_end(va, leaf_span, end);
+                    }
+                }
+            }
+        }
+        if failed {
+            self.reclaim(start, end);
+            return Err(MapError::NoMemory);
+        }
+        Ok(())
+    }
+
+    /// Prepares the tables an `mprotect` to accessible flags needs in
+    /// `[s, e)` of an area starting at `area_start` whose flags allow no access
+    /// now: linear and contiguous areas re-create every page, allocated areas
+    /// their parked pages. On failure the caller reclaims the range.
+    pub(crate) fn prepare_reopen(
+        &mut self,
+        kind: BackendKind,
+        area_start: usize,
+        s: usize,
+        e: usize,
+    ) -> Result<(), MapError> {
+        match kind {
+            BackendKind::Linear { pa_va_offset, .. } => {
+                self.prepare_tables(s, e, PhysAddr::from(s.wrapping_sub(pa_va_offset)))
+            }
+            BackendKind::Contiguous { start_frame } => {
+                self.prepare_tables(s, e, start_frame + (s - area_start))
+            }
+            BackendKind::Alloc { .. } => {
+                let mut from = VirtAddr::from(s);
+                let until = VirtAddr::from(e);
+                while let Some((&page, &pa)) = self.parked.range(from..until).next() {
+                    self.prepare_tables(page.as_usize(), page.as_usize() + PAGE_SIZE_4K, pa)?;
+                    from = page + PAGE_SIZE_4K;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Frees the frames left in the pool (never mapped, so no flush needed).
     pub(crate) fn drain_pool(&mut self) {
         for pa in self.pool.drain(..) {
@@ -389,7 +504,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     }
 
     /// Unmaps the allocated pages of `[start, end)` and frees their frames after
-    /// the flush; frees parked frames; skips holes.
+    /// the flush; frees parked frames; skips holes. Leaves empty tables to the
+    /// caller's [`Self::reclaim`].
     fn unmap_alloc(&mut self, start: usize, end: usize) {
         let (s, e) = (VirtAddr::from(start), VirtAddr::from(end));
         while let Some((&va, &pa)) = self.parked.range(s..e).next() {
@@ -423,7 +539,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             }
             self.data_frames -= n;
         }
-        self.reclaim(start, end);
     }
 
     /// Linear map of `[start, end)` to `start - off`; undoes everything on failure.
@@ -471,6 +586,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     }
 
     /// Unmaps whatever is mapped in `[start, end)` of a linear area; skips holes.
+    /// Leaves empty tables to the caller's [`Self::reclaim`].
     ///
     /// A huge page that straddles the range is removed whole: the API never
     /// partially unmaps a huge linear area (those are kernel areas outside the
@@ -494,7 +610,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                 }
             }
         }
-        self.reclaim(start, end);
     }
 
     /// New flags for a linear range: remove pages for flags without access,
@@ -504,6 +619,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     fn protect_linear(&mut self, start: usize, end: usize, off: usize, flags: MappingFlags) {
         if !accessible(flags) {
             self.unmap_linear(start, end);
+            self.reclaim(start, end);
             return;
         }
         let root = self.pt.root_paddr();
@@ -643,22 +759,19 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     }
 }
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> MappingBackend
+impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> AreaBackend
     for Backend<M, PTE, H>
 {
-    type Addr = VirtAddr;
-    type Flags = MappingFlags;
-    type PageTable = Mapper<M, PTE, H>;
+    type Ctx = Mapper<M, PTE, H>;
 
     fn map(
-        &self,
-        start: VirtAddr,
-        size: usize,
+        &mut self,
+        s: usize,
+        e: usize,
         flags: MappingFlags,
         m: &mut Mapper<M, PTE, H>,
-    ) -> bool {
-        let (s, e) = (start.as_usize(), start.as_usize() + size);
-        let r = match self.kind {
+    ) -> Result<(), MapError> {
+        match self.kind {
             BackendKind::Linear { pa_va_offset, huge } => {
                 m.map_linear(s, e, pa_va_offset, flags, huge)
             }
@@ -668,39 +781,68 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             BackendKind::Alloc {
                 populate: Populate::Lazy,
             } => Ok(()),
-        };
-        match r {
-            Ok(()) => true,
-            Err(err) => {
-                m.last_error = Some(err);
-                false
+            BackendKind::Contiguous { start_frame } => {
+                m.map_linear(s, e, contiguous_offset(s, start_frame), flags, false)
             }
         }
     }
 
-    /// Never fails (memory_set unwraps this result).
-    fn unmap(&self, start: VirtAddr, size: usize, m: &mut Mapper<M, PTE, H>) -> bool {
-        let (s, e) = (start.as_usize(), start.as_usize() + size);
+    fn unmap(&mut self, s: usize, e: usize, m: &mut Mapper<M, PTE, H>) {
         match self.kind {
             BackendKind::Linear { .. } => m.unmap_linear(s, e),
             BackendKind::Alloc { .. } => m.unmap_alloc(s, e),
+            BackendKind::Contiguous { start_frame } => {
+                // The cursor flushed the TLB when `unmap_linear` returned.
+                m.unmap_linear(s, e);
+                m.free_contiguous(start_frame, (e - s) / PAGE_SIZE_4K);
+            }
         }
-        true
     }
 
-    /// Never fails: pages that cannot be re-mapped are re-mapped on their next fault.
-    fn protect(
-        &self,
-        start: VirtAddr,
-        size: usize,
-        flags: MappingFlags,
-        m: &mut Mapper<M, PTE, H>,
-    ) -> bool {
-        let (s, e) = (start.as_usize(), start.as_usize() + size);
+    fn protect(&mut self, s: usize, e: usize, flags: MappingFlags, m: &mut Mapper<M, PTE, H>) {
         match self.kind {
             BackendKind::Linear { pa_va_offset, .. } => m.protect_linear(s, e, pa_va_offset, flags),
             BackendKind::Alloc { .. } => m.protect_alloc(s, e, flags),
+            BackendKind::Contiguous { start_frame } => {
+                m.protect_linear(s, e, contiguous_offset(s, start_frame), flags)
+            }
         }
-        true
     }
+
+    fn split(
+        &mut self,
+        s: usize,
+        at: usize,
+        _e: usize,
+        m: &Mapper<M, PTE, H>,
+    ) -> Result<Self, SplitError> {
+        match self.kind {
+            BackendKind::Linear { huge: true, .. } => match m.lookup(VirtAddr::from(at)) {
+                Slot::Leaf { size, .. } if !at.is_multiple_of(size) => Err(SplitError::HugePage),
+                _ => Ok(self.clone()),
+            },
+            BackendKind::Linear { .. } | BackendKind::Alloc { .. } => Ok(self.clone()),
+            BackendKind::Contiguous { start_frame } => Ok(Self::contiguous(start_frame + (at - s))),
+        }
+    }
+
+    fn try_merge(&mut self, s: usize, mid: usize, next: &Self, _e: usize) -> bool {
+        match (self.kind, next.kind) {
+            (BackendKind::Linear { .. }, BackendKind::Linear { .. })
+            | (BackendKind::Alloc { .. }, BackendKind::Alloc { .. }) => self.kind == next.kind,
+            (
+                BackendKind::Contiguous { start_frame },
+                BackendKind::Contiguous {
+                    start_frame: next_frame,
+                },
+            ) => start_frame.as_usize().checked_add(mid - s) == Some(next_frame.as_usize()),
+            _ => false,
+        }
+    }
+}
+
+/// `va - pa` of a contiguous area starting at `start` with frame `start_frame`.
+#[inline]
+fn contiguous_offset(start: usize, start_frame: PhysAddr) -> usize {
+    start.wrapping_sub(start_frame.as_usize())
 }

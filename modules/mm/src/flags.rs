@@ -33,6 +33,23 @@ bitflags::bitflags! {
         const FIXED_NOREPLACE = 0x10_0000;
         /// Allocate and map every page now instead of on first touch.
         const POPULATE = 0x8000;
+        /// Tessera-specific (no Linux equivalent; bit 25 is unused by Linux):
+        /// back the mapping with one physically contiguous run of zeroed frames
+        /// owned by the area (e.g. a DMA buffer), allocated and mapped now
+        /// (implies `POPULATE`). [`crate::AddrSpace::translate`] gives the
+        /// physical address of each page. At most
+        /// [`crate::CONTIGUOUS_MAX`] bytes.
+        const CONTIGUOUS = 1 << 25;
+    }
+}
+
+impl MmapFlags {
+    /// Checks for unknown bits ([`AxError::InvalidInput`]).
+    pub fn validate(self) -> Result<Self, AxError> {
+        if self.bits() & !MmapFlags::all().bits() != 0 {
+            return Err(AxError::InvalidInput);
+        }
+        Ok(self)
     }
 }
 

@@ -1,19 +1,49 @@
-//! Address spaces: areas over a page table, linear and allocated backends,
-//! page-fault handling, and the `mmap`/`munmap`/`mprotect` semantics apps see.
+//! Address spaces: areas over a page table, linear, allocated and contiguous
+//! backends, page-fault handling, and the `mmap`/`munmap`/`mprotect` semantics
+//! apps see.
 //!
-//! An [`AddrSpace`] is a `memory_set::MemorySet` of areas, each with a
-//! [`Backend`], over a [`Mapper`] (the hardware `PageTable64` plus the state a page
-//! table cannot express), a *window* of virtual addresses that the app calls may
-//! touch, and counters.
+//! An [`AddrSpace`] is an area set (`areas.rs`: a `BTreeMap` of areas keyed by
+//! start address, each with a [`Backend`]) over a [`Mapper`] (the hardware
+//! `PageTable64` plus the state a page table cannot express), a *window* of
+//! virtual addresses that the app calls may touch, and counters.
+//!
+//! # Why our own area set
+//! The first version used `memory_set` 0.4's `MemorySet`. It was replaced
+//! because its backend trait answers `bool` (the reason of a failure is lost),
+//! its `unmap`/`protect` visit every area (O(n) per call), it cannot merge
+//! areas, and it clones a backend on a split, so position-dependent state (the
+//! first frame of a contiguous run, an offset into an object) cannot follow the
+//! right part. Our area set answers lookups, overlap and coverage checks,
+//! unmap and protect in O(log n + k) for k touched areas; its backend trait
+//! returns one small error enum per operation ([`MapError`], [`SplitError`];
+//! the set's own are [`InsertError`], [`UnmapError`], [`ProtectError`]),
+//! converted to [`AxError`] only at this crate's public boundary; its `split`
+//! hook gives the right part its own state (a shrink from the front is a split
+//! whose left part is unmapped); and adjacent areas merge (below).
 //!
 //! # Backends
 //! - **Linear** (`pa = va - pa_va_offset`): kernel image, physical memory, MMIO,
 //!   and [`AddrSpace::map_phys`]. Huge pages only for kernel areas
 //!   ([`AddrSpace::map_linear`] with `huge`, [`AddrSpace::map_kernel`]); app
-//!   areas use 4K pages so a partial unmap/protect never meets a huge page.
+//!   areas use 4K pages so a partial unmap/protect never meets a huge page
+//!   (a split inside a huge page is refused with [`SplitError::HugePage`]).
 //! - **Alloc** with [`Populate::Eager`] (a zeroed frame per page at map time) or
 //!   [`Populate::Lazy`] (nothing at map time; a zeroed frame on first touch).
 //!   The lazy state is the absence of a PTE, never a "paddr 0, no flags" entry.
+//! - **Contiguous** (`MmapFlags::CONTIGUOUS`): one physically contiguous run of
+//!   zeroed frames owned by the area, mapped at map time (what a driver needs
+//!   for DMA). Its state is the frame of its first page: a split gives the
+//!   right part `start_frame + offset`, and unmapping part of the area frees
+//!   exactly the frames of that part (after the TLB flush).
+//!
+//! # Merging
+//! After every insert, unmap and protect, the areas at the boundaries of the
+//! touched range merge with their neighbours when they are adjacent, have
+//! equal flags and compatible backends: linear with the same offset (and huge
+//! setting), alloc with the same populate mode, contiguous whose runs are
+//! physically adjacent (`left.start_frame + left.size == right.start_frame`).
+//! So two adjacent lazy mmaps form one area, and an `mprotect` back to the
+//! neighbours' flags merges the pieces it split.
 //!
 //! # Invariants
 //! 1. Every present PTE lies inside exactly one area, and its flags are that
@@ -21,24 +51,37 @@
 //!    EXECUTE).
 //! 2. A frame of an Alloc area is either mapped by exactly one PTE, or *parked*
 //!    (the area's flags allow no access: its PTE is removed and the frame is kept
-//!    in the mapper so the data survives `PROT_NONE -> RW`), never both.
-//!    [`MmStats::data_frames`] counts both.
+//!    in the mapper so the data survives `PROT_NONE -> RW`), never both. The
+//!    frames of a contiguous area are owned by it whether mapped or not.
+//!    [`MmStats::data_frames`] counts alloc (mapped or parked) and contiguous
+//!    frames.
 //! 3. Areas in the window were created by the app calls; kernel areas lie outside
 //!    it, so app calls (checked against the window) cannot touch them. (The
 //!    kernel calls `map_linear`/`map_kernel` do not check the window: the caller
 //!    keeps its areas out of it.)
 //! 4. Page tables below the root that become empty after an unmap are freed.
+//! 5. Areas are non-overlapping, page aligned, and merged where they can be.
 //!
 //! # Flush and free protocol
 //! Page-table changes go through `PageTable64`'s cursor, which records the pages
 //! it changed and flushes their TLB entries (or the whole TLB past 32 pages)
 //! through `PagingMetaData::flush_tlb` when it is dropped. A frame is freed only
 //! after that flush: unmapping takes up to 32 pages through one cursor, drops it
-//! (flush), then frees their frames. Empty page tables are unhooked from their
+//! (flush), then frees their frames; a contiguous run is freed after the
+//! cursor that unmapped it is dropped. Empty page tables are unhooked from their
 //! parent, the whole TLB is flushed (paging-structure caches included), then the
 //! tables are freed. Spurious faults flush the faulting page. Flushes are local
 //! to the calling CPU; there is no shootdown (single CPU). On the host (tests)
 //! no flush instruction runs, exactly as in the cursor.
+//!
+//! # Atomic replacement
+//! `mmap(FIXED)` over existing areas either fully succeeds or changes nothing:
+//! the new mapping's data frames (pool or contiguous run) and every page table
+//! it will need are allocated *before* the old mapping is removed (missing
+//! tables are created up front, and the old mapping's tables are reclaimed only
+//! after the new one is in). `mprotect` to accessible flags likewise creates
+//! the tables that re-mapped pages (parked frames, linear and contiguous pages
+//! of a `PROT_NONE` area) need before changing anything.
 //!
 //! # Errors
 //! | call | error | when |
@@ -49,12 +92,12 @@
 //! | | `AlreadyExists` | overlaps an area |
 //! | | `NoMemory` | no page-table frame (nothing left mapped) |
 //! | [`AddrSpace::map_kernel`] | as `map_linear`, per region | the regions mapped by the call are removed again |
-//! | [`AddrSpace::mmap`] | `InvalidInput` | len 0 or overflowing, bad `prot`, FIXED* without or with unaligned `addr`, FIXED* range not inside the window |
+//! | [`AddrSpace::mmap`] | `InvalidInput` | len 0 or overflowing when rounded up; bad `prot` (unknown bits, WRITE/EXEC without READ); unknown `flags` bits; FIXED* without `addr` or with an unaligned `addr`; FIXED* range not inside the window; CONTIGUOUS longer than [`CONTIGUOUS_MAX`] |
 //! | | `AlreadyExists` | FIXED_NOREPLACE and the range overlaps an area |
-//! | | `NoMemory` | no free range in the window; POPULATE and out of frames (rolled back) |
+//! | | `NoMemory` | no free range in the window (non-FIXED); POPULATE or CONTIGUOUS and out of frames, data or page-table (rolled back; with FIXED the old mapping is intact) |
 //! | [`AddrSpace::munmap`] | `InvalidInput` | unaligned addr, len 0 or overflowing, range not inside the window |
 //! | [`AddrSpace::mprotect`] | `InvalidInput` | unaligned addr, len 0 or overflowing, bad `prot`, range not inside the window |
-//! | | `NoMemory` | a page of the range is not covered by an area (nothing changed) |
+//! | | `NoMemory` | a page of the range is not covered by an area; or no page-table frame to re-map pages of a `PROT_NONE` area (nothing changed in either case) |
 //! | [`AddrSpace::map_phys`] | `InvalidInput` | unaligned `paddr`, len 0, overflow or invalid physical range, bad `prot` |
 //! | | `NoMemory` | no free range in the window, or no page-table frame |
 //! | [`AddrSpace::translate`] | `BadAddress` | nothing mapped at `va` |
@@ -62,16 +105,36 @@
 //! | | [`FaultError::Denied`] (`PermissionDenied`) | the area's current flags forbid the access (or the PTE disagrees with them) |
 //! | | [`FaultError::NoMemory`] (`NoMemory`) | no frame for the page or its tables (nothing leaked) |
 //!
-//! Every error leaves the areas, the page table and the frame count as they were,
-//! except `mmap(FIXED | POPULATE)`: all data frames are allocated before the old
-//! mapping is removed, so running out of *data* frames leaves the old mapping
-//! intact; if a *page-table* frame then runs out, the old mapping is already gone
-//! and the range is left unmapped.
+//! Every error leaves the areas, the page table and the frame count exactly as
+//! they were (the host tests compare the full area list and frame counts).
+//! Kernel areas (outside the window) can only be reached through the kernel
+//! calls; the area set refuses to split them inside a huge page
+//! ([`UnmapError`]/[`ProtectError`] `Split(HugePage)`, `InvalidInput`).
+//!
+//! # Differences from Linux
+//! - `Prot::WRITE` or `Prot::EXEC` without `READ` is `InvalidInput` (Linux
+//!   maps them readable anyway); see [`Prot`].
+//! - One address space, anonymous private memory only: there is no
+//!   `MAP_SHARED`/`MAP_PRIVATE`/`MAP_ANONYMOUS`; unknown `flags` bits are
+//!   `InvalidInput` (Linux ignores unknown bits unless `MAP_SHARED_VALIDATE`).
+//! - Placement: a free, aligned hint inside the window is used as is; otherwise
+//!   the *lowest* free range of the window (Linux searches top-down below
+//!   `mmap_base`). App mappings never leave the window.
+//! - A length that overflows when rounded up is `InvalidInput` (Linux: `ENOMEM`).
+//! - `MAP_POPULATE` fails with `NoMemory` and rolls back when frames run out
+//!   (Linux populates best-effort and still succeeds). With `PROT_NONE` it
+//!   populates nothing and the area stays lazy (as in Linux).
+//! - `mprotect` with length 0 is `InvalidInput` (Linux returns success); its
+//!   `NoMemory` for unmapped pages changes nothing (Linux may have changed the
+//!   areas before the hole).
+//! - `munmap`/`mprotect` ranges outside the window are `InvalidInput`.
+//! - `CONTIGUOUS` is Tessera's own flag (no Linux equivalent).
 #![no_std]
 
 extern crate alloc;
 
 mod area;
+mod areas;
 pub mod audit;
 mod backend;
 mod error;
@@ -79,18 +142,21 @@ mod flags;
 
 pub use area::{AreaInfo, AreaKind, Populate};
 pub use backend::{Backend, BackendKind, Mapper};
-pub use error::{FaultError, MapError};
+pub use error::{FaultError, InsertError, MapError, ProtectError, SplitError, UnmapError};
 pub use flags::{MmapFlags, Prot};
 
 use axerrno::{AxError, AxResult};
 use hal::{Access, MemKind, MemRegion};
 use memory_addr::{AddrRange, MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};
-use memory_set::{MemoryArea, MemorySet};
 pub use page_table_entry::{GenericPTE, MappingFlags};
 pub use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
 
+use areas::{Area, AreaSet};
 use backend::{Slot, flush_one};
 use flags::{ACCESS_BITS, accessible, allows};
+
+/// The largest [`MmapFlags::CONTIGUOUS`] mapping, in bytes (64 MiB).
+pub const CONTIGUOUS_MAX: usize = 64 << 20;
 
 /// Result of [`AddrSpace::translate`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,7 +186,7 @@ pub struct MmStats {
 
 /// An address space: areas, their page table, the app window and counters.
 pub struct AddrSpace<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> {
-    set: MemorySet<Backend<M, PTE, H>>,
+    set: AreaSet<Backend<M, PTE, H>>,
     mapper: Mapper<M, PTE, H>,
     window: AddrRange<VirtAddr>,
     faults_handled: u64,
@@ -136,17 +202,15 @@ fn page_len(len: usize) -> Option<usize> {
         .map(|l| l & !(PAGE_SIZE_4K - 1))
 }
 
-fn info<M, PTE, H>(area: &MemoryArea<Backend<M, PTE, H>>) -> AreaInfo
+fn info<B>(start: usize, area: &Area<Backend<B, impl GenericPTE, impl PagingHandler>>) -> AreaInfo
 where
-    M: PagingMetaData<VirtAddr = VirtAddr>,
-    PTE: GenericPTE,
-    H: PagingHandler,
+    B: PagingMetaData<VirtAddr = VirtAddr>,
 {
     AreaInfo {
-        start: area.start(),
-        end: area.end(),
-        flags: area.flags(),
-        kind: area.backend().area_kind(),
+        start: VirtAddr::from(start),
+        end: VirtAddr::from(area.end),
+        flags: area.flags,
+        kind: area.backend.area_kind(),
     }
 }
 
@@ -159,7 +223,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         let window = Self::valid_range(window_start, window_size).ok_or(AxError::InvalidInput)?;
         let mapper = Mapper::try_new().map_err(AxError::from)?;
         Ok(Self {
-            set: MemorySet::new(),
+            set: AreaSet::new(),
             mapper,
             window,
             faults_handled: 0,
@@ -187,8 +251,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         self.mapper.page_table().root_paddr()
     }
 
-    /// `[addr, addr + len)` rounded to pages, checked to be aligned and inside the window.
-    fn window_range(&self, addr: VirtAddr, len: usize) -> AxResult<AddrRange<VirtAddr>> {
+    /// `[addr, addr + len)` rounded to pages, checked to be aligned and inside the
+    /// window, as `(start, end)`.
+    fn window_range(&self, addr: VirtAddr, len: usize) -> AxResult<(usize, usize)> {
         let size = page_len(len).ok_or(AxError::InvalidInput)?;
         if !addr.is_aligned_4k() {
             return Err(AxError::InvalidInput);
@@ -197,28 +262,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         if !self.window.contains_range(range) {
             return Err(AxError::InvalidInput);
         }
-        Ok(range)
-    }
-
-    /// Inserts an area; on failure converts the backend's recorded reason.
-    fn insert(
-        &mut self,
-        start: VirtAddr,
-        size: usize,
-        flags: MappingFlags,
-        backend: Backend<M, PTE, H>,
-    ) -> AxResult {
-        let area = MemoryArea::new(start, size, flags, backend);
-        let r = self.set.map(area, &mut self.mapper, false);
-        let reason = self.mapper.take_error();
-        match r {
-            Ok(()) => Ok(()),
-            Err(memory_set::MappingError::AlreadyExists) => Err(AxError::AlreadyExists),
-            Err(memory_set::MappingError::InvalidParam) => Err(AxError::InvalidInput),
-            Err(memory_set::MappingError::BadState) => {
-                Err(reason.map_or(AxError::BadState, AxError::from))
-            }
-        }
+        Ok((range.start.as_usize(), range.end.as_usize()))
     }
 
     /// Maps `[va, va + size)` linearly to `[pa, pa + size)` (kernel use; not
@@ -239,25 +283,21 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         {
             return Err(AxError::InvalidInput);
         }
-        if self.set.overlaps(range) {
-            return Err(AxError::AlreadyExists);
-        }
-        let off = va.as_usize().wrapping_sub(pa.as_usize());
-        log::debug!(
-            "map_linear [{:#x}, {:#x}) -> {pa:?} {flags:?}",
-            va.as_usize(),
-            range.end.as_usize()
-        );
-        self.insert(va, size, flags, Backend::linear(off, huge))
+        let (s, e) = (range.start.as_usize(), range.end.as_usize());
+        let off = s.wrapping_sub(pa.as_usize());
+        log::debug!("map_linear [{s:#x}, {e:#x}) -> {pa:?} {flags:?}");
+        self.set
+            .insert(s, e, flags, Backend::linear(off, huge), &mut self.mapper)
+            .map_err(AxError::from)
     }
 
     /// Maps the physical memory map at `pa + phys_virt_offset`: Text `r-x`,
     /// Rodata `r--`, Data and Free `rw-` (huge pages where aligned), Reserved
     /// `r--`, Mmio `rw-` device. Physical page 0 is never mapped at virtual 0.
-    /// On error, the regions mapped by this call are removed again.
+    /// Adjacent regions with equal flags form one area. On error, the regions
+    /// mapped by this call are removed again.
     pub fn map_kernel(&mut self, regions: &[MemRegion], phys_virt_offset: usize) -> AxResult {
-        let before = self.set.len();
-        let mut done: alloc::vec::Vec<(VirtAddr, usize)> = alloc::vec::Vec::new();
+        let mut done: alloc::vec::Vec<(usize, usize)> = alloc::vec::Vec::new();
         done.try_reserve_exact(regions.len())
             .map_err(|_| AxError::NoMemory)?;
         for r in regions {
@@ -289,13 +329,15 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                     r.name,
                     r.kind
                 );
-                for &(va, size) in &done {
-                    let _ = self.set.unmap(va, size, &mut self.mapper);
+                for &(s, e) in &done {
+                    // The regions were mapped whole by this call: their ends are
+                    // boundaries of the pages mapped for them, so no split fails.
+                    let _ = self.set.unmap(s, e, &mut self.mapper);
+                    self.mapper.reclaim(s, e);
                 }
-                debug_assert_eq!(self.set.len(), before);
                 return Err(e);
             }
-            done.push((va, size));
+            done.push((va.as_usize(), va.as_usize() + size));
         }
         Ok(())
     }
@@ -309,95 +351,122 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         prot: Prot,
         flags: MmapFlags,
     ) -> AxResult<VirtAddr> {
+        let flags = flags.validate()?;
         let mflags = prot.to_mapping_flags()?;
         let size = page_len(len).ok_or(AxError::InvalidInput)?;
+        let contiguous = flags.contains(MmapFlags::CONTIGUOUS);
+        if contiguous && size > CONTIGUOUS_MAX {
+            return Err(AxError::InvalidInput);
+        }
         let noreplace = flags.contains(MmapFlags::FIXED_NOREPLACE);
         let fixed = noreplace || flags.contains(MmapFlags::FIXED);
         let start = if fixed {
             let addr = addr.ok_or(AxError::InvalidInput)?;
-            let range = self.window_range(addr, size)?;
-            if noreplace && self.set.overlaps(range) {
+            let (s, e) = self.window_range(addr, size)?;
+            if noreplace && self.set.overlaps(s, e) {
                 return Err(AxError::AlreadyExists);
             }
-            addr
+            s
         } else {
             let hint = addr
                 .and_then(|a| self.window_range(a, size).ok())
-                .filter(|r| !self.set.overlaps(*r));
+                .filter(|&(s, e)| !self.set.overlaps(s, e));
             match hint {
-                Some(r) => r.start,
+                Some((s, _)) => s,
                 None => self.find_free(size)?,
             }
         };
-        let populate = flags.contains(MmapFlags::POPULATE) && accessible(mflags);
+        let end = start + size;
         let pages = size / PAGE_SIZE_4K;
-        if populate {
-            // All data frames first: running out changes nothing.
-            self.mapper.fill_pool(pages).map_err(AxError::from)?;
-        }
-        if fixed && self.set.overlaps(AddrRange::from_start_size(start, size)) {
-            self.set
-                .unmap(start, size, &mut self.mapper)
-                .map_err(|_| AxError::BadState)?;
-        }
-        let kind = if populate {
-            Populate::Eager
+        let populate = !contiguous && flags.contains(MmapFlags::POPULATE) && accessible(mflags);
+        // 1. Everything the new mapping needs, while the old one is intact:
+        //    data frames, then page tables.
+        let (backend, scratch) = if contiguous {
+            let run = self.mapper.alloc_contiguous(pages)?;
+            (Backend::contiguous(run), Some(run))
+        } else if populate {
+            self.mapper.fill_pool(pages)?;
+            (Backend::alloc(Populate::Eager), self.mapper.pool_frame())
         } else {
-            Populate::Lazy
+            (Backend::alloc(Populate::Lazy), None)
         };
-        let r = self.insert(start, size, mflags, Backend::alloc(kind));
+        let release = |m: &mut Mapper<M, PTE, H>| {
+            m.drain_pool();
+            if let Some(run) = scratch.filter(|_| contiguous) {
+                m.free_contiguous(run, pages);
+            }
+        };
+        if let Some(scratch) = scratch.filter(|_| accessible(mflags))
+            && let Err(e) = self.mapper.prepare_tables(start, end, scratch)
+        {
+            release(&mut self.mapper);
+            return Err(e.into());
+        }
+        // 2. Remove the old mapping; its tables stay until the new one is in.
+        if fixed && let Err(e) = self.set.unmap(start, end, &mut self.mapper) {
+            release(&mut self.mapper);
+            self.mapper.reclaim(start, end);
+            return Err(e.into());
+        }
+        // 3. Map: cannot run out of frames now.
+        let r = self
+            .set
+            .insert(start, end, mflags, backend, &mut self.mapper);
+        if r.is_err() {
+            release(&mut self.mapper);
+        }
         self.mapper.drain_pool();
-        r.map(|()| start)
+        self.mapper.reclaim(start, end);
+        r.map(|()| VirtAddr::from(start)).map_err(AxError::from)
     }
 
     /// The lowest free range of `size` bytes in the window.
-    fn find_free(&self, size: usize) -> AxResult<VirtAddr> {
-        let start = self
-            .set
-            .find_free_area(self.window.start, size, self.window, PAGE_SIZE_4K)
-            .ok_or(AxError::NoMemory)?;
-        // memory_set may answer past the window when areas lie above it.
-        match start.as_usize().checked_add(size) {
-            Some(end) if start >= self.window.start && end <= self.window.end.as_usize() => {
-                Ok(start)
-            }
-            _ => Err(AxError::NoMemory),
-        }
+    fn find_free(&self, size: usize) -> AxResult<usize> {
+        self.set
+            .find_free(
+                self.window.start.as_usize(),
+                self.window.end.as_usize(),
+                size,
+            )
+            .ok_or(AxError::NoMemory)
     }
 
     /// Unmaps every page of `[addr, addr + len)` (rounded up to pages); areas are
     /// shrunk or split as needed; holes are not an error.
     pub fn munmap(&mut self, addr: VirtAddr, len: usize) -> AxResult {
-        let range = self.window_range(addr, len)?;
-        self.set
-            .unmap(range.start, range.size(), &mut self.mapper)
-            .map_err(|_| AxError::BadState)
+        let (s, e) = self.window_range(addr, len)?;
+        let r = self.set.unmap(s, e, &mut self.mapper);
+        self.mapper.reclaim(s, e);
+        r.map_err(AxError::from)
     }
 
     /// Changes the protection of `[addr, addr + len)` (rounded up to pages). Every
     /// page must be covered by an area (else `NoMemory` and nothing changes). The
-    /// areas' flags change too, so later faults obey them. A device area stays device.
+    /// areas' flags change too, so later faults obey them. A device area stays
+    /// device. Areas are split at the ends of the range and merged afterwards.
     pub fn mprotect(&mut self, addr: VirtAddr, len: usize, prot: Prot) -> AxResult {
         let mflags = prot.to_mapping_flags()?;
-        let range = self.window_range(addr, len)?;
-        let mut at = range.start;
-        while at < range.end {
-            match self.set.find(at) {
-                Some(area) => at = area.end(),
-                None => return Err(AxError::NoMemory),
+        let (s, e) = self.window_range(addr, len)?;
+        if !self.set.covers(s, e) {
+            return Err(ProtectError::Unmapped.into());
+        }
+        if accessible(mflags) {
+            // Tables for pages that come back (parked, linear, contiguous) first.
+            for (start, area) in self.set.range(s, e) {
+                if accessible(area.flags) {
+                    continue;
+                }
+                let (from, to) = (start.max(s), area.end.min(e));
+                let kind = area.backend.kind();
+                if self.mapper.prepare_reopen(kind, start, from, to).is_err() {
+                    self.mapper.reclaim(s, e);
+                    return Err(ProtectError::NoMemory.into());
+                }
             }
         }
         self.set
-            .protect(
-                range.start,
-                range.size(),
-                |old| {
-                    let new = mflags | (old - ACCESS_BITS);
-                    (new != old).then_some(new)
-                },
-                &mut self.mapper,
-            )
-            .map_err(|_| AxError::BadState)
+            .protect(s, e, |old| mflags | (old - ACCESS_BITS), &mut self.mapper)
+            .map_err(AxError::from)
     }
 
     /// Maps `[paddr, paddr + len)` (rounded up to pages) into a free range of the
@@ -421,9 +490,15 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             mflags |= MappingFlags::DEVICE;
         }
         let va = self.find_free(size)?;
-        let off = va.as_usize().wrapping_sub(paddr.as_usize());
-        self.insert(va, size, mflags, Backend::linear(off, false))?;
-        Ok(va)
+        let off = va.wrapping_sub(paddr.as_usize());
+        self.set.insert(
+            va,
+            va + size,
+            mflags,
+            Backend::linear(off, false),
+            &mut self.mapper,
+        )?;
+        Ok(VirtAddr::from(va))
     }
 
     /// What `va` is mapped to.
@@ -440,21 +515,24 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
 
     /// Resolves a page fault at `va` for `access`, or says why it cannot.
     ///
-    /// Order: area lookup (none: [`FaultError::NoArea`]); the area's current
-    /// flags must allow the access (else [`FaultError::Denied`]); a page already
-    /// mapped with flags allowing the access is a stale TLB entry: it is flushed
-    /// and counted in [`MmStats::spurious_faults`]. Otherwise an Alloc page gets
-    /// its parked frame back or a new zeroed frame. Linear pages are all mapped
-    /// while their area allows access, so a linear fault is normally denied by
-    /// the flag check; the one exception is a page whose re-creation by
-    /// `mprotect` ran out of table frames, which is re-created here. Allocates
-    /// nothing but the frame (and page tables), logs at trace level only.
+    /// Order: area lookup (O(log n); none: [`FaultError::NoArea`]); the area's
+    /// current flags must allow the access (else [`FaultError::Denied`]); a page
+    /// already mapped with flags allowing the access is a stale TLB entry: it is
+    /// flushed and counted in [`MmStats::spurious_faults`]. Otherwise an Alloc
+    /// page gets its parked frame back or a new zeroed frame. Linear and
+    /// contiguous pages are all mapped while their area allows access, so such
+    /// a fault is normally denied by the flag check; a missing page of theirs
+    /// (defensive: `mprotect` creates their tables up front) is re-created
+    /// here. Allocates nothing but the frame (and page tables), logs at trace
+    /// level only.
     pub fn handle_page_fault(&mut self, va: VirtAddr, access: Access) -> Result<(), FaultError> {
-        let area = self.set.find(va).ok_or(FaultError::NoArea)?;
-        let flags = area.flags();
-        let kind = area.backend().kind();
+        let (start, area) = self.set.find(va.as_usize()).ok_or(FaultError::NoArea)?;
+        let flags = area.flags;
+        let kind = area.backend.kind();
         if !allows(flags, access) {
-            return Err(FaultError::Denied { area: info(area) });
+            return Err(FaultError::Denied {
+                area: info(start, area),
+            });
         }
         let page = va.align_down_4k();
         if let Slot::Leaf { pte, .. } = self.mapper.lookup(page) {
@@ -465,13 +543,17 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 log::trace!("spurious fault at {va:?}");
                 return Ok(());
             }
-            return Err(FaultError::Denied { area: info(area) });
+            return Err(FaultError::Denied {
+                area: info(start, area),
+            });
         }
         let r = match kind {
-            // A linear page removed by PROT_NONE whose re-creation failed, or a
-            // linear area created with no access and then opened up.
             BackendKind::Linear { pa_va_offset, .. } => {
                 let pa = PhysAddr::from(page.as_usize().wrapping_sub(pa_va_offset));
+                self.mapper.map_one(page, pa, flags)
+            }
+            BackendKind::Contiguous { start_frame } => {
+                let pa = start_frame + (page.as_usize() - start);
                 self.mapper.map_one(page, pa, flags)
             }
             BackendKind::Alloc { .. } => self.mapper.fault_alloc(page, flags),
@@ -483,8 +565,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 Ok(())
             }
             Err(_) => {
-                let area = self.set.find(va).map(info).ok_or(FaultError::NoArea)?;
-                Err(FaultError::NoMemory { area })
+                let (start, area) = self.set.find(va.as_usize()).ok_or(FaultError::NoArea)?;
+                Err(FaultError::NoMemory {
+                    area: info(start, area),
+                })
             }
         }
     }
@@ -502,12 +586,12 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
 
     /// All areas, by address.
     pub fn areas(&self) -> impl Iterator<Item = AreaInfo> + '_ {
-        self.set.iter().map(info)
+        self.set.iter().map(|(s, a)| info(s, a))
     }
 
     /// The area containing `va`.
     pub fn area_at(&self, va: VirtAddr) -> Option<AreaInfo> {
-        self.set.find(va).map(info)
+        self.set.find(va.as_usize()).map(|(s, a)| info(s, a))
     }
 }
 
@@ -517,6 +601,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     /// Unmaps every area and frees every data frame; the page table then frees
     /// its tables.
     fn drop(&mut self) {
-        let _ = self.set.clear(&mut self.mapper);
+        self.set.clear(&mut self.mapper);
     }
 }

@@ -1,0 +1,478 @@
+//! The area set: non-overlapping areas in a `BTreeMap` keyed by start address,
+//! each with a backend that can split, shrink and merge with it.
+//!
+//! # Why not `memory_set::MemorySet`
+//! This replaces `memory_set` 0.4, which the first version of this crate used:
+//! - its `MappingBackend` answers `bool`, so the reason of a failure was lost
+//!   (we had to smuggle it through the page-table object);
+//! - its `unmap` and `protect` visit every area of the set (O(n) per call);
+//! - it never merges areas, so an address space fragments without bound;
+//! - its backends are cloned on a split, so state that depends on the position
+//!   (an offset into an object, the first frame of a physical run) cannot stay
+//!   correct in the right part.
+//!
+//! Here every operation finds the areas it touches with a range query: looking
+//! up an address, checking a range for overlap or coverage, unmapping and
+//! protecting cost O(log n + k) for k touched areas. [`AreaBackend`] operations
+//! return a `Result` with their own small error enum, and its `split` hook hands
+//! the right part its own state. After every change the areas around the
+//! changed range are merged with their neighbours when the flags are equal and
+//! [`AreaBackend::try_merge`] agrees.
+//!
+//! # Invariants
+//! - Areas are non-empty, page aligned and do not overlap.
+//! - Two adjacent areas with equal flags whose backends would merge are merged
+//!   (checked at the boundaries each operation touched; see
+//!   [`AreaSet::merge_range`]).
+//! - An area's backend state describes exactly `[start, end)` of that area.
+//!
+//! Finding a free range ([`AreaSet::find_free`]) walks the gaps from the lower
+//! bound up: O(n) in the worst case (no gap-size augmentation yet).
+
+use alloc::collections::BTreeMap;
+
+use page_table_entry::MappingFlags;
+
+use crate::error::{InsertError, MapError, ProtectError, SplitError, UnmapError};
+
+/// What an area maps to, and how that state follows the area through splits
+/// and merges. `Ctx` is what the operations act on (the page table).
+pub(crate) trait AreaBackend: Sized {
+    /// The object the operations change (the page table and its side state).
+    type Ctx;
+
+    /// Maps `[start, end)` with `flags`. On error nothing of the range is left
+    /// mapped and nothing the backend owns was released.
+    fn map(
+        &mut self,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+        ctx: &mut Self::Ctx,
+    ) -> Result<(), MapError>;
+
+    /// Unmaps `[start, end)` and releases what the backend owns there (after the
+    /// TLB flush). Cannot fail: holes are skipped, frees cannot fail. Empty page
+    /// tables are reclaimed by the caller afterwards.
+    fn unmap(&mut self, start: usize, end: usize, ctx: &mut Self::Ctx);
+
+    /// Gives `[start, end)` the flags `new`. Cannot fail: a page the backend
+    /// cannot re-create now (no page-table frame) is re-created by the fault
+    /// path on its first access, which checks the area's flags.
+    fn protect(&mut self, start: usize, end: usize, new: MappingFlags, ctx: &mut Self::Ctx);
+
+    /// Splits the backend of `[start, end)` at `at` (`start < at < end`):
+    /// `self` keeps `[start, at)`, the result describes `[at, end)`. On error
+    /// `self` is unchanged.
+    fn split(
+        &mut self,
+        start: usize,
+        at: usize,
+        end: usize,
+        ctx: &Self::Ctx,
+    ) -> Result<Self, SplitError>;
+
+    /// Whether `self`, describing `[start, mid)`, can absorb `next`, describing
+    /// `[mid, end)`, so that `self` then describes `[start, end)`; if so, does
+    /// it. (Shrinking from the front is a split whose left part is unmapped.)
+    fn try_merge(&mut self, start: usize, mid: usize, next: &Self, end: usize) -> bool;
+}
+
+/// One area: `[start, end)` with `flags`; the start is the map key.
+pub(crate) struct Area<B> {
+    pub(crate) end: usize,
+    pub(crate) flags: MappingFlags,
+    pub(crate) backend: B,
+}
+
+/// The areas of an address space, by start address.
+pub(crate) struct AreaSet<B> {
+    areas: BTreeMap<usize, Area<B>>,
+}
+
+impl<B: AreaBackend> AreaSet<B> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            areas: BTreeMap::new(),
+        }
+    }
+
+    /// Number of areas.
+    pub(crate) fn len(&self) -> usize {
+        self.areas.len()
+    }
+
+    /// All areas by address, as `(start, area)`.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Area<B>)> {
+        self.areas.iter().map(|(&s, a)| (s, a))
+    }
+
+    /// The areas intersecting `[start, end)`, as `(start, area)`. O(log n + k).
+    pub(crate) fn range(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl Iterator<Item = (usize, &Area<B>)> {
+        let first = self
+            .areas
+            .range(..start)
+            .next_back()
+            .filter(|(_, a)| a.end > start);
+        first
+            .into_iter()
+            .chain(self.areas.range(start..end.max(start)))
+            .map(|(&s, a)| (s, a))
+    }
+
+    /// The area containing `va`. O(log n).
+    pub(crate) fn find(&self, va: usize) -> Option<(usize, &Area<B>)> {
+        self.areas
+            .range(..=va)
+            .next_back()
+            .filter(|(_, a)| va < a.end)
+            .map(|(&s, a)| (s, a))
+    }
+
+    /// Whether any area intersects `[start, end)`. O(log n).
+    pub(crate) fn overlaps(&self, start: usize, end: usize) -> bool {
+        self.areas
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, a)| a.end > start)
+    }
+
+    /// Whether every page of `[start, end)` lies in some area. O(log n + k).
+    pub(crate) fn covers(&self, start: usize, end: usize) -> bool {
+        let mut at = start;
+        while at < end {
+            match self.find(at) {
+                Some((_, a)) => at = a.end,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The lowest `size`-byte gap inside `[lo, hi)`. O(n) worst case.
+    pub(crate) fn find_free(&self, lo: usize, hi: usize, size: usize) -> Option<usize> {
+        let mut at = match self.find(lo) {
+            Some((_, a)) => a.end,
+            None => lo,
+        };
+        for (&s, a) in self.areas.range(at..) {
+            if s >= hi {
+                break;
+            }
+            if s - at >= size {
+                return Some(at);
+            }
+            at = at.max(a.end);
+        }
+        (hi.checked_sub(at)? >= size).then_some(at)
+    }
+
+    /// Inserts the area `[start, end)` after mapping it with its backend.
+    /// O(log n) plus the backend's mapping work.
+    pub(crate) fn insert(
+        &mut self,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+        mut backend: B,
+        ctx: &mut B::Ctx,
+    ) -> Result<(), InsertError> {
+        if start >= end {
+            return Err(InsertError::Empty);
+        }
+        if self.overlaps(start, end) {
+            return Err(InsertError::Overlap);
+        }
+        backend.map(start, end, flags, ctx)?;
+        self.areas.insert(
+            start,
+            Area {
+                end,
+                flags,
+                backend,
+            },
+        );
+        self.merge_range(start, end);
+        Ok(())
+    }
+
+    /// Makes `at` an area boundary if it lies strictly inside an area.
+    fn split_at(&mut self, at: usize, ctx: &B::Ctx) -> Result<(), SplitError> {
+        let Some((&start, area)) = self.areas.range_mut(..at).next_back() else {
+            return Ok(());
+        };
+        if area.end <= at {
+            return Ok(());
+        }
+        let right = area.backend.split(start, at, area.end, ctx)?;
+        let (end, flags) = (area.end, area.flags);
+        area.end = at;
+        self.areas.insert(
+            at,
+            Area {
+                end,
+                flags,
+                backend: right,
+            },
+        );
+        Ok(())
+    }
+
+    /// Splits at `start` and `end`; on failure undoes the first split.
+    fn split_range(&mut self, start: usize, end: usize, ctx: &B::Ctx) -> Result<(), SplitError> {
+        self.split_at(start, ctx)?;
+        if let Err(e) = self.split_at(end, ctx) {
+            self.merge_at(start);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Merges the area ending at `at` with the one starting there, if their
+    /// flags are equal and the backends agree.
+    fn merge_at(&mut self, at: usize) {
+        let mut it = self.areas.range_mut(..=at);
+        let (Some((&n, next)), Some((&start, prev))) = (it.next_back(), it.next_back()) else {
+            return;
+        };
+        if n != at || prev.end != at || prev.flags != next.flags {
+            return;
+        }
+        let end = next.end;
+        if prev.backend.try_merge(start, at, &next.backend, end) {
+            prev.end = end;
+            self.areas.remove(&at);
+        }
+    }
+
+    /// Merges at every area boundary in `[start, end]` (both ends included).
+    /// O(k log n) for k boundaries.
+    pub(crate) fn merge_range(&mut self, start: usize, end: usize) {
+        let mut at = start;
+        while at <= end {
+            let Some(&key) = self.areas.range(at..=end).next().map(|(k, _)| k) else {
+                break;
+            };
+            self.merge_at(key);
+            // The area at `key` (merged into its predecessor or not) ends after it.
+            match key.checked_add(1) {
+                Some(n) => at = n,
+                None => break,
+            }
+        }
+    }
+
+    /// Unmaps `[start, end)`: areas are split at its ends, everything inside is
+    /// unmapped and removed; holes are skipped. O(log n + k).
+    pub(crate) fn unmap(
+        &mut self,
+        start: usize,
+        end: usize,
+        ctx: &mut B::Ctx,
+    ) -> Result<(), UnmapError> {
+        if start >= end {
+            return Ok(());
+        }
+        self.split_range(start, end, ctx)?;
+        while let Some((&s, _)) = self.areas.range(start..end).next() {
+            let mut area = self.areas.remove(&s).expect("found above");
+            area.backend.unmap(s, area.end, ctx);
+        }
+        Ok(())
+    }
+
+    /// Sets the flags of every area in `[start, end)` to `update(old)`, splitting
+    /// at the ends, then merges around the range. Every page must be covered by
+    /// an area, else nothing changes. O(log n + k).
+    pub(crate) fn protect(
+        &mut self,
+        start: usize,
+        end: usize,
+        update: impl Fn(MappingFlags) -> MappingFlags,
+        ctx: &mut B::Ctx,
+    ) -> Result<(), ProtectError> {
+        if start >= end {
+            return Ok(());
+        }
+        if !self.covers(start, end) {
+            return Err(ProtectError::Unmapped);
+        }
+        self.split_range(start, end, ctx)?;
+        for (&s, area) in self.areas.range_mut(start..end) {
+            let new = update(area.flags);
+            if new != area.flags {
+                area.backend.protect(s, area.end, new, ctx);
+                area.flags = new;
+            }
+        }
+        self.merge_range(start, end);
+        Ok(())
+    }
+
+    /// Unmaps and removes every area.
+    pub(crate) fn clear(&mut self, ctx: &mut B::Ctx) {
+        while let Some((s, mut area)) = self.areas.pop_first() {
+            area.backend.unmap(s, area.end, ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    /// A backend whose state is a position-dependent "object offset", and a log
+    /// of what was mapped (as a page bitmap in the context).
+    #[derive(Debug, PartialEq)]
+    struct Obj {
+        offset: usize,
+        splittable: bool,
+    }
+
+    #[derive(Default)]
+    struct Ctx {
+        mapped: Vec<(usize, usize)>,
+        fail_map: bool,
+    }
+
+    impl AreaBackend for Obj {
+        type Ctx = Ctx;
+        fn map(
+            &mut self,
+            s: usize,
+            e: usize,
+            _: MappingFlags,
+            c: &mut Ctx,
+        ) -> Result<(), MapError> {
+            if c.fail_map {
+                return Err(MapError::NoMemory);
+            }
+            c.mapped.push((s, e));
+            Ok(())
+        }
+        fn unmap(&mut self, s: usize, e: usize, c: &mut Ctx) {
+            c.mapped.push((e, s));
+        }
+        fn protect(&mut self, _: usize, _: usize, _: MappingFlags, _: &mut Ctx) {}
+        fn split(&mut self, s: usize, at: usize, _: usize, _: &Ctx) -> Result<Self, SplitError> {
+            if !self.splittable {
+                return Err(SplitError::HugePage);
+            }
+            Ok(Obj {
+                offset: self.offset + (at - s),
+                splittable: true,
+            })
+        }
+        fn try_merge(&mut self, s: usize, mid: usize, next: &Self, _: usize) -> bool {
+            next.splittable == self.splittable && next.offset == self.offset + (mid - s)
+        }
+    }
+
+    const R: MappingFlags = MappingFlags::READ;
+    const RW: MappingFlags = MappingFlags::READ.union(MappingFlags::WRITE);
+
+    fn dump(s: &AreaSet<Obj>) -> Vec<(usize, usize, usize)> {
+        s.iter()
+            .map(|(st, a)| (st, a.end, a.backend.offset))
+            .collect()
+    }
+
+    fn obj(offset: usize) -> Obj {
+        Obj {
+            offset,
+            splittable: true,
+        }
+    }
+
+    #[test]
+    fn split_carries_offsets_and_merge_restores() {
+        let mut c = Ctx::default();
+        let mut s = AreaSet::new();
+        s.insert(0x1000, 0x9000, RW, obj(0), &mut c).unwrap();
+        s.protect(0x3000, 0x5000, |_| R, &mut c).unwrap();
+        assert_eq!(
+            dump(&s),
+            [
+                (0x1000, 0x3000, 0),
+                (0x3000, 0x5000, 0x2000),
+                (0x5000, 0x9000, 0x4000)
+            ]
+        );
+        s.protect(0x3000, 0x5000, |_| RW, &mut c).unwrap();
+        assert_eq!(dump(&s), [(0x1000, 0x9000, 0)]);
+        // Unmap the middle: the right part keeps its offset.
+        s.unmap(0x2000, 0x4000, &mut c).unwrap();
+        assert_eq!(dump(&s), [(0x1000, 0x2000, 0), (0x4000, 0x9000, 0x3000)]);
+        // Re-inserting the same object range merges back into one area.
+        s.insert(0x2000, 0x4000, RW, obj(0x1000), &mut c).unwrap();
+        assert_eq!(dump(&s), [(0x1000, 0x9000, 0)]);
+        // Incompatible offset: no merge.
+        s.insert(0x9000, 0xa000, RW, obj(0), &mut c).unwrap();
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn queries_and_errors() {
+        let mut c = Ctx::default();
+        let mut s = AreaSet::new();
+        s.insert(0x1000, 0x3000, RW, obj(0), &mut c).unwrap();
+        s.insert(0x5000, 0x6000, RW, obj(0), &mut c).unwrap();
+        assert_eq!(
+            s.insert(0x2000, 0x4000, RW, obj(0), &mut c),
+            Err(InsertError::Overlap)
+        );
+        assert_eq!(
+            s.insert(0x4000, 0x4000, RW, obj(0), &mut c),
+            Err(InsertError::Empty)
+        );
+        c.fail_map = true;
+        assert_eq!(
+            s.insert(0x3000, 0x4000, RW, obj(0), &mut c),
+            Err(InsertError::Map(MapError::NoMemory))
+        );
+        c.fail_map = false;
+        assert!(s.find(0x2fff).is_some() && s.find(0x3000).is_none());
+        assert!(s.overlaps(0x2fff, 0x5001) && !s.overlaps(0x3000, 0x5000));
+        assert!(s.covers(0x1000, 0x3000) && !s.covers(0x1000, 0x5000));
+        assert_eq!(s.find_free(0x1000, 0x10000, 0x2000), Some(0x3000));
+        assert_eq!(s.find_free(0x1000, 0x10000, 0x3000), Some(0x6000));
+        assert_eq!(s.find_free(0x1000, 0x8000, 0x3000), None);
+        assert_eq!(s.find_free(0x2000, 0x5000, 0x1000), Some(0x3000));
+        assert_eq!(
+            s.protect(0x1000, 0x6000, |_| R, &mut c),
+            Err(ProtectError::Unmapped)
+        );
+        // An unsplittable area: unmap/protect inside it fail, nothing changes.
+        s.insert(
+            0x10000,
+            0x20000,
+            RW,
+            Obj {
+                offset: 0,
+                splittable: false,
+            },
+            &mut c,
+        )
+        .unwrap();
+        let before = dump(&s);
+        assert_eq!(
+            s.unmap(0x0, 0x11000, &mut c),
+            Err(UnmapError::Split(SplitError::HugePage))
+        );
+        assert_eq!(
+            s.protect(0x10000, 0x11000, |_| R, &mut c),
+            Err(ProtectError::Split(SplitError::HugePage))
+        );
+        assert_eq!(dump(&s), before);
+        // Unmap across areas and holes.
+        s.unmap(0x2000, 0x10000, &mut c).unwrap();
+        assert_eq!(dump(&s), [(0x1000, 0x2000, 0), (0x10000, 0x20000, 0)]);
+        s.clear(&mut c);
+        assert_eq!(s.len(), 0);
+    }
+}
