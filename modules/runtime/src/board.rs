@@ -1,10 +1,12 @@
 //! The one place a board is chosen: one board crate per target architecture.
 //! Everything else names `board::Current` and calls it through `hal::Board`.
 
-#[cfg(target_arch = "riscv64")]
-pub use riscv64_qemu_virt::RiscvVirt as Current;
 #[cfg(target_arch = "aarch64")]
 pub use aarch64_qemu_virt::ArmVirt as Current;
+#[cfg(target_arch = "riscv64")]
+pub use riscv64_qemu_virt::RiscvVirt as Current;
+#[cfg(target_arch = "x86_64")]
+pub use x86_64_qemu_q35::X86Q35 as Current;
 
 /// The kernel's page table type on this board.
 pub type PageTable = page_table_multiarch::PageTable64<

@@ -1,0 +1,108 @@
+//! Board: QEMU `q35`, x86_64, 4-level paging, loaded by QEMU's multiboot loader.
+//!
+//! - [`boot`]: the multiboot header, the 32-bit entry `_start`, the boot page
+//!   table (the first 4 GiB both identity-mapped and at the high-half offset,
+//!   2 MiB leaves), the switch to long mode and to the high half, then
+//!   `hal::kernel::kernel_main`.
+//! - [`trap`]: GDT, TSS (double-fault stack) and IDT; page faults (#PF) are
+//!   decoded into `hal::PageFault` and handed to the kernel; every other exception
+//!   is reported and ends the machine with a failing status.
+//! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
+//! - [`console`]: COM1 (16550 at I/O port 0x3f8); exit: QEMU's `isa-debug-exit`
+//!   device at port 0xf4 (writing `v` exits with `(v << 1) | 1`: 0x10 -> 33 for
+//!   pass, 0x11 -> 35 for fail; a triple fault exits with 0, a failure).
+//! - [`cpu`]: the privileged instructions (port I/O, CR2/CR3, invlpg, rdtsc).
+//!
+//! The crate is empty unless built for `x86_64-unknown-none`.
+#![no_std]
+#![cfg(all(target_arch = "x86_64", target_os = "none"))]
+
+pub mod boot;
+pub mod console;
+pub mod cpu;
+pub mod probe;
+pub mod trap;
+
+use hal::{Board, BootInfo, ExitStatus, KnownWord};
+use memory_addr::{PhysAddr, VirtAddr};
+use page_table_entry::x86_64::X64PTE;
+use page_table_multiarch::x86_64::X64PagingMetaData;
+
+/// The board.
+pub struct X86Q35;
+
+/// I/O port of QEMU's `isa-debug-exit` device (see the board's `[qemu]` args).
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// Written for a pass: QEMU exits with `(0x10 << 1) | 1 = 33`.
+const DEBUG_EXIT_PASS: u8 = 0x10;
+/// Written for a failure: QEMU exits with 35.
+const DEBUG_EXIT_FAIL: u8 = 0x11;
+
+/// What QEMU's local APIC returns from its version register: version 0x14, and
+/// 5 in bits 23:16 (six LVT entries).
+const LOCAL_APIC_VERSION: u32 = 0x0005_0014;
+
+impl Board for X86Q35 {
+    const NAME: &'static str = "x86_64-qemu-q35";
+    type PagingMeta = X64PagingMetaData;
+    type Pte = X64PTE;
+    type Paging = frames::global::GlobalPaging;
+
+    fn console_write(bytes: &[u8]) {
+        console::write(bytes);
+    }
+
+    fn exit(status: ExitStatus) -> ! {
+        let value = match status {
+            ExitStatus::Pass => DEBUG_EXIT_PASS,
+            ExitStatus::Fail => DEBUG_EXIT_FAIL,
+        };
+        // SAFETY: the isa-debug-exit device at this port ends QEMU with a status
+        // derived from the value; nothing runs after it.
+        unsafe { cpu::outb(DEBUG_EXIT_PORT, value) };
+        // Without the device (another machine), stop here.
+        loop {
+            cpu::halt();
+        }
+    }
+
+    fn cycles() -> u64 {
+        cpu::rdtsc()
+    }
+
+    fn cycles_per_sec() -> Option<u64> {
+        None
+    }
+
+    unsafe fn activate_page_table(root: PhysAddr) {
+        // SAFETY: the caller guarantees that `root` is a complete 4-level table that
+        // maps the running kernel at its current addresses. Loading CR3 flushes every
+        // TLB entry: the board sets no global pages (CR4.PGE stays clear).
+        unsafe { cpu::write_cr3(root.as_usize()) };
+    }
+
+    fn flush_tlb(vaddr: Option<VirtAddr>) {
+        match vaddr {
+            Some(va) => cpu::invlpg(va.as_usize()),
+            None => cpu::flush_all(),
+        }
+    }
+
+    fn probe_read(addr: VirtAddr) -> bool {
+        probe::read(addr.as_usize())
+    }
+
+    fn probe_write(addr: VirtAddr) -> bool {
+        probe::write(addr.as_usize())
+    }
+
+    fn known_word(_boot: &BootInfo) -> KnownWord {
+        KnownWord {
+            paddr: PhysAddr::from(cpu::LOCAL_APIC + cpu::APIC_VERSION),
+            value: LOCAL_APIC_VERSION,
+            big_endian: false,
+            device: true,
+            what: "local APIC version",
+        }
+    }
+}

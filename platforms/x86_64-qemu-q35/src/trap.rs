@@ -1,0 +1,404 @@
+//! Descriptor tables and the exception entry.
+//!
+//! [`init`] installs, at their high-half addresses, a GDT (null, 64-bit code,
+//! data, a TSS whose IST slot 1 is the double-fault stack) and an IDT whose 32
+//! exception vectors point at small stubs. Interrupts stay disabled: the kernel
+//! takes exceptions only, and an IDT slot past 31 is not present (a stray
+//! interrupt raises #GP, which is reported).
+//!
+//! Each stub pushes a zero error code if the CPU pushes none, then the vector,
+//! and jumps to `tessera_trap_common`, which saves the general registers into a
+//! [`TrapFrame`] and calls [`handle_trap`] with the stack 16-byte aligned. The
+//! handler may change the frame (the probe fixup sets `rax` and `rip`); the
+//! registers are restored from it and `iretq` resumes.
+//!
+//! - #PF (14): CR2 is the address; error code bit 0 present (protection
+//!   violation, else not present), bit 1 write, bit 3 reserved bit set, bit 4
+//!   instruction fetch. Decoded into `hal::PageFault` and handed to
+//!   `hal::kernel::page_fault`; a denied fault at a probe instruction is fixed up
+//!   ([`crate::probe`]), any other denied fault goes to
+//!   `hal::kernel::fatal_page_fault`. A reserved-bit fault is a broken page
+//!   table, not an access: it is reported here.
+//! - every other exception is reported (name, vector, error code, RIP, RSP,
+//!   CR2) and ends the machine with a failing status.
+//!
+//! Trap handling code uses no floating point or SIMD (the target has none).
+
+use core::arch::{asm, global_asm};
+use core::fmt::Write;
+
+use hal::{Access, ExitStatus, FaultOutcome, PageFault, RawCause};
+
+use crate::boot::{KERNEL_CS, KERNEL_DS};
+
+/// Registers saved on exception entry, lowest address first.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct TrapFrame {
+    /// General registers, as pushed by `tessera_trap_common`.
+    pub(crate) rax: u64,
+    pub(crate) rbx: u64,
+    pub(crate) rcx: u64,
+    pub(crate) rdx: u64,
+    pub(crate) rsi: u64,
+    pub(crate) rdi: u64,
+    pub(crate) rbp: u64,
+    pub(crate) r8: u64,
+    pub(crate) r9: u64,
+    pub(crate) r10: u64,
+    pub(crate) r11: u64,
+    pub(crate) r12: u64,
+    pub(crate) r13: u64,
+    pub(crate) r14: u64,
+    pub(crate) r15: u64,
+    /// Pushed by the stub.
+    pub(crate) vector: u64,
+    /// Pushed by the CPU, or zero by the stub.
+    pub(crate) error_code: u64,
+    /// The interrupt frame pushed by the CPU.
+    pub(crate) rip: u64,
+    pub(crate) cs: u64,
+    pub(crate) rflags: u64,
+    pub(crate) rsp: u64,
+    pub(crate) ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+global_asm!(
+    ".section .text",
+    // One stub per exception vector; vectors 8, 10-14, 17, 21, 29, 30 come with an
+    // error code from the CPU.
+    ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    ".balign 16",
+    "tessera_trap_stub_\\n:",
+    ".if (\\n == 8) || ((\\n >= 10) && (\\n <= 14)) || (\\n == 17) || (\\n == 21) || (\\n == 29) || (\\n == 30)",
+    "   pushq   $\\n",
+    ".else",
+    "   pushq   $0",
+    "   pushq   $\\n",
+    ".endif",
+    "   jmp     tessera_trap_common",
+    ".endr",
+    "",
+    "tessera_trap_common:",
+    "   pushq   %r15",
+    "   pushq   %r14",
+    "   pushq   %r13",
+    "   pushq   %r12",
+    "   pushq   %r11",
+    "   pushq   %r10",
+    "   pushq   %r9",
+    "   pushq   %r8",
+    "   pushq   %rbp",
+    "   pushq   %rdi",
+    "   pushq   %rsi",
+    "   pushq   %rdx",
+    "   pushq   %rcx",
+    "   pushq   %rbx",
+    "   pushq   %rax",
+    "   cld",
+    "   movq    %rsp, %rdi",
+    // The CPU aligns rsp to 16 before pushing its frame, but do not rely on it.
+    "   movq    %rsp, %rbx",
+    "   andq    $-16, %rsp",
+    "   callq   {handler}",
+    "   movq    %rbx, %rsp",
+    "   popq    %rax",
+    "   popq    %rbx",
+    "   popq    %rcx",
+    "   popq    %rdx",
+    "   popq    %rsi",
+    "   popq    %rdi",
+    "   popq    %rbp",
+    "   popq    %r8",
+    "   popq    %r9",
+    "   popq    %r10",
+    "   popq    %r11",
+    "   popq    %r12",
+    "   popq    %r13",
+    "   popq    %r14",
+    "   popq    %r15",
+    "   addq    $16, %rsp", // vector and error code
+    "   iretq",
+    "",
+    ".section .rodata",
+    ".balign 8",
+    ".global tessera_trap_stubs",
+    "tessera_trap_stubs:",
+    ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    "   .quad tessera_trap_stub_\\n",
+    ".endr",
+    ".section .text",
+    handler = sym handle_trap,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    /// Addresses of the 32 exception stubs.
+    static tessera_trap_stubs: [usize; 32];
+}
+
+/// The task-state segment: only the interrupt stack table is used.
+#[repr(C, packed(4))]
+struct Tss {
+    _reserved0: u32,
+    rsp: [u64; 3],
+    _reserved1: u64,
+    ist: [u64; 7],
+    _reserved2: u64,
+    _reserved3: u16,
+    iomap_base: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<Tss>() == 104);
+
+/// One IDT gate.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    _reserved: u32,
+}
+
+impl Gate {
+    const MISSING: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        _reserved: 0,
+    };
+
+    /// A present ring-0 interrupt gate (interrupts stay disabled in the handler).
+    fn interrupt(handler: usize, ist: u8) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector: KERNEL_CS,
+            ist,
+            attributes: 0x8e,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            _reserved: 0,
+        }
+    }
+}
+
+/// The operand of `lgdt`/`lidt`.
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+const DOUBLE_FAULT: usize = 8;
+const PAGE_FAULT: u64 = 14;
+/// IST slot (1-based) of the double-fault stack.
+const DOUBLE_FAULT_IST: u8 = 1;
+const TSS_SELECTOR: u16 = 0x18;
+
+#[repr(C, align(16))]
+struct Stack([u8; 16 * 1024]);
+
+static mut DOUBLE_FAULT_STACK: Stack = Stack([0; 16 * 1024]);
+static mut TSS: Tss = Tss {
+    _reserved0: 0,
+    rsp: [0; 3],
+    _reserved1: 0,
+    ist: [0; 7],
+    _reserved2: 0,
+    _reserved3: 0,
+    iomap_base: core::mem::size_of::<Tss>() as u16,
+};
+/// null, 64-bit code, data, TSS (two slots).
+static mut GDT: [u64; 5] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0];
+static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
+
+/// Installs the GDT, TSS and IDT. Called once, on the boot CPU, before the kernel.
+pub fn init() {
+    let tss = &raw mut TSS as u64;
+    let stack_top = (&raw mut DOUBLE_FAULT_STACK as usize + core::mem::size_of::<Stack>()) as u64;
+    let limit = core::mem::size_of::<Tss>() as u64 - 1;
+    // Available 64-bit TSS (type 9), present.
+    let tss_low = (limit & 0xffff)
+        | ((tss & 0xff_ffff) << 16)
+        | (0x89 << 40)
+        | (((limit >> 16) & 0xf) << 48)
+        | (((tss >> 24) & 0xff) << 56);
+    let tss_high = tss >> 32;
+    // SAFETY: `tessera_trap_stubs` is an initialised table in .rodata.
+    let stubs: &[usize; 32] = unsafe { &tessera_trap_stubs };
+    // SAFETY: single CPU, called once before any exception can be taken: nothing
+    // else accesses these statics while they are written. The GDT keeps the
+    // selectors of the boot GDT (code 0x08, data 0x10), so reloading it while those
+    // are in use is consistent; the TSS descriptor is marked available before `ltr`.
+    unsafe {
+        let tss_ptr = &raw mut TSS;
+        (*tss_ptr).ist[(DOUBLE_FAULT_IST - 1) as usize] = stack_top;
+        let gdt = (&raw mut GDT).cast::<u64>();
+        gdt.add(3).write(tss_low);
+        gdt.add(4).write(tss_high);
+        let idt = (&raw mut IDT).cast::<Gate>();
+        for (vector, &stub) in stubs.iter().enumerate() {
+            let ist = if vector == DOUBLE_FAULT {
+                DOUBLE_FAULT_IST
+            } else {
+                0
+            };
+            idt.add(vector).write(Gate::interrupt(stub, ist));
+        }
+        let gdtr = DescriptorPointer {
+            limit: (core::mem::size_of::<[u64; 5]>() - 1) as u16,
+            base: &raw const GDT as u64,
+        };
+        let idtr = DescriptorPointer {
+            limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
+            base: &raw const IDT as u64,
+        };
+        asm!(
+            "lgdt ({gdtr})",
+            // Reload CS with a far return, then the data segments.
+            "pushq ${cs}",
+            "leaq 2f(%rip), {tmp}",
+            "pushq {tmp}",
+            "lretq",
+            "2:",
+            "movw ${ds}, {tmp:x}",
+            "movw {tmp:x}, %ds",
+            "movw {tmp:x}, %es",
+            "movw {tmp:x}, %ss",
+            "movw ${tss}, {tmp:x}",
+            "ltr {tmp:x}",
+            "lidt ({idtr})",
+            gdtr = in(reg) &gdtr,
+            idtr = in(reg) &idtr,
+            tmp = out(reg) _,
+            cs = const KERNEL_CS,
+            ds = const KERNEL_DS,
+            tss = const TSS_SELECTOR,
+            options(att_syntax, preserves_flags)
+        );
+    }
+}
+
+fn exception_name(vector: u64) -> &'static str {
+    match vector {
+        0 => "divide error (#DE)",
+        1 => "debug (#DB)",
+        2 => "non-maskable interrupt",
+        3 => "breakpoint (#BP)",
+        4 => "overflow (#OF)",
+        5 => "bound range exceeded (#BR)",
+        6 => "invalid opcode (#UD)",
+        7 => "device not available (#NM)",
+        8 => "double fault (#DF)",
+        9 => "coprocessor segment overrun",
+        10 => "invalid TSS (#TS)",
+        11 => "segment not present (#NP)",
+        12 => "stack-segment fault (#SS)",
+        13 => "general protection (#GP)",
+        14 => "page fault (#PF)",
+        16 => "x87 floating-point error (#MF)",
+        17 => "alignment check (#AC)",
+        18 => "machine check (#MC)",
+        19 => "SIMD floating-point (#XM)",
+        20 => "virtualization (#VE)",
+        21 => "control protection (#CP)",
+        _ => "reserved exception",
+    }
+}
+
+/// #PF error code bits.
+const PF_PRESENT: u64 = 1 << 0;
+const PF_WRITE: u64 = 1 << 1;
+const PF_RESERVED: u64 = 1 << 3;
+const PF_FETCH: u64 = 1 << 4;
+
+/// What the #PF error code says, in words.
+fn page_fault_detail(error: u64) -> (Access, &'static str) {
+    let present = error & PF_PRESENT != 0;
+    if error & PF_FETCH != 0 {
+        let d = if present {
+            "instruction fetch from a no-execute page"
+        } else {
+            "instruction fetch from a non-present page"
+        };
+        (Access::Execute, d)
+    } else if error & PF_WRITE != 0 {
+        let d = if present {
+            "write to a read-only page"
+        } else {
+            "write to a non-present page"
+        };
+        (Access::Write, d)
+    } else {
+        let d = if present {
+            "read protection violation"
+        } else {
+            "read from a non-present page"
+        };
+        (Access::Read, d)
+    }
+}
+
+extern "C" fn handle_trap(tf: &mut TrapFrame) {
+    if tf.vector != PAGE_FAULT || tf.error_code & PF_RESERVED != 0 {
+        fatal_trap(tf);
+    }
+    let (access, detail) = page_fault_detail(tf.error_code);
+    let fault = PageFault {
+        addr: crate::cpu::cr2(),
+        access,
+        pc: tf.rip as usize,
+        cause: RawCause {
+            register: "#PF error code",
+            value: tf.error_code as usize,
+            detail,
+        },
+    };
+    match hal::kernel::page_fault(&fault) {
+        FaultOutcome::Resolved => {}
+        FaultOutcome::Denied => match crate::probe::fixup(tf.rip as usize) {
+            Some(resume) => {
+                tf.rax = 1; // the probe's result: "faulted"
+                tf.rip = resume as u64;
+            }
+            None => hal::kernel::fatal_page_fault(&fault),
+        },
+    }
+}
+
+struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        crate::console::write(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn fatal_trap(tf: &TrapFrame) -> ! {
+    let name = if tf.vector == PAGE_FAULT {
+        "page fault with a reserved bit set in a page-table entry"
+    } else {
+        exception_name(tf.vector)
+    };
+    let _ = writeln!(
+        Console,
+        "\nunexpected exception: {name} (vector {}, error code {:#x}) at rip {:#x}, rsp {:#x}, cr2 {:#x}, rflags {:#x}",
+        tf.vector,
+        tf.error_code,
+        tf.rip,
+        tf.rsp,
+        crate::cpu::cr2(),
+        tf.rflags
+    );
+    <crate::X86Q35 as hal::Board>::exit(ExitStatus::Fail)
+}
