@@ -313,6 +313,29 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
         unsafe { Self::entry_ptr(table, idx).write_volatile(pte) }
     }
 
+    /// First index in `from..=to` whose entry is not all-zero (unused), if any.
+    ///
+    /// A bulk scan with plain (non-volatile) loads so it can be vectorised; it
+    /// only distinguishes zero from non-zero, and hardware never turns a zero
+    /// entry into a non-zero one (it only sets accessed/dirty bits in present
+    /// leaves), so a concurrent hardware update cannot change the answer.
+    #[inline(always)]
+    fn next_used(table: PhysAddr, from: usize, to: usize) -> Option<usize> {
+        let base = H::phys_to_virt(table).as_ptr().cast::<u64>();
+        let to = to.min(ENTRIES - 1);
+        (from..=to).find(|&i| {
+            // SAFETY: as in `read`: `i < 512` lies inside the live table frame,
+            // which is 8-byte aligned; a plain load of an initialised word.
+            unsafe { base.add(i).read() != 0 }
+        })
+    }
+
+    /// Base linear address of the table at height `h` that contains `la`.
+    #[inline(always)]
+    const fn table_base(la: usize, h: usize) -> usize {
+        la & !((span(h) << 9) - 1)
+    }
+
     fn alloc_table() -> Option<PhysAddr> {
         let pa = H::alloc_frame()?;
         // SAFETY: `pa` is a fresh 4K frame from `H`, reachable through
@@ -323,22 +346,24 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
 
     /// Whether no present leaf overlaps the linear range `[s, e)` under `table`.
     fn range_empty(table: PhysAddr, h: usize, s: usize, e: usize) -> bool {
-        let mut la = s;
-        while la < e {
-            let ee = entry_end(la, h).min(e);
-            let pte = Self::read(table, index(la, h));
+        let (tb, last) = (Self::table_base(s, h), index(e - 1, h));
+        let mut i = index(s, h);
+        while let Some(j) = Self::next_used(table, i, last) {
+            let la = s.max(tb + j * span(h));
+            let ee = e.min(tb + (j + 1) * span(h));
+            let pte = Self::read(table, j);
             if pte.is_present()
                 && (is_leaf(&pte, h) || !Self::range_empty(pte.paddr(), h - 1, la, ee))
             {
                 return false;
             }
-            la = ee;
+            i = j + 1;
         }
         true
     }
 
     fn table_is_empty(table: PhysAddr) -> bool {
-        (0..ENTRIES).all(|i| Self::read(table, i).is_unused())
+        Self::next_used(table, 0, ENTRIES - 1).is_none()
     }
 
     fn free_tree(table: PhysAddr, h: usize) {
@@ -685,36 +710,38 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         delta: usize,
         on_leaf: &mut F,
     ) -> bool {
-        let mut la = s;
-        while la < e {
-            let ee = entry_end(la, h).min(e);
-            let idx = index(la, h);
+        let (tb, last) = (Pt::<M, PTE, H>::table_base(s, h), index(e - 1, h));
+        let mut i = index(s, h);
+        while let Some(idx) = Pt::<M, PTE, H>::next_used(table, i, last) {
+            i = idx + 1;
+            let la = s.max(tb + idx * span(h));
+            let ee = e.min(tb + (idx + 1) * span(h));
             let pte = Pt::<M, PTE, H>::read(table, idx);
-            if !pte.is_unused() {
-                if !pte.is_present() {
+            if !pte.is_present() {
+                Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
+            } else if is_leaf(&pte, h) {
+                // Edges were split, so this leaf lies wholly inside the range.
+                Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
+                let va = la.wrapping_add(delta);
+                self.note(va);
+                on_leaf(Leaf {
+                    vaddr: va.into(),
+                    paddr: pte.paddr(),
+                    size: leaf_size(h),
+                    flags: pte.flags(),
+                });
+            } else {
+                let child = pte.paddr();
+                if self.unmap_rec(child, h - 1, la, ee, delta, on_leaf) {
                     Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
-                } else if is_leaf(&pte, h) {
-                    // Edges were split, so this leaf lies wholly inside the range.
-                    Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
-                    let va = la.wrapping_add(delta);
-                    self.note(va);
-                    on_leaf(Leaf {
-                        vaddr: va.into(),
-                        paddr: pte.paddr(),
-                        size: leaf_size(h),
-                        flags: pte.flags(),
-                    });
-                } else {
-                    let child = pte.paddr();
-                    if self.unmap_rec(child, h - 1, la, ee, delta, on_leaf) {
-                        Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
-                        self.retire(child);
-                    }
+                    self.retire(child);
                 }
             }
-            la = ee;
         }
-        let whole = h < Pt::<M, PTE, H>::TOP && s & (span(h + 1) - 1) == 0 && e - s == span(h + 1);
+        if h == Pt::<M, PTE, H>::TOP {
+            return false; // the root is never retired
+        }
+        let whole = s & (span(h + 1) - 1) == 0 && e - s == span(h + 1);
         whole || Pt::<M, PTE, H>::table_is_empty(table)
     }
 
@@ -780,10 +807,12 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         delta: usize,
         flags: MappingFlags,
     ) {
-        let mut la = s;
-        while la < e {
-            let ee = entry_end(la, h).min(e);
-            let idx = index(la, h);
+        let (tb, last) = (Pt::<M, PTE, H>::table_base(s, h), index(e - 1, h));
+        let mut i = index(s, h);
+        while let Some(idx) = Pt::<M, PTE, H>::next_used(table, i, last) {
+            i = idx + 1;
+            let la = s.max(tb + idx * span(h));
+            let ee = e.min(tb + (idx + 1) * span(h));
             let mut pte = Pt::<M, PTE, H>::read(table, idx);
             if pte.is_present() {
                 if is_leaf(&pte, h) {
@@ -794,7 +823,6 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
                     self.protect_rec(pte.paddr(), h - 1, la, ee, delta, flags);
                 }
             }
-            la = ee;
         }
     }
 
