@@ -24,6 +24,16 @@ fn main() {
         "kernel-paddr {:#x}: the multiboot loader needs the image below 4 GiB",
         cfg.kernel_paddr
     );
+    // q35 keeps RAM below 4 GiB only up to 0xb000_0000 (the PCIe ECAM starts there);
+    // with more, QEMU moves everything past 2 GiB above 4 GiB, which the config's
+    // single RAM range cannot describe.
+    assert!(
+        cfg.phys_base + cfg.phys_size < 0xb000_0000,
+        "{}: RAM [{:#x}, {:#x}) reaches past 0xb000_0000, where q35 splits it: use MEM below 2816M",
+        cfg.path.display(),
+        cfg.phys_base,
+        cfg.phys_base + cfg.phys_size
+    );
     let mut ld = String::new();
     writeln!(
         ld,

@@ -12,6 +12,8 @@
 //!   device at port 0xf4 (writing `v` exits with `(v << 1) | 1`: 0x10 -> 33 for
 //!   pass, 0x11 -> 35 for fail; a triple fault exits with 0, a failure).
 //! - [`cpu`]: the privileged instructions (port I/O, CR2/CR3, invlpg, rdtsc).
+//! - [`timer`]: the cycle counter is the TSC; its rate is measured once against
+//!   the HPET.
 //!
 //! The crate is empty unless built for `x86_64-unknown-none`.
 #![no_std]
@@ -21,6 +23,7 @@ pub mod boot;
 pub mod console;
 pub mod cpu;
 pub mod probe;
+pub mod timer;
 pub mod trap;
 
 use hal::{Board, BootInfo, ExitStatus, KnownWord};
@@ -71,7 +74,7 @@ impl Board for X86Q35 {
     }
 
     fn cycles_per_sec() -> Option<u64> {
-        None
+        timer::tsc_hz()
     }
 
     unsafe fn activate_page_table(root: PhysAddr) {
