@@ -88,6 +88,8 @@ help:
 	@echo '  fmt         cargo fmt --all          fmt-check  the same with --check'
 	@echo '  doc         cargo doc (host crates; the tessera API for the board if it exists)'
 	@echo '  bench       cargo bench -p paging (host)'
+	@echo '  fuzz        mm random test, MM_FUZZ_OPS (default 1000000) ops per seed, release (host)'
+	@echo '  fuzz-libfuzzer  cargo +nightly fuzz run mm_api for FUZZ_TIME (default 60) s (fuzz/)'
 	@echo '  clean       cargo clean              distclean  also remove .tools/'
 	@echo
 	@echo 'Variables (current value):'
@@ -169,6 +171,13 @@ bench: deps-rust
 	else \
 		echo "bench: modules/paging/benches does not exist yet: nothing to run" >&2; exit 1; \
 	fi
+
+.PHONY: fuzz fuzz-libfuzzer
+fuzz: deps-rust
+	MM_FUZZ_OPS=$${MM_FUZZ_OPS:-1000000} cargo test -p mm --release --test random -- --nocapture
+
+fuzz-libfuzzer:
+	cd '$(ROOT)/fuzz' && cargo +nightly fuzz run mm_api -- -max_total_time=$${FUZZ_TIME:-60}
 
 clean:
 	cargo clean
