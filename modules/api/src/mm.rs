@@ -17,8 +17,11 @@ use crate::AxResult;
 pub const PAGE_SIZE: usize = 4096;
 
 /// Maps `len` bytes (rounded up to pages). `addr` is a hint unless `flags` has
-/// `FIXED` (replace what is there) or `FIXED_NOREPLACE`; `POPULATE` maps frames
-/// now, otherwise pages are mapped on first access.
+/// `FIXED` (replace what is there, atomically) or `FIXED_NOREPLACE`; `POPULATE`
+/// maps frames now, otherwise pages are mapped on first access; `CONTIGUOUS`
+/// backs the mapping with physically contiguous frames, mapped now (see
+/// `translate` for their addresses). Adjacent compatible mappings merge into
+/// one area.
 pub fn mmap(addr: Option<usize>, len: usize, prot: Prot, flags: MmapFlags) -> AxResult<usize> {
     runtime::space::with(|s| s.mmap(addr.map(Into::into), len, prot, flags)).map(|va| va.as_usize())
 }
@@ -73,6 +76,12 @@ pub fn stats() -> Stats {
         faults_handled: m.faults_handled,
         spurious_faults: m.spurious_faults,
     }
+}
+
+/// The mapping window `[start, end)` that app mappings live in.
+pub fn window() -> (usize, usize) {
+    let w = runtime::space::with(|s| s.window());
+    (w.start.as_usize(), w.end.as_usize())
 }
 
 /// The areas of the address space, in address order.
