@@ -277,7 +277,7 @@ trait OptionContext<T> {
 
 impl<T> OptionContext<T> for Option<T> {
     fn context_str(self, what: &str) -> Result<T, tessera::String> {
-        self.ok_or_else(|| tessera::format!("{what}"))
+        self.ok_or_else(|| what.into())
     }
 }
 
