@@ -297,8 +297,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Ctx<M, PTE> {
             .unwrap_or_else(|e| panic!("{ctx}: unmap_region {va:#x}+{len:#x}: {e:?}"));
         removed.sort_by_key(|r| r.0);
         self.their_apply(va, len, None);
-        let want: Vec<_> = self.model.runs_in(va, len);
-        let _ = want;
         let gone = self.model.unmap(va, len);
         let gone = canonical(
             gone.into_iter()
@@ -356,7 +354,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Ctx<M, PTE> {
             match (unmap, sz) {
                 (true, PAGE) => c
                     .unmap::<Size4K>(va.into())
-                    .map(|l| Some(l))
+                    .map(Some)
                     .map_err(|e| format!("{e:?}")),
                 (true, M2) => c
                     .unmap::<Size2M>(va.into())
