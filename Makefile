@@ -87,7 +87,7 @@ help:
 	@echo '  clippy      host clippy, then clippy of runtime, tessera and all apps for each board'
 	@echo '  fmt         cargo fmt --all          fmt-check  the same with --check'
 	@echo '  doc         cargo doc (host crates; the tessera API for the board if it exists)'
-	@echo '  bench       cargo bench -p paging (host)'
+	@echo '  bench       all benchmarks: host criterion + callgrind, apps/bench on every board -> docs/BENCHMARKS.md'
 	@echo '  fuzz        mm random test, MM_FUZZ_OPS (default 1000000) ops per seed, release (host)'
 	@echo '  fuzz-libfuzzer  cargo +nightly fuzz run mm_api for FUZZ_TIME (default 60) s (fuzz/)'
 	@echo '  clean       cargo clean              distclean  also remove .tools/'
@@ -165,12 +165,8 @@ doc: deps-rust
 		$(BUILD_ENV) cargo doc --no-deps -p tessera --target $(TARGET); \
 	fi
 
-bench: deps-rust
-	@if [ -d '$(ROOT)/modules/paging/benches' ]; then \
-		echo "cargo bench -p paging"; cargo bench -p paging; \
-	else \
-		echo "bench: modules/paging/benches does not exist yet: nothing to run" >&2; exit 1; \
-	fi
+bench: deps
+	@$(PYTHON) $(ROOT)/scripts/bench.py --mem '$(MEM)'
 
 .PHONY: fuzz fuzz-libfuzzer
 fuzz: deps-rust

@@ -3,6 +3,9 @@
 //! and 100k areas already present; `memory_set` 0.4.1 used directly (with a
 //! backend that does nothing) side by side as the anchor.
 //!
+//! `area_lookup` walks the areas in a scrambled order (each lookup a likely
+//! cache miss at 100k areas); `area_lookup_seq` walks them in address order.
+//!
 //! Every operation that changes the set is undone after it, outside the timed
 //! part (`iter_custom`): operations run in batches of [`BATCH`] on distinct areas
 //! taken from [`hostbench::walk`], then the batch is undone, so the number of
@@ -146,6 +149,13 @@ fn bench_tessera(c: &mut Criterion, n: usize, s: &mut TrackedSpace, order: &[usi
             black_box(s.area_at(va(area_start(order[k]) + PAGE)))
         })
     });
+    group(c, "area_lookup_seq").bench_function(id(), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % n;
+            black_box(s.area_at(va(area_start(i) + PAGE)))
+        })
+    });
     group(c, "area_lazy_fault").bench_function(id(), |b| {
         b.iter_custom(|iters| {
             batched(
@@ -224,6 +234,13 @@ fn bench_anchor(c: &mut Criterion, n: usize, set: &mut AnchorSet, order: &[usize
         b.iter(|| {
             k = (k + 1) % order.len();
             black_box(set.find(va(area_start(order[k]) + PAGE)).map(|a| a.start()))
+        })
+    });
+    group(c, "area_lookup_seq").bench_function(id(), |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % n;
+            black_box(set.find(va(area_start(i) + PAGE)).map(|a| a.start()))
         })
     });
 }
