@@ -37,6 +37,8 @@ MEM ?= 128M
 MODE ?= release
 TIMEOUT ?= 60
 QEMU_ARGS ?=
+# Operations per PTE format in the paging differential test run by test-host.
+PAGING_DIFF_OPS ?= 100000
 
 # The board file: PLAT_CONFIG if given, else configs/platforms/$(PLATFORM).toml. Its `arch`
 # key then sets ARCH, and its `target` key the Rust target.
@@ -80,7 +82,7 @@ help:
 	@echo '  run         deps + build + boot it on QEMU; exit status says pass/FAIL'
 	@echo '  debug       build + boot halted with a gdb stub on :1234; prints the gdb command'
 	@echo '  test        test-host, then test-qemu'
-	@echo '  test-host   cargo test on the host (default workspace members)'
+	@echo '  test-host   cargo test on the host (default members) + the paging differential test on all PTE formats'
 	@echo '  test-qemu   deps + every app on every board (narrowed by ARCH/PLATFORM/PLAT_CONFIG/APPS)'
 	@echo '  test-tools  self-test of scripts/qemu.py (expected-output matcher, board files)'
 	@echo '  deps        rust targets + components, and QEMU (system or private copy in .tools/)'
@@ -132,6 +134,9 @@ test: test-host test-qemu
 
 test-host: deps-rust
 	cargo test
+	@echo "paging: differential test, $(PAGING_DIFF_OPS) operations per PTE format (x86_64, Sv39, Sv48, AArch64)"
+	RUSTC_WRAPPER='$(ROOT)/modules/paging/scripts/rustc-all-formats.sh' CARGO_TARGET_DIR='$(TARGET_DIR)/all-formats' \
+		PAGING_DIFF_OPS=$(PAGING_DIFF_OPS) cargo test -p paging --release --test differential
 
 test-qemu: deps-rust deps-qemu test-tools
 	@$(QEMU_PY) test $(TEST_ARGS)
