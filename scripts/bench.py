@@ -235,7 +235,9 @@ def fmt_ns(ns: float | None) -> str:
 
 
 def fmt_x(r: float | None) -> str:
-    return "-" if r is None else f"{r:.2f}x"
+    if r is None:
+        return "-"
+    return f"{r:.3f}x" if r < 0.1 else f"{r:.2f}x"
 
 
 def report(res: dict) -> str:
