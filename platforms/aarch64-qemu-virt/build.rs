@@ -2,6 +2,9 @@
 
 use std::fmt::Write;
 
+/// Size of the trap stack (see the linker script below).
+const TRAP_STACK_SIZE: u64 = 16 * 1024;
+
 fn main() {
     for v in config::model::ENV_VARS {
         println!("cargo:rerun-if-env-changed={v}");
@@ -52,7 +55,18 @@ SECTIONS
         *(COMMON)
         . = ALIGN(4K);
         _ebss = .;
-        /* The boot stack: outside [_sbss, _ebss) so clearing bss does not clear it. */
+        /* The kernel stacks, outside [_sbss, _ebss) so clearing bss does not clear
+           them, each above a 4 KiB guard page that the kernel leaves unmapped: the
+           trap stack, then the boot stack. The runtime's memory map reads these
+           symbols (modules/runtime/src/memmap.rs). */
+        . = ALIGN(4K);
+        _strap_guard = .;
+        . += 4K;
+        _strap_stack = .;
+        . += {trap_stack:#x};
+        _etrap_stack = .;
+        _sguard = .;
+        . += 4K;
         _sstack = .;
         . += {stack:#x};
         _estack = .;
@@ -70,6 +84,7 @@ SECTIONS
         paddr = cfg.kernel_paddr,
         off = cfg.phys_virt_offset,
         stack = cfg.stack_size,
+        trap_stack = TRAP_STACK_SIZE,
     )
     .unwrap();
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());

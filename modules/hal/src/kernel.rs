@@ -10,6 +10,7 @@ unsafe extern "Rust" {
     fn __tessera_kernel_main(boot: &BootInfo) -> !;
     fn __tessera_page_fault(fault: &PageFault) -> FaultOutcome;
     fn __tessera_fatal_page_fault(fault: &PageFault) -> !;
+    fn __tessera_stack_guard(addr: usize) -> Option<core::ops::Range<usize>>;
 }
 
 /// Enters the kernel once the board has a stack, the high-half mapping, a trap
@@ -32,4 +33,13 @@ pub fn page_fault(fault: &PageFault) -> FaultOutcome {
 pub fn fatal_page_fault(fault: &PageFault) -> ! {
     // SAFETY: defined by `runtime` with exactly this signature.
     unsafe { __tessera_fatal_page_fault(fault) }
+}
+
+/// The guard page (unmapped, below a kernel stack) that holds `addr`, if any: a
+/// fault there is a stack overflow. For trap entries that must tell an overflow
+/// from another fault before the usual path can run (x86_64's double fault).
+pub fn stack_guard(addr: usize) -> Option<core::ops::Range<usize>> {
+    // SAFETY: defined by `runtime` with exactly this signature; it only compares
+    // `addr` with the linker's stack symbols.
+    unsafe { __tessera_stack_guard(addr) }
 }

@@ -6,8 +6,9 @@
 //! The kernel (the `runtime` module) picks exactly one board per target in one
 //! place (`runtime::board`) and calls it only through this trait.
 //!
-//! The board calls into the kernel through the three functions of [`kernel`]: the
-//! kernel entry after early boot, the page-fault hook, and the fatal-fault report.
+//! The board calls into the kernel through the functions of [`kernel`]: the
+//! kernel entry after early boot, the page-fault hook, the fatal-fault report, and
+//! the question whether an address lies in a stack's guard page.
 //! They are resolved at link time, so a board cannot forget to deliver a fault and
 //! the kernel cannot forget to handle one: a missing side is a link error.
 //!

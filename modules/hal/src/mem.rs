@@ -9,7 +9,8 @@ pub enum MemKind {
     Text,
     /// Kernel read-only data: mapped read-only.
     Rodata,
-    /// Kernel data, bss and boot stack: mapped read + write, never execute.
+    /// Kernel data, bss and the kernel stacks (not their guard pages, which are in
+    /// no region): mapped read + write, never execute.
     Data,
     /// RAM handed to the frame allocator: linearly mapped read + write.
     Free,

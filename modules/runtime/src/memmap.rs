@@ -1,12 +1,32 @@
 //! The physical memory map, from the board's config, the kernel's linker symbols
-//! and what the firmware handed over (the device tree).
+//! and what the firmware handed over (the device tree), and the kernel stacks'
+//! guard pages.
 //!
-//! Every board's linker script defines `_stext`, `_etext`, `_srodata`, `_erodata`,
-//! `_sdata` and `_ekernel` at page-aligned addresses, and links the kernel at
-//! `physical + config::PHYS_VIRT_OFFSET`.
+//! Every board's linker script defines, at page-aligned addresses, `_stext`,
+//! `_etext`, `_srodata`, `_erodata`, `_sdata` and `_ekernel`, and links the kernel
+//! at `physical + config::PHYS_VIRT_OFFSET`. After `.bss` it places two stacks,
+//! each above one 4 KiB guard page:
 //!
-//! Free RAM is RAM minus the kernel image, the configured reserved ranges and the
-//! device tree; it is what the frame allocator hands out.
+//! ```text
+//! _sdata .. .data .bss ..  | _strap_guard (4K) | _strap_stack .. _etrap_stack
+//!                          | _sguard (4K)      | _sstack .. _estack = _ekernel
+//! ```
+//!
+//! - the **trap stack** `[_strap_stack, _etrap_stack)`: the board's emergency
+//!   stack (riscv64 and aarch64: where the trap entry saves its frame when the
+//!   interrupted stack is at its guard page; x86_64: the double-fault IST stack);
+//! - the **boot stack** `[_sstack, _estack)`: the stack the kernel and the app
+//!   run on.
+//!
+//! The memory map holds the kernel data `[_sdata, _strap_guard)` and the two
+//! stacks as separate regions; the guard pages are in no region, so the kernel
+//! address space leaves them unmapped, and they are not free RAM either. A stack
+//! that grows past its bottom then faults on its guard page instead of
+//! overwriting what lies below; [`guard_of`] tells the fault report which stack
+//! overflowed (see `space`).
+//!
+//! Free RAM is RAM minus the kernel image (guard pages included), the configured
+//! reserved ranges and the device tree; it is what the frame allocator hands out.
 
 use alloc::vec::Vec;
 
@@ -19,27 +39,101 @@ unsafe extern "C" {
     static _srodata: u8;
     static _erodata: u8;
     static _sdata: u8;
+    static _strap_guard: u8;
+    static _strap_stack: u8;
+    static _etrap_stack: u8;
+    static _sguard: u8;
+    static _sstack: u8;
+    static _estack: u8;
     static _ekernel: u8;
 }
 
-fn pa_of(sym: *const u8) -> usize {
-    (sym as usize).wrapping_sub(config::PHYS_VIRT_OFFSET)
+/// Size of the unmapped guard page below each kernel stack.
+pub const GUARD_SIZE: usize = 4096;
+
+/// A kernel stack and the unmapped guard page below it (virtual addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardedStack {
+    /// What the stack is for: "boot stack", "trap stack".
+    pub name: &'static str,
+    /// Start of the guard page; the page ends at `bottom`.
+    pub guard: usize,
+    /// Lowest address of the stack.
+    pub bottom: usize,
+    /// One past the highest address of the stack (the initial stack pointer).
+    pub top: usize,
 }
 
-/// The kernel image's sections as (start, end) physical addresses.
-fn kernel_sections() -> [(usize, usize, MemKind, &'static str); 3] {
-    let (stext, etext, srodata, erodata, sdata, ekernel) = (
-        pa_of(&raw const _stext),
-        pa_of(&raw const _etext),
-        pa_of(&raw const _srodata),
-        pa_of(&raw const _erodata),
-        pa_of(&raw const _sdata),
-        pa_of(&raw const _ekernel),
-    );
+impl GuardedStack {
+    /// Whether `addr` lies in this stack's guard page.
+    pub fn guard_contains(&self, addr: usize) -> bool {
+        (self.guard..self.bottom).contains(&addr)
+    }
+}
+
+/// The kernel stacks with a guard page, lowest first.
+pub fn stacks() -> [GuardedStack; 2] {
     [
-        (stext, etext, MemKind::Text, ".text"),
-        (srodata, erodata, MemKind::Rodata, ".rodata"),
-        (sdata, ekernel, MemKind::Data, ".data .bss stack"),
+        GuardedStack {
+            name: "trap stack",
+            guard: &raw const _strap_guard as usize,
+            bottom: &raw const _strap_stack as usize,
+            top: &raw const _etrap_stack as usize,
+        },
+        GuardedStack {
+            name: "boot stack",
+            guard: &raw const _sguard as usize,
+            bottom: &raw const _sstack as usize,
+            top: &raw const _estack as usize,
+        },
+    ]
+}
+
+/// The stack whose guard page holds `addr`, if any: a fault there is a stack
+/// overflow.
+pub fn guard_of(addr: usize) -> Option<GuardedStack> {
+    stacks().into_iter().find(|s| s.guard_contains(addr))
+}
+
+fn pa_of(va: usize) -> usize {
+    va.wrapping_sub(config::PHYS_VIRT_OFFSET)
+}
+
+/// The kernel image's sections as (start, end) physical addresses: the guard
+/// pages lie between the data and the trap stack and between the two stacks.
+fn kernel_sections() -> [(usize, usize, MemKind, &'static str); 5] {
+    let [trap, boot] = stacks();
+    [
+        (
+            pa_of(&raw const _stext as usize),
+            pa_of(&raw const _etext as usize),
+            MemKind::Text,
+            ".text",
+        ),
+        (
+            pa_of(&raw const _srodata as usize),
+            pa_of(&raw const _erodata as usize),
+            MemKind::Rodata,
+            ".rodata",
+        ),
+        (
+            pa_of(&raw const _sdata as usize),
+            pa_of(trap.guard),
+            MemKind::Data,
+            ".data .bss",
+        ),
+        (
+            pa_of(trap.bottom),
+            pa_of(trap.top),
+            MemKind::Data,
+            trap.name,
+        ),
+        (
+            pa_of(boot.bottom),
+            pa_of(&raw const _ekernel as usize),
+            MemKind::Data,
+            boot.name,
+        ),
     ]
 }
 
@@ -69,6 +163,16 @@ pub fn build(boot: &BootInfo) -> Vec<MemRegion> {
     for (start, end, kind, name) in kernel_sections() {
         map.push(region(start, end, kind, name));
         taken.push((start, end));
+    }
+    // The guard pages: in no region (so never mapped), and not free RAM.
+    for s in stacks() {
+        assert!(
+            s.guard.is_multiple_of(GUARD_SIZE) && s.guard + GUARD_SIZE == s.bottom,
+            "linker script: the {} must start one page above its guard page",
+            s.name
+        );
+        let guard = pa_of(s.guard);
+        taken.push((guard, guard + GUARD_SIZE));
     }
     for &(start, size, name) in config::RESERVED {
         map.push(region(start, start + size, MemKind::Reserved, name));

@@ -6,6 +6,14 @@
 //! prints the report (address, access, the area or "no area", the reason) and ends
 //! the machine with a failing status.
 //!
+//! Stack overflows: a fault address in the guard page below a kernel stack
+//! ([`crate::memmap::guard_of`]) is reported as
+//! `stack overflow: the boot stack's guard page at .. was hit (write at .., pc ..)`.
+//! The boards make sure the report runs at all: their trap entries move to the
+//! trap stack when the interrupted stack is at its guard page (riscv64, aarch64),
+//! or take the double fault that follows on its own stack and ask
+//! [`__tessera_stack_guard`] whether CR2 is a guard page (x86_64).
+//!
 //! Locking: one spin lock around the address space. The fault path only
 //! `try_lock`s it: a fault taken while the lock is held (a bug in kernel code) is
 //! reported as such instead of deadlocking.
@@ -35,7 +43,7 @@ pub fn init(regions: &[MemRegion]) -> Result<(), axerrno::AxError> {
     space.map_kernel(regions, config::PHYS_VIRT_OFFSET)?;
     let root = space.page_table_root();
     // SAFETY: `map_kernel` mapped the kernel image (text, rodata, data, bss and the
-    // boot stack), all RAM and the devices at `physical + PHYS_VIRT_OFFSET`, which
+    // stacks; not their guard pages, which nothing touches), all RAM and the devices at `physical + PHYS_VIRT_OFFSET`, which
     // is where the kernel runs; the table lives as long as `SPACE` holds it.
     unsafe { Current::activate_page_table(root) };
     *SPACE.lock() = Some(space);
@@ -71,7 +79,32 @@ fn __tessera_page_fault(fault: &PageFault) -> FaultOutcome {
 }
 
 #[unsafe(no_mangle)]
+fn __tessera_stack_guard(addr: usize) -> Option<core::ops::Range<usize>> {
+    crate::memmap::guard_of(addr).map(|s| s.guard..s.bottom)
+}
+
+#[unsafe(no_mangle)]
 fn __tessera_fatal_page_fault(fault: &PageFault) -> ! {
+    if let Some(stack) = crate::memmap::guard_of(fault.addr) {
+        println_unlocked!(
+            "\nstack overflow: the {}'s guard page at {:#x} was hit ({} at {:#x}, pc {:#x})",
+            stack.name,
+            stack.guard,
+            fault.access,
+            fault.addr,
+            fault.pc
+        );
+        println_unlocked!(
+            "  {} [{:#x}, {:#x}); {} {:#x}: {}",
+            stack.name,
+            stack.bottom,
+            stack.top,
+            fault.cause.register,
+            fault.cause.value,
+            fault.cause.detail
+        );
+        Current::exit(ExitStatus::Fail)
+    }
     println_unlocked!(
         "\npage fault: {} at {:#x} (pc {:#x}, {} {:#x}: {})",
         fault.access,
