@@ -1,15 +1,32 @@
 //! The trap vector.
 //!
-//! All traps arrive at `trap_vector` (stvec, direct mode) on the current stack
-//! (the kernel has one privilege level and one stack per hart). It saves the
-//! general registers, `sepc` and `sstatus` into a [`TrapFrame`] and calls
-//! [`handle_trap`]:
+//! All traps arrive at `trap_vector` (stvec, direct mode). The kernel has one
+//! privilege level, so the frame goes on a kernel stack; which one is decided
+//! first, before anything is stored, with `sscratch` holding `t0` meanwhile:
+//! - normally the current stack (the interrupted `sp`);
+//! - the **trap stack** (`[_strap_stack, _etrap_stack)`, see the linker script)
+//!   when `sp` lies in the boot stack's guard page or in the lowest 4 KiB of the
+//!   boot stack (`sp - _sguard < 8 KiB`): a stack overflow faults with `sp` there,
+//!   and storing the frame on that `sp` would fault again, forever. The frame then
+//!   starts at the top of the trap stack;
+//! - the top of the trap stack as well when `sp` is at the trap stack's own guard
+//!   (`sp - _strap_guard < 8 KiB`): the trap stack itself ran out, which
+//!   [`handle_trap`] reports without returning (the frames it overwrote are gone).
+//!
+//! The entry saves the general registers, the interrupted `sp`, `sepc` and
+//! `sstatus` into a [`TrapFrame`] and calls [`handle_trap`]; on return it restores
+//! them, `sp` last, and `sret`s, so a trap that used the trap stack (a lazy page
+//! faulted in with `sp` near the bottom of the boot stack) returns as usual.
 //! - page faults (scause 12 fetch, 13 load, 15 store/AMO; address in stval) go to
 //!   `hal::kernel::page_fault`; a denied fault at a probe instruction is fixed up
 //!   ([`crate::probe`]); any other denied fault goes to
-//!   `hal::kernel::fatal_page_fault`, which reports it and ends the machine;
+//!   `hal::kernel::fatal_page_fault`, which reports it and ends the machine (a
+//!   fault in a guard page as `stack overflow: the boot stack's guard page ...`);
 //! - every other exception or interrupt is reported here and ends the machine
 //!   with a failing status.
+//!
+//! The target has no stack probes: a single frame larger than the 4 KiB guard page
+//! can step over it into `.bss` (the trap stack's neighbour) without a fault.
 //!
 //! FP registers are not saved: trap-handling code does not use floating point.
 
@@ -24,7 +41,8 @@ use crate::RiscvVirt;
 #[repr(C)]
 #[derive(Debug)]
 pub struct TrapFrame {
-    /// x0..x31 (x0 and the slot of sp hold the stack pointer before the trap).
+    /// x0..x31; the slot of x2 (`sp`) holds the stack pointer before the trap,
+    /// the slot of x0 is unused.
     pub regs: [usize; 32],
     /// Where to resume.
     pub sepc: usize,
@@ -40,7 +58,30 @@ global_asm!(
     ".balign 4",
     ".global trap_vector",
     "trap_vector:",
+    "   csrw    sscratch, t0",
+    // sp in the boot stack's guard page or the 4 KiB above it: use the trap stack.
+    "   lla     t0, _sguard",
+    "   sub     t0, sp, t0",
+    "   srli    t0, t0, 13",
+    "   beqz    t0, 1f",
+    // The same at the trap stack's own guard page: start it over (handle_trap
+    // then does not return).
+    "   lla     t0, _strap_guard",
+    "   sub     t0, sp, t0",
+    "   srli    t0, t0, 13",
+    "   beqz    t0, 1f",
+    // The usual case: the frame goes on the current stack.
+    "   mv      t0, sp",
     "   addi    sp, sp, -{size}",
+    "   j       2f",
+    "1:",
+    "   mv      t0, sp",
+    "   lla     sp, _etrap_stack",
+    "   addi    sp, sp, -{size}",
+    "2:",
+    // t0 = the interrupted sp, sp = the frame; the interrupted t0 is in sscratch.
+    "   sd      t0, 2*8(sp)",
+    "   csrr    t0, sscratch",
     "   sd      x1, 1*8(sp)",
     "   sd      x3, 3*8(sp)",
     "   sd      x4, 4*8(sp)",
@@ -71,8 +112,6 @@ global_asm!(
     "   sd      x29, 29*8(sp)",
     "   sd      x30, 30*8(sp)",
     "   sd      x31, 31*8(sp)",
-    "   addi    t0, sp, {size}",
-    "   sd      t0, 2*8(sp)",
     "   csrr    t0, sepc",
     "   sd      t0, 32*8(sp)",
     "   csrr    t0, sstatus",
@@ -113,7 +152,7 @@ global_asm!(
     "   ld      x29, 29*8(sp)",
     "   ld      x30, 30*8(sp)",
     "   ld      x31, 31*8(sp)",
-    "   addi    sp, sp, {size}",
+    "   ld      sp, 2*8(sp)",
     "   sret",
     size = const FRAME_SIZE,
     handler = sym handle_trap,
@@ -156,9 +195,20 @@ fn exception_name(code: usize) -> &'static str {
     }
 }
 
+unsafe extern "C" {
+    static _strap_guard: u8;
+}
+
+/// Whether the trap entry restarted the trap stack because the interrupted `sp`
+/// was at the trap stack's guard page (see the module docs).
+fn trap_stack_exhausted(sp: usize) -> bool {
+    sp.wrapping_sub(&raw const _strap_guard as usize) < 8 * 1024
+}
+
 extern "C" fn handle_trap(tf: &mut TrapFrame) {
     let scause = riscv::register::scause::read().bits();
     let stval = riscv::register::stval::read();
+    let exhausted = trap_stack_exhausted(tf.regs[2]);
     let access = match scause {
         12 => Some(Access::Execute),
         13 => Some(Access::Read),
@@ -166,7 +216,7 @@ extern "C" fn handle_trap(tf: &mut TrapFrame) {
         _ => None,
     };
     let Some(access) = access else {
-        fatal_trap(tf, scause, stval);
+        fatal_trap(tf, scause, stval, exhausted);
     };
     let fault = PageFault {
         addr: stval,
@@ -178,6 +228,11 @@ extern "C" fn handle_trap(tf: &mut TrapFrame) {
             detail: exception_name(scause),
         },
     };
+    if exhausted {
+        // The frames of the trap this one interrupted were overwritten: never
+        // return. A fault in the guard page is reported as a stack overflow.
+        hal::kernel::fatal_page_fault(&fault);
+    }
     match hal::kernel::page_fault(&fault) {
         FaultOutcome::Resolved => {}
         FaultOutcome::Denied => match crate::probe::fixup(tf.sepc) {
@@ -199,7 +254,7 @@ impl Write for Console {
     }
 }
 
-fn fatal_trap(tf: &TrapFrame, scause: usize, stval: usize) -> ! {
+fn fatal_trap(tf: &TrapFrame, scause: usize, stval: usize, exhausted: bool) -> ! {
     let what = if scause & SCAUSE_INTERRUPT != 0 {
         "unexpected interrupt"
     } else {
@@ -210,5 +265,8 @@ fn fatal_trap(tf: &TrapFrame, scause: usize, stval: usize) -> ! {
         "\nunexpected trap: {what} (scause {scause:#x}) at pc {:#x}, stval {stval:#x}, ra {:#x}, sp {:#x}",
         tf.sepc, tf.regs[1], tf.regs[2]
     );
+    if exhausted {
+        let _ = writeln!(Console, "  (taken with sp at the trap stack's guard page)");
+    }
     RiscvVirt::exit(ExitStatus::Fail)
 }
