@@ -3,9 +3,17 @@
 //! OpenSBI enters `_start` at the load address with the MMU off, `a0` = hart id and
 //! `a1` = device tree. `_start` sets the boot stack (physical), turns on Sv39 with
 //! [`BOOT_PAGE_TABLE`], moves `sp` to the high half and jumps to [`rust_entry`] at
-//! its high-half address. The identity half of the boot table exists only for the
-//! few instructions between `satp` and the jump; the kernel address space built by
-//! the runtime replaces the whole table.
+//! its high-half address.
+//!
+//! The boot table maps, with 1 GiB leaves, the first GiB of physical memory (QEMU
+//! virt's devices: `sifive_test`, the PLIC, the UART) and every GiB that holds RAM
+//! (from the board's config, `MEM=` included), both at 0 and at the high-half
+//! offset: the runtime takes the frames for the kernel's page tables from all of
+//! RAM and writes them through the high half before it switches to that table.
+//! The identity half exists only for the few instructions between `satp` and the
+//! jump; the kernel address space built by the runtime replaces the whole table,
+//! and leaves the stacks' guard pages unmapped (the boot table maps them: nothing
+//! runs deep enough to reach them before the switch).
 
 use core::arch::global_asm;
 
@@ -17,21 +25,35 @@ const BOOT_LEAF: u64 = 0b1110_1111;
 #[repr(C, align(4096))]
 struct Table([u64; 512]);
 
+const GIB: usize = 1 << 30;
+/// The root slot of the high half (each slot maps 1 GiB).
+const HIGH_SLOT: usize = (config::PHYS_VIRT_OFFSET >> 30) & 511;
+/// The GiBs of physical memory that hold RAM: `[RAM_FIRST_GIB, RAM_END_GIB)`.
+const RAM_FIRST_GIB: usize = config::PHYS_MEMORY_BASE / GIB;
+const RAM_END_GIB: usize = (config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE).div_ceil(GIB);
+// The high half must be a whole number of root slots and hold the image.
+const _: () = assert!(config::PHYS_VIRT_OFFSET.is_multiple_of(GIB));
+// Sv39 addresses are 39-bit sign-extended: the high half lives in slots 256..512,
+// the identity mapping in slots 0..256, and each must fit in its half.
+const _: () = assert!(HIGH_SLOT >= 256 && RAM_END_GIB <= 256 && HIGH_SLOT + RAM_END_GIB <= 512);
+
 const fn boot_table() -> Table {
     let mut t = [0u64; 512];
-    let high = (config::PHYS_VIRT_OFFSET >> 30) & 511;
     let mut gib = 0;
-    while gib < 4 {
-        let pte = (((gib as u64) << 30) >> 12 << 10) | BOOT_LEAF;
-        t[gib] = pte;
-        t[high + gib] = pte;
+    while gib < RAM_END_GIB {
+        // GiB 0 holds the devices; the others RAM (the gap between is left out).
+        if gib == 0 || gib >= RAM_FIRST_GIB {
+            let pte = (((gib * GIB) as u64) >> 12 << 10) | BOOT_LEAF;
+            t[gib] = pte;
+            t[HIGH_SLOT + gib] = pte;
+        }
         gib += 1;
     }
     Table(t)
 }
 
-/// The boot page table: the first 4 GiB of physical memory at 0 and at the
-/// high-half offset.
+/// The boot page table: the devices' GiB and RAM at 0 and at the high-half
+/// offset.
 #[unsafe(link_section = ".data.boot_page_table")]
 static BOOT_PAGE_TABLE: Table = boot_table();
 

@@ -1,11 +1,17 @@
 //! Board: QEMU `virt`, riscv64, Sv39, entered in S-mode by OpenSBI.
 //!
 //! - [`boot`]: `_start` at the load address (MMU off), the boot page table (the
-//!   first 4 GiB both identity-mapped and at the high-half offset, 1 GiB leaves),
-//!   the jump to the high half, then `hal::kernel::kernel_main`.
+//!   devices' GiB and every GiB of RAM both identity-mapped and at the high-half
+//!   offset, 1 GiB leaves), the jump to the high half, then
+//!   `hal::kernel::kernel_main`.
 //! - [`trap`]: the trap vector; page faults (scause 12/13/15) are decoded into
 //!   `hal::PageFault` and handed to the kernel; anything else is reported and ends
-//!   the machine with a failing status.
+//!   the machine with a failing status. When `sp` is at the boot stack's guard
+//!   page (a stack overflow), the vector saves its frame on the trap stack
+//!   instead, so the overflow is reported (`stack overflow: ...`) rather than
+//!   faulting again on every push.
+//! - stacks (linker script, `build.rs`): the boot stack and the trap stack, each
+//!   above a 4 KiB guard page that the kernel address space leaves unmapped.
 //! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
 //! - console: legacy SBI putchar; exit: the `sifive_test` device (status 0 for
 //!   pass, 1 for fail; SBI shutdown cannot carry a status).
@@ -48,7 +54,7 @@ impl Board for RiscvVirt {
         };
         let reg = (SIFIVE_TEST + config::PHYS_VIRT_OFFSET) as *mut u32;
         // SAFETY: the sifive_test register is mapped at the high-half offset both by
-        // the boot page table (first 4 GiB) and by the kernel address space (it is
+        // the boot page table (first GiB) and by the kernel address space (it is
         // an MMIO region of this board's config); a 32-bit store ends the machine.
         unsafe { reg.write_volatile(value) };
         loop {
