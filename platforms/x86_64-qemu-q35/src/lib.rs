@@ -5,8 +5,13 @@
 //!   2 MiB leaves), the switch to long mode and to the high half, then
 //!   `hal::kernel::kernel_main`.
 //! - [`trap`]: GDT, TSS (double-fault stack) and IDT; page faults (#PF) are
-//!   decoded into `hal::PageFault` and handed to the kernel; every other exception
-//!   is reported and ends the machine with a failing status.
+//!   decoded into `hal::PageFault` and handed to the kernel; a double fault
+//!   (#DF) whose CR2 is a stack's guard page is the page fault of a stack
+//!   overflow and is reported as such; every other exception is reported and
+//!   ends the machine with a failing status.
+//! - stacks (linker script, `build.rs`): the boot stack and the trap stack (the
+//!   double-fault IST stack), each above a 4 KiB guard page that the kernel
+//!   address space leaves unmapped.
 //! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
 //! - [`console`]: COM1 (16550 at I/O port 0x3f8); exit: QEMU's `isa-debug-exit`
 //!   device at port 0xf4 (writing `v` exits with `(v << 1) | 1`: 0x10 -> 33 for

@@ -1,8 +1,9 @@
 //! Descriptor tables and the exception entry.
 //!
 //! [`init`] installs, at their high-half addresses, a GDT (null, 64-bit code,
-//! data, a TSS whose IST slot 1 is the double-fault stack) and an IDT whose 32
-//! exception vectors point at small stubs. Interrupts stay disabled: the kernel
+//! data, a TSS whose IST slot 1 is the double-fault stack: the linker script's
+//! trap stack, above its own unmapped guard page) and an IDT whose 32 exception
+//! vectors point at small stubs. Interrupts stay disabled: the kernel
 //! takes exceptions only, and an IDT slot past 31 is not present (a stray
 //! interrupt raises #GP, which is reported).
 //!
@@ -19,6 +20,13 @@
 //!   ([`crate::probe`]), any other denied fault goes to
 //!   `hal::kernel::fatal_page_fault`. A reserved-bit fault is a broken page
 //!   table, not an access: it is reported here.
+//! - #DF (8), on the double-fault stack: a stack overflow ends here. The write
+//!   into the guard page below the boot stack raises a #PF, whose frame the CPU
+//!   pushes on the same stack, into the guard page: that fault during delivery is
+//!   a #DF, which switches to IST 1. When CR2 lies in a guard page
+//!   (`hal::kernel::stack_guard`) and the interrupted RSP at or just above it, the
+//!   #DF goes to `hal::kernel::fatal_page_fault` as that page fault, which reports
+//!   `stack overflow: the boot stack's guard page ...`.
 //! - every other exception is reported (name, vector, error code, RIP, RSP,
 //!   CR2) and ends the machine with a failing status.
 //!
@@ -204,10 +212,11 @@ const PAGE_FAULT: u64 = 14;
 const DOUBLE_FAULT_IST: u8 = 1;
 const TSS_SELECTOR: u16 = 0x18;
 
-#[repr(C, align(16))]
-struct Stack([u8; 16 * 1024]);
-
-static mut DOUBLE_FAULT_STACK: Stack = Stack([0; 16 * 1024]);
+unsafe extern "C" {
+    /// Top of the trap stack (linker script): the double-fault stack, above its
+    /// own guard page.
+    static _etrap_stack: u8;
+}
 static mut TSS: Tss = Tss {
     _reserved0: 0,
     rsp: [0; 3],
@@ -224,7 +233,7 @@ static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
 /// Installs the GDT, TSS and IDT. Called once, on the boot CPU, before the kernel.
 pub fn init() {
     let tss = &raw mut TSS as u64;
-    let stack_top = (&raw mut DOUBLE_FAULT_STACK as usize + core::mem::size_of::<Stack>()) as u64;
+    let stack_top = &raw const _etrap_stack as u64;
     let limit = core::mem::size_of::<Tss>() as u64 - 1;
     // Available 64-bit TSS (type 9), present.
     let tss_low = (limit & 0xffff)
@@ -348,7 +357,41 @@ fn page_fault_detail(error: u64) -> (Access, &'static str) {
     }
 }
 
+/// Bytes the CPU pushes to deliver a #PF: SS, RSP, RFLAGS, CS, RIP, error code.
+const PF_PUSH: usize = 6 * 8;
+
+/// A double fault that a stack overflow caused, as the page fault it began as.
+///
+/// The #PF on the guard page could not be delivered because the CPU pushes its
+/// frame on the same stack, at the guard page: that second fault made the #DF.
+/// So CR2 lies in a stack's guard page, and the interrupted RSP within that page
+/// or less than one #PF frame above it. (CR2 alone could be stale: a probe of a
+/// guard page leaves it there too.)
+fn overflow_fault(tf: &TrapFrame) -> Option<PageFault> {
+    let cr2 = crate::cpu::cr2();
+    let guard = hal::kernel::stack_guard(cr2)?;
+    let rsp = tf.rsp as usize;
+    (guard.start <= rsp && rsp < guard.end + PF_PUSH).then_some(PageFault {
+        addr: cr2,
+        // The push of the #PF frame, if not the access that faulted first.
+        access: Access::Write,
+        // The CPU does not promise a meaningful RIP in a #DF frame; QEMU saves the
+        // faulting instruction's.
+        pc: tf.rip as usize,
+        cause: RawCause {
+            register: "#DF error code",
+            value: tf.error_code as usize,
+            detail: "double fault: page fault while delivering a page fault on the same stack",
+        },
+    })
+}
+
 extern "C" fn handle_trap(tf: &mut TrapFrame) {
+    if tf.vector == DOUBLE_FAULT as u64
+        && let Some(fault) = overflow_fault(tf)
+    {
+        hal::kernel::fatal_page_fault(&fault);
+    }
     if tf.vector != PAGE_FAULT || tf.error_code & PF_RESERVED != 0 {
         fatal_trap(tf);
     }
