@@ -10,7 +10,12 @@
 //! - [`trap`]: the exception vector (VBAR_EL1); translation, access-flag and
 //!   permission faults (data and instruction aborts) are decoded into
 //!   `hal::PageFault` and handed to the kernel; anything else is reported and ends
-//!   the machine with a failing status.
+//!   the machine with a failing status. When `sp` is at the boot stack's guard
+//!   page (a stack overflow), the vector saves its frame on the trap stack
+//!   instead, so the overflow is reported (`stack overflow: ...`) rather than
+//!   aborting again on every store.
+//! - stacks (linker script, `build.rs`): the boot stack and the trap stack, each
+//!   above a 4 KiB guard page that the kernel address space leaves unmapped.
 //! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
 //! - [`console`]: the PL011 UART.
 //! - exit: pass is PSCI `SYSTEM_OFF` through `hvc #0` (QEMU exits with status 0;

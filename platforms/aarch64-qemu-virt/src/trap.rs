@@ -2,17 +2,33 @@
 //!
 //! VBAR_EL1 points at `tessera_a64_vectors`: 16 slots of 0x80 bytes (current EL with
 //! SP_EL0, current EL with SP_ELx, lower EL AArch64, lower EL AArch32; each
-//! synchronous, IRQ, FIQ, SError). Every slot saves x0/x1, puts its slot number in
-//! x0 and branches to the common entry, which saves the rest of the general
-//! registers, ELR_EL1 and SPSR_EL1 into a [`TrapFrame`] on the current stack (the
-//! kernel runs at EL1 on SP_EL1 only) and calls `handle_trap`:
+//! synchronous, IRQ, FIQ, SError). The kernel runs at EL1 on SP_EL1 only, and the
+//! CPU pushes nothing on an exception, so each slot first decides which stack the
+//! frame goes on, with `x0` parked in SP_EL0 (otherwise unused) meanwhile:
+//! - normally the current stack (the interrupted `sp`);
+//! - the **trap stack** (`[_strap_stack, _etrap_stack)`, see the linker script)
+//!   when `sp` lies in the boot stack's guard page or in the lowest 4 KiB of the
+//!   boot stack (`sp - _sguard < 8 KiB`): a stack overflow faults with `sp` there,
+//!   and storing the frame on that `sp` would abort again on every attempt. The
+//!   frame then starts at the top of the trap stack;
+//! - the top of the trap stack as well when `sp` is at the trap stack's own guard
+//!   (`sp - _strap_guard < 8 KiB`): the trap stack itself ran out, which
+//!   `handle_trap` reports without returning (the frames it overwrote are gone).
+//!
+//! The slot then saves x0/x1 and the interrupted `sp`, puts its slot number in x0
+//! and branches to the common entry, which saves the rest of the general
+//! registers, ELR_EL1 and SPSR_EL1 into the [`TrapFrame`] and calls `handle_trap`.
+//! On return the registers are restored, `sp` last, and `eret` resumes, so a trap
+//! that used the trap stack (a lazy page faulted in with `sp` near the bottom of
+//! the boot stack) returns as usual.
 //! - synchronous data and instruction aborts (EC 0x24/0x25, 0x20/0x21) that are
 //!   translation, access-flag or permission faults are decoded into a
 //!   `hal::PageFault` (address from FAR_EL1, write from ESR.WnR, the fault kind and
 //!   level from the DFSC/IFSC) and handed to `hal::kernel::page_fault`; a denied
 //!   fault at a probe instruction is fixed up ([`crate::probe`]); any other denied
 //!   fault goes to `hal::kernel::fatal_page_fault`, which reports it and ends the
-//!   machine;
+//!   machine (a fault in a guard page as `stack overflow: the boot stack's guard
+//!   page ...`);
 //! - every other exception (other EC, other fault codes such as alignment faults,
 //!   IRQ, FIQ, SError) is reported here and ends the machine with a failing status.
 //!
@@ -32,7 +48,7 @@ use crate::ArmVirt;
 pub struct TrapFrame {
     /// x0..x30.
     pub regs: [u64; 31],
-    /// The stack pointer before the exception.
+    /// The stack pointer before the exception (the frame may be on another stack).
     pub sp: u64,
     /// Where to resume (ELR_EL1).
     pub elr: u64,
@@ -46,7 +62,35 @@ const _: () = assert!(FRAME_SIZE.is_multiple_of(16));
 global_asm!(
     ".macro TESSERA_A64_VECTOR slot",
     ".balign 0x80",
+    // x0 waits in SP_EL0 (unused: the kernel runs on SP_EL1) while x0 decides
+    // where the frame goes, before anything is stored.
+    "   msr     sp_el0, x0",
+    // sp in the boot stack's guard page or the 4 KiB above it: the trap stack.
+    "   adrp    x0, _sguard",
+    "   add     x0, x0, :lo12:_sguard",
+    "   sub     x0, sp, x0",
+    "   lsr     x0, x0, #13",
+    "   cbz     x0, 1f",
+    // The same at the trap stack's own guard page: start it over (handle_trap
+    // then does not return).
+    "   adrp    x0, _strap_guard",
+    "   add     x0, x0, :lo12:_strap_guard",
+    "   sub     x0, sp, x0",
+    "   lsr     x0, x0, #13",
+    "   cbz     x0, 1f",
+    // The usual case: the frame goes on the current stack.
+    "   mov     x0, sp",
+    "   b       2f",
+    "1:",
+    "   adrp    x0, _etrap_stack",
+    "   add     x0, x0, :lo12:_etrap_stack",
+    "   sub     x0, sp, x0", // x0 = sp - top
+    "   sub     sp, sp, x0", // sp = top
+    "   add     x0, sp, x0", // x0 = the interrupted sp
+    "2:",
     "   sub     sp, sp, #{size}",
+    "   str     x0, [sp, #31*8]",
+    "   mrs     x0, sp_el0",
     "   stp     x0, x1, [sp]",
     "   mov     x0, #\\slot",
     "   b       tessera_a64_trap_common",
@@ -89,8 +133,7 @@ global_asm!(
     "   stp     x24, x25, [sp, #24*8]",
     "   stp     x26, x27, [sp, #26*8]",
     "   stp     x28, x29, [sp, #28*8]",
-    "   add     x9, sp, #{size}",
-    "   stp     x30, x9, [sp, #30*8]",
+    "   str     x30, [sp, #30*8]",
     "   mrs     x10, elr_el1",
     "   mrs     x11, spsr_el1",
     "   stp     x10, x11, [sp, #32*8]",
@@ -100,7 +143,6 @@ global_asm!(
     "   ldp     x10, x11, [sp, #32*8]",
     "   msr     elr_el1, x10",
     "   msr     spsr_el1, x11",
-    "   ldp     x0, x1, [sp]",
     "   ldp     x2, x3, [sp, #2*8]",
     "   ldp     x4, x5, [sp, #4*8]",
     "   ldp     x6, x7, [sp, #6*8]",
@@ -116,7 +158,13 @@ global_asm!(
     "   ldp     x26, x27, [sp, #26*8]",
     "   ldp     x28, x29, [sp, #28*8]",
     "   ldr     x30, [sp, #30*8]",
-    "   add     sp, sp, #{size}",
+    // sp last: x0 waits in SP_EL0 meanwhile.
+    "   ldr     x0, [sp]",
+    "   msr     sp_el0, x0",
+    "   ldr     x1, [sp, #8]",
+    "   ldr     x0, [sp, #31*8]",
+    "   mov     sp, x0",
+    "   mrs     x0, sp_el0",
     "   eret",
     size = const FRAME_SIZE,
     handler = sym handle_trap,
@@ -279,6 +327,16 @@ fn decode_page_fault(esr: u64, far: u64, pc: u64) -> Option<PageFault> {
     })
 }
 
+unsafe extern "C" {
+    static _strap_guard: u8;
+}
+
+/// Whether the vector restarted the trap stack because the interrupted `sp` was
+/// at the trap stack's guard page (see the module docs).
+fn trap_stack_exhausted(sp: u64) -> bool {
+    (sp as usize).wrapping_sub(&raw const _strap_guard as usize) < 8 * 1024
+}
+
 extern "C" fn handle_trap(tf: &mut TrapFrame, slot: u64) {
     // Synchronous exceptions sit in slots 0, 4, 8 and 12.
     if !slot.is_multiple_of(4) {
@@ -289,6 +347,11 @@ extern "C" fn handle_trap(tf: &mut TrapFrame, slot: u64) {
     let Some(fault) = decode_page_fault(esr, far, tf.elr) else {
         fatal_trap(tf, slot, Some((esr, far)));
     };
+    if trap_stack_exhausted(tf.sp) {
+        // The frames of the exception this one interrupted were overwritten:
+        // never return. A fault in the guard page is reported as a stack overflow.
+        hal::kernel::fatal_page_fault(&fault);
+    }
     match hal::kernel::page_fault(&fault) {
         FaultOutcome::Resolved => {
             // Make the new or changed descriptor visible to the table walker before
@@ -330,5 +393,8 @@ fn fatal_trap(tf: &TrapFrame, slot: u64, sync: Option<(u64, u64)>) -> ! {
         "\n  at pc {:#x}, lr {:#x}, sp {:#x}, SPSR_EL1 {:#x}",
         tf.elr, tf.regs[30], tf.sp, tf.spsr
     );
+    if trap_stack_exhausted(tf.sp) {
+        let _ = writeln!(Console, "  (taken with sp at the trap stack's guard page)");
+    }
     ArmVirt::exit(ExitStatus::Fail)
 }
