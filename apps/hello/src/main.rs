@@ -1,4 +1,5 @@
-//! Boots, prints the physical memory map and the kernel's areas.
+//! Boots, prints the physical memory map and the kernel's areas, and checks the
+//! kernel page table: W^X, the NULL page and the stacks' guard pages unmapped.
 #![no_std]
 #![no_main]
 
@@ -55,6 +56,29 @@ fn main() -> tessera::AppResult {
         audit.first_violation
     );
     check!(!audit.null_mapped, "the NULL page is mapped");
+    for stack in boot::stacks() {
+        let (guard, bottom) = (stack.guard, stack.bottom);
+        println!(
+            "guard page below the {} [{:#x}, {:#x}): {:#x}",
+            stack.name, bottom, stack.top, guard
+        );
+        check!(
+            mm::translate(guard).is_err() && mm::translate(guard + boot::GUARD_SIZE - 1).is_err(),
+            "the {}'s guard page {guard:#x} is mapped",
+            stack.name
+        );
+        check!(
+            mm::read_faults(guard) && mm::read_faults(bottom - 1),
+            "reading the {}'s guard page {guard:#x} does not fault",
+            stack.name
+        );
+        check!(
+            !mm::read_faults(bottom) && !mm::read_faults(stack.top - 1),
+            "the {} [{bottom:#x}, {:#x}) is not readable",
+            stack.name,
+            stack.top
+        );
+    }
     let s = mm::stats();
     println!(
         "frames: {} total, {} in use, {} page-table frames",

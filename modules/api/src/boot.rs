@@ -2,6 +2,7 @@
 
 use hal::Board;
 pub use hal::{BootInfo, KnownWord, MemKind, MemRegion};
+pub use runtime::memmap::{GUARD_SIZE, GuardedStack};
 
 use runtime::board::Current;
 
@@ -28,4 +29,11 @@ pub fn boot_info() -> &'static BootInfo {
 /// A word at a known physical address on this board.
 pub fn known_word() -> KnownWord {
     Current::known_word(runtime::boot_info())
+}
+
+/// The kernel stacks (the boot stack apps run on, the trap stack), each with the
+/// unmapped guard page below it. A fault in a guard page is reported as a stack
+/// overflow.
+pub fn stacks() -> [GuardedStack; 2] {
+    runtime::memmap::stacks()
 }
