@@ -147,6 +147,7 @@ test-tools:
 
 clippy: deps-rust
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy -p hostbench --all-targets -- -D warnings
 	@apps="$$($(QEMU_PY) apps)"; \
 	boards="$$($(QEMU_PY) boards $(if $(ARCH_SET),--arch $(ARCH)))"; \
 	for b in $$boards; do \
