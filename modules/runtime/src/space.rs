@@ -12,7 +12,7 @@
 //! The boards make sure the report runs at all: their trap entries move to the
 //! trap stack when the interrupted stack is at its guard page (riscv64, aarch64),
 //! or take the double fault that follows on its own stack and ask
-//! [`__tessera_stack_guard`] whether CR2 is a guard page (x86_64).
+//! `__tessera_stack_guard` whether CR2 is a guard page (x86_64).
 //!
 //! Locking: one spin lock around the address space. The fault path only
 //! `try_lock`s it: a fault taken while the lock is held (a bug in kernel code) is

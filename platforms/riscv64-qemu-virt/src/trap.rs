@@ -11,10 +11,10 @@
 //!   starts at the top of the trap stack;
 //! - the top of the trap stack as well when `sp` is at the trap stack's own guard
 //!   (`sp - _strap_guard < 8 KiB`): the trap stack itself ran out, which
-//!   [`handle_trap`] reports without returning (the frames it overwrote are gone).
+//!   `handle_trap` reports without returning (the frames it overwrote are gone).
 //!
 //! The entry saves the general registers, the interrupted `sp`, `sepc` and
-//! `sstatus` into a [`TrapFrame`] and calls [`handle_trap`]; on return it restores
+//! `sstatus` into a [`TrapFrame`] and calls `handle_trap`; on return it restores
 //! them, `sp` last, and `sret`s, so a trap that used the trap stack (a lazy page
 //! faulted in with `sp` near the bottom of the boot stack) returns as usual.
 //! - page faults (scause 12 fetch, 13 load, 15 store/AMO; address in stval) go to
