@@ -8,3 +8,7 @@ include!(concat!(env!("OUT_DIR"), "/config.rs"));
 /// The parser, for the boards' build scripts.
 #[cfg(feature = "build")]
 pub mod model;
+
+/// The kernel linker script, for the boards' build scripts.
+#[cfg(feature = "build")]
+pub mod linker;
