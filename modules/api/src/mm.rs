@@ -20,8 +20,10 @@ pub const PAGE_SIZE: usize = 4096;
 /// `FIXED` (replace what is there, atomically) or `FIXED_NOREPLACE`; `POPULATE`
 /// maps frames now, otherwise pages are mapped on first access; `CONTIGUOUS`
 /// backs the mapping with physically contiguous frames, mapped now (see
-/// `translate` for their addresses). Adjacent compatible mappings merge into
-/// one area.
+/// `translate` for their addresses); `HUGE_2M`/`HUGE_1G` map with huge pages
+/// (length a multiple of the huge size, address aligned to it; 4K frames when
+/// no aligned run is free, counted in [`Stats::huge_fallbacks`]). Adjacent
+/// compatible mappings merge into one area.
 pub fn mmap(addr: Option<usize>, len: usize, prot: Prot, flags: MmapFlags) -> AxResult<usize> {
     runtime::space::with(|s| s.mmap(addr.map(Into::into), len, prot, flags)).map(|va| va.as_usize())
 }
@@ -37,7 +39,9 @@ pub fn mprotect(addr: usize, len: usize, prot: Prot) -> AxResult {
 }
 
 /// Maps the physical range `[paddr, paddr + len)` linearly (as device memory if
-/// `device`) and returns its virtual address.
+/// `device`) and returns its virtual address. A range of 2 MiB or more is
+/// placed so that aligned 2 MiB blocks map with huge pages; a partial
+/// `munmap`/`mprotect` splits them.
 pub fn map_phys(paddr: usize, len: usize, prot: Prot, device: bool) -> AxResult<usize> {
     runtime::space::with(|s| s.map_phys(paddr.into(), len, prot, device)).map(|va| va.as_usize())
 }
@@ -62,6 +66,11 @@ pub struct Stats {
     pub faults_handled: u64,
     /// Faults on pages already mapped (stale TLB entries).
     pub spurious_faults: u64,
+    /// Faults in huge areas (`HUGE_2M`/`HUGE_1G`) that mapped a whole huge page.
+    pub huge_faults: u64,
+    /// Huge pages that got 4K frames because no aligned run of frames was free
+    /// (a fault: the faulting page; a `POPULATE`: the whole block).
+    pub huge_fallbacks: u64,
 }
 
 /// Current memory counters.
@@ -75,6 +84,8 @@ pub fn stats() -> Stats {
         page_table_frames: m.page_table_frames,
         faults_handled: m.faults_handled,
         spurious_faults: m.spurious_faults,
+        huge_faults: m.huge_faults,
+        huge_fallbacks: m.huge_fallbacks,
     }
 }
 

@@ -4,6 +4,7 @@ use core::fmt;
 
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::MappingFlags;
+use page_table_multiarch::PageSize;
 
 /// How an allocated area gets its frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +27,17 @@ pub enum AreaKind {
     Alloc {
         /// When the frames are allocated.
         populate: Populate,
+    },
+    /// Frames allocated by the address space in huge pages where possible
+    /// ([`crate::MmapFlags::HUGE_2M`], [`crate::MmapFlags::HUGE_1G`]): each
+    /// aligned `page_size` block of the area is one zeroed aligned run mapped by
+    /// one leaf, unless no such run was free (then 4K frames) or the block was
+    /// split by a partial `munmap`/`mprotect` (then 4K pages).
+    HugeAlloc {
+        /// When the frames are allocated.
+        populate: Populate,
+        /// The huge page size asked for (`Size2M` or `Size1G`).
+        page_size: PageSize,
     },
     /// A physically contiguous run of frames owned by the area
     /// ([`crate::MmapFlags::CONTIGUOUS`]): page `start + i` maps `start_frame + i`.
@@ -58,7 +70,7 @@ impl AreaInfo {
 impl fmt::Display for AreaInfo {
     /// `[0x1000000000, 0x1000040000) rw- alloc(lazy)`,
     /// `[..) r-x linear(+0xffffffc000000000)`, `[..) rw- device linear(+0x..)`,
-    /// `[..) rw- contiguous(@0x80400000)`.
+    /// `[..) rw- contiguous(@0x80400000)`, `[..) rw- alloc(lazy, 2M)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bit = |flag, c| if self.flags.contains(flag) { c } else { '-' };
         write!(
@@ -81,6 +93,22 @@ impl fmt::Display for AreaInfo {
             AreaKind::Alloc {
                 populate: Populate::Eager,
             } => f.write_str(" alloc(eager)"),
+            AreaKind::HugeAlloc {
+                populate,
+                page_size,
+            } => {
+                let mode = match populate {
+                    Populate::Lazy => "lazy",
+                    Populate::Eager => "eager",
+                };
+                let size = match page_size {
+                    PageSize::Size1G => "1G",
+                    PageSize::Size2M => "2M",
+                    PageSize::Size1M => "1M",
+                    PageSize::Size4K => "4K",
+                };
+                write!(f, " alloc({mode}, {size})")
+            }
             AreaKind::Contiguous { start_frame } => {
                 write!(f, " contiguous(@{:#x})", start_frame.as_usize())
             }

@@ -26,7 +26,7 @@
 //!   [`AreaSet::merge_range`]).
 //! - An area's backend state describes exactly `[start, end)` of that area.
 //!
-//! Finding a free range ([`AreaSet::find_free`]) walks the gaps from the lower
+//! Finding a free range ([`AreaSet::find_free_aligned`]) walks the gaps from the lower
 //! bound up: O(n) in the worst case (no gap-size augmentation yet).
 
 use alloc::collections::BTreeMap;
@@ -154,7 +154,27 @@ impl<B: AreaBackend> AreaSet<B> {
     }
 
     /// The lowest `size`-byte gap inside `[lo, hi)`. O(n) worst case.
+    #[cfg(test)]
     pub(crate) fn find_free(&self, lo: usize, hi: usize, size: usize) -> Option<usize> {
+        self.find_free_aligned(lo, hi, size, 1, 0)
+    }
+
+    /// The lowest start `x` of a `size`-byte gap inside `[lo, hi)` with
+    /// `x % align == phase` (`align` a power of two, `phase < align`).
+    /// O(n) worst case.
+    pub(crate) fn find_free_aligned(
+        &self,
+        lo: usize,
+        hi: usize,
+        size: usize,
+        align: usize,
+        phase: usize,
+    ) -> Option<usize> {
+        // The lowest x >= at with x = phase (mod align) that leaves `size` bytes below `limit`.
+        let fit = |at: usize, limit: usize| -> Option<usize> {
+            let x = at.checked_add(phase.wrapping_sub(at) & (align - 1))?;
+            (limit.checked_sub(x)? >= size).then_some(x)
+        };
         let mut at = match self.find(lo) {
             Some((_, a)) => a.end,
             None => lo,
@@ -163,12 +183,12 @@ impl<B: AreaBackend> AreaSet<B> {
             if s >= hi {
                 break;
             }
-            if s - at >= size {
-                return Some(at);
+            if let Some(x) = fit(at, s) {
+                return Some(x);
             }
             at = at.max(a.end);
         }
-        (hi.checked_sub(at)? >= size).then_some(at)
+        fit(at, hi)
     }
 
     /// Inserts the area `[start, end)` after mapping it with its backend.
@@ -443,6 +463,23 @@ mod tests {
         assert_eq!(s.find_free(0x1000, 0x10000, 0x3000), Some(0x6000));
         assert_eq!(s.find_free(0x1000, 0x8000, 0x3000), None);
         assert_eq!(s.find_free(0x2000, 0x5000, 0x1000), Some(0x3000));
+        // Aligned, with a phase.
+        assert_eq!(
+            s.find_free_aligned(0x1000, 0x10000, 0x1000, 0x4000, 0),
+            Some(0x4000)
+        );
+        assert_eq!(
+            s.find_free_aligned(0x1000, 0x10000, 0x1000, 0x4000, 0x3000),
+            Some(0x3000)
+        );
+        assert_eq!(
+            s.find_free_aligned(0x1000, 0x10000, 0x2000, 0x4000, 0x2000),
+            Some(0x6000)
+        );
+        assert_eq!(
+            s.find_free_aligned(0x1000, 0x7000, 0x2000, 0x4000, 0x2000),
+            None
+        );
         assert_eq!(
             s.protect(0x1000, 0x6000, |_| R, &mut c),
             Err(ProtectError::Unmapped)

@@ -89,10 +89,10 @@ mod tests {
     use super::*;
     use page_table_entry::x86_64::X64PTE;
     use page_table_multiarch::x86_64::X64PagingMetaData;
-    use page_table_multiarch::{PageSize, PageTable64};
+    use paging::{NoFlush, PageTable, Size2M, Size4K};
     use testing::TrackingHandler;
 
-    type Pt = PageTable64<X64PagingMetaData, X64PTE, TrackingHandler>;
+    type Pt = PageTable<NoFlush<X64PagingMetaData>, X64PTE, TrackingHandler>;
 
     #[test]
     fn finds_wx_leaves_and_null_in_both_halves() {
@@ -103,8 +103,8 @@ mod tests {
             let rw = MappingFlags::READ | MappingFlags::WRITE;
             let rx = MappingFlags::READ | MappingFlags::EXECUTE;
             let mut c = pt.cursor();
-            c.map(0x1000.into(), frame, PageSize::Size4K, rw).unwrap();
-            c.map(0xffff_8000_0000_0000.into(), frame, PageSize::Size4K, rx)
+            c.map::<Size4K>(0x1000.into(), frame, rw).unwrap();
+            c.map::<Size4K>(0xffff_8000_0000_0000.into(), frame, rx)
                 .unwrap();
             drop(c);
             let a = audit::<X64PagingMetaData, X64PTE, TrackingHandler>(pt.root_paddr());
@@ -114,12 +114,11 @@ mod tests {
             );
 
             let mut c = pt.cursor();
-            c.map(0x0.into(), frame, PageSize::Size4K, MappingFlags::READ)
+            c.map::<Size4K>(0x0.into(), frame, MappingFlags::READ)
                 .unwrap();
-            c.map(
+            c.map::<Size2M>(
                 0xffff_ffff_ffe0_0000usize.into(),
                 0x20_0000.into(),
-                PageSize::Size2M,
                 rw | MappingFlags::EXECUTE,
             )
             .unwrap();

@@ -1,19 +1,44 @@
 //! The mapping backends and the page-table wrapper they operate on.
 //!
 //! [`Backend`] implements the area set's [`AreaBackend`] with `Ctx = `[`Mapper`].
-//! This file is the only one that touches the page table: the rest of the
-//! crate uses the mapper's small internal interface (`lookup`, `map_one`,
-//! `fault_alloc`, `prepare_tables`, `reclaim`, `table_frames`, the frame pool
-//! and contiguous runs, and the per-kind map/unmap/protect of a range), so
-//! moving to another page-table layer changes this file only.
+//! This file is the only one that touches the page table (`paging::PageTable`):
+//! the rest of the crate uses the mapper's small internal interface (`query`,
+//! `map_one`, `fault_alloc`, `fault_huge`, `split_edges`/`unsplit`,
+//! `reserve_tables`, `reopen`/`close`, `table_frames`, the frame pools and
+//! contiguous runs, and the per-kind map/unmap/protect of a range), so moving to
+//! another page-table layer changes this file only.
 //!
 //! The mapper owns the hardware page table plus the state the page table
 //! cannot express:
 //! - `parked`: frames of populated allocated pages whose area is currently
 //!   `PROT_NONE`. Their PTE is removed (never a "paddr with no flags" entry) and
-//!   the frame is kept here, so the data survives `NONE -> RW`.
-//! - `pool`: zero or more frames allocated before a populating map, so that
-//!   running out of data frames is detected before anything is changed.
+//!   the frame is kept here, so the data survives `NONE -> RW`. Parking is per
+//!   4K page: a parked huge page is parked as its 4K pieces (and comes back as
+//!   4K pages).
+//! - `pool` / `huge_pool`: frames (4K) and aligned runs (one huge page each)
+//!   allocated before a populating map, so that running out of data frames is
+//!   detected before anything is changed.
+//! - `reserve`: frames held while a `FIXED` replacement removes the old mapping,
+//!   released just before the new mapping allocates its page tables (see
+//!   [`Mapper::reserve_tables`]).
+//!
+//! # Page table and flush
+//! The table is a `paging::PageTable`; every change goes through its cursor,
+//! which flushes the TLB when dropped and only then frees the table frames it
+//! retired (tables emptied by an unmap are reclaimed in the same operation).
+//! Data frames removed by an unmap are freed here after the cursor is dropped.
+//! On the host (tests, benchmarks: not `target_os = "none"`) the table uses
+//! `paging::NoFlush<M>`, so the platform's metadata types, whose flush is a
+//! privileged instruction, can be used unchanged; on bare metal it uses `M`.
+//!
+//! # Huge pages
+//! Linear areas with `huge` and allocated areas with a huge page size are
+//! mapped with 2M/1G leaves where possible. An operation whose range ends
+//! inside a huge leaf first splits that leaf at the range edges
+//! ([`Mapper::split_edges`], before the area set changes anything), so the
+//! backends' unmap and protect only ever meet whole leaves. The split keeps
+//! every translation; the frames of a split huge data page are then freed
+//! piecewise (the frame allocator accepts that).
 //!
 //! All PTE reads made outside the cursor read entries by value through
 //! `H::phys_to_virt`; no reference into a live table is kept across calls.
@@ -24,7 +49,8 @@ use core::marker::PhantomData;
 
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
-use page_table_multiarch::{PageSize, PageTable64, PagingHandler, PagingMetaData};
+use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+use paging::{Leaf, LeafSize, Size1G, Size2M, Size4K};
 
 use crate::area::{AreaKind, Populate};
 use crate::areas::AreaBackend;
@@ -32,9 +58,21 @@ use crate::error::{MapError, SplitError};
 use crate::flags::accessible;
 
 const ENTRIES: usize = 512;
-/// Frames unmapped per cursor before it is dropped (flushed) and they are freed.
-/// Equal to the cursor's per-page flush capacity.
+/// Leaves unmapped per cursor before it is dropped (flushed) and their frames
+/// are freed.
 const BATCH: usize = 32;
+
+/// The metadata the page table is instantiated with: `M` on bare metal,
+/// `paging::NoFlush<M>` on a hosted build (see the module docs).
+#[cfg(target_os = "none")]
+pub type Meta<M> = M;
+/// The metadata the page table is instantiated with: `M` on bare metal,
+/// `paging::NoFlush<M>` on a hosted build (see the module docs).
+#[cfg(not(target_os = "none"))]
+pub type Meta<M> = paging::NoFlush<M>;
+
+/// The page table of an address space.
+pub type PageTable<M, PTE, H> = paging::PageTable<Meta<M>, PTE, H>;
 
 /// Ties a backend to a page-table format without owning one.
 type Format<M, PTE, H> = PhantomData<fn() -> (M, PTE, H)>;
@@ -55,15 +93,16 @@ pub enum BackendKind {
     Linear {
         /// `va - pa`, wrapping.
         pa_va_offset: usize,
-        /// Whether 2M/1G pages may be used where both addresses are aligned.
-        /// Areas created for apps use `false`, so that a partial unmap or
-        /// protect never meets a huge page.
+        /// Whether 2M/1G pages are used where both addresses are aligned.
         huge: bool,
     },
     /// Frames allocated (and zeroed) by the address space.
     Alloc {
         /// Allocated at map time or on first touch.
         populate: Populate,
+        /// The page size asked for: `Size4K`, or `Size2M`/`Size1G` for a huge
+        /// area (frames are aligned runs of that size where available).
+        page: PageSize,
     },
     /// A physically contiguous run of zeroed frames owned by the area, mapped
     /// at map time: page `va` maps `start_frame + (va - area start)`. A split
@@ -95,9 +134,14 @@ impl<M, PTE, H> Backend<M, PTE, H> {
         Self::new(BackendKind::Linear { pa_va_offset, huge })
     }
 
-    /// An allocating backend.
+    /// An allocating backend with 4K pages.
     pub const fn alloc(populate: Populate) -> Self {
-        Self::new(BackendKind::Alloc { populate })
+        Self::alloc_sized(populate, PageSize::Size4K)
+    }
+
+    /// An allocating backend with pages of `page` size.
+    pub const fn alloc_sized(populate: Populate, page: PageSize) -> Self {
+        Self::new(BackendKind::Alloc { populate, page })
     }
 
     /// A backend owning the contiguous frames starting at `start_frame`.
@@ -114,88 +158,58 @@ impl<M, PTE, H> Backend<M, PTE, H> {
     pub const fn area_kind(&self) -> AreaKind {
         match self.kind {
             BackendKind::Linear { pa_va_offset, .. } => AreaKind::Linear { pa_va_offset },
-            BackendKind::Alloc { populate } => AreaKind::Alloc { populate },
+            BackendKind::Alloc {
+                populate,
+                page: PageSize::Size4K,
+            } => AreaKind::Alloc { populate },
+            BackendKind::Alloc { populate, page } => AreaKind::HugeAlloc {
+                populate,
+                page_size: page,
+            },
             BackendKind::Contiguous { start_frame } => AreaKind::Contiguous { start_frame },
         }
     }
 }
 
+/// A huge leaf split by [`Mapper::split_edges`], remembered so that a failing
+/// operation can put it back ([`Mapper::unsplit`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Split {
+    base: usize,
+    paddr: PhysAddr,
+    size: usize,
+    flags: MappingFlags,
+}
+
+/// The splits made at the two edges of a range.
+pub(crate) type Splits = [Option<Split>; 2];
+
 /// The page table plus the backend state it cannot express (see module docs).
 pub struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> {
-    pt: PageTable64<M, PTE, H>,
+    pt: PageTable<M, PTE, H>,
     parked: BTreeMap<VirtAddr, PhysAddr>,
     pool: Vec<PhysAddr>,
+    /// Aligned runs for a huge populate: (first frame, frames).
+    huge_pool: Vec<(PhysAddr, usize)>,
+    reserve: Vec<PhysAddr>,
     data_frames: usize,
+    huge_faults: u64,
+    huge_fallbacks: u64,
 }
 
 /// What the table holds for one address.
 #[derive(Clone, Copy)]
-pub(crate) enum Slot<PTE> {
+pub(crate) enum Slot {
     /// A present leaf of `size` bytes.
-    Leaf { pte: PTE, size: usize },
+    Leaf { size: usize },
     /// Nothing is mapped in the naturally aligned `size`-byte block around it.
     Hole { size: usize },
 }
 
-/// Frames to free after one TLB flush.
-struct FreeBatch<M: PagingMetaData, H: PagingHandler> {
-    frames: [PhysAddr; BATCH],
-    n: usize,
-    _p: PhantomData<fn() -> (M, H)>,
-}
-
-impl<M: PagingMetaData, H: PagingHandler> FreeBatch<M, H> {
-    fn new() -> Self {
-        Self {
-            frames: [PhysAddr::from_usize(0); BATCH],
-            n: 0,
-            _p: PhantomData,
-        }
-    }
-
-    /// Queues a page-table frame whose parent entry is already cleared.
-    fn push(&mut self, pa: PhysAddr) {
-        if self.n == BATCH {
-            self.finish();
-        }
-        self.frames[self.n] = pa;
-        self.n += 1;
-    }
-
-    /// Flushes the whole TLB (paging-structure caches included), then frees.
-    fn finish(&mut self) {
-        if self.n == 0 {
-            return;
-        }
-        flush_all::<M>();
-        for &pa in &self.frames[..self.n] {
-            H::dealloc_frame(pa);
-        }
-        self.n = 0;
-    }
-}
-
-/// Flushes the whole TLB. Like the page-table cursor, only on bare metal: host
-/// tests run in user mode, where the flush instruction would trap.
+/// Shift of the entries of a table at height `h` (0 = leaf tables).
 #[inline]
-#[cfg_attr(not(target_os = "none"), allow(clippy::extra_unused_type_parameters))]
-fn flush_all<M: PagingMetaData>() {
-    #[cfg(target_os = "none")]
-    M::flush_tlb(None);
-}
-
-/// Flushes one page's TLB entry (bare metal only, see [`flush_all`]).
-#[inline]
-#[cfg_attr(not(target_os = "none"), allow(clippy::extra_unused_type_parameters))]
-pub(crate) fn flush_one<M: PagingMetaData<VirtAddr = VirtAddr>>(va: VirtAddr) {
-    #[cfg(target_os = "none")]
-    M::flush_tlb(Some(va));
-    #[cfg(not(target_os = "none"))]
-    let _ = va;
-}
-
-const fn shift<M: PagingMetaData>(level: usize) -> usize {
-    12 + 9 * (M::LEVELS - 1 - level)
+const fn shift(h: usize) -> usize {
+    12 + 9 * h
 }
 
 /// End of the naturally aligned `size` block containing `va`, capped at `end`.
@@ -204,95 +218,96 @@ fn block_end(va: usize, size: usize, end: usize) -> usize {
     (va | (size - 1)).checked_add(1).map_or(end, |e| e.min(end))
 }
 
+/// Bytes of a page size.
+#[inline]
+pub(crate) const fn page_bytes(p: PageSize) -> usize {
+    p as usize
+}
+
+/// Flushes one page's TLB entry (a stale entry found by the fault path).
+#[inline]
+pub(crate) fn flush_one<M: PagingMetaData<VirtAddr = VirtAddr>>(va: VirtAddr) {
+    <Meta<M> as PagingMetaData>::flush_tlb(Some(va));
+}
+
+/// Zeroes `frames` frames from `pa`.
+fn zero_frames<H: PagingHandler>(pa: PhysAddr, frames: usize) {
+    let ptr = H::phys_to_virt(pa).as_mut_ptr();
+    // SAFETY: `pa` starts a run of `frames` frames just allocated for us and not
+    // yet mapped anywhere else; the handler maps physical memory linearly, so the
+    // run is one range of `frames * 4K` bytes at `phys_to_virt(pa)`.
+    unsafe { core::ptr::write_bytes(ptr, 0, frames * PAGE_SIZE_4K) };
+}
+
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
     /// A mapper over a new, empty page table.
     pub(crate) fn try_new() -> Result<Self, MapError> {
         Ok(Self {
-            pt: PageTable64::try_new().map_err(|_| MapError::NoMemory)?,
+            pt: PageTable::try_new().map_err(|_| MapError::NoMemory)?,
             parked: BTreeMap::new(),
             pool: Vec::new(),
+            huge_pool: Vec::new(),
+            reserve: Vec::new(),
             data_frames: 0,
+            huge_faults: 0,
+            huge_fallbacks: 0,
         })
     }
 
     /// The page table.
-    pub fn page_table(&self) -> &PageTable64<M, PTE, H> {
+    pub fn page_table(&self) -> &PageTable<M, PTE, H> {
         &self.pt
     }
 
-    /// Frames owned by allocated areas (mapped or parked).
+    /// Frames owned by allocated and contiguous areas (mapped or parked).
     pub fn data_frames(&self) -> usize {
         self.data_frames
     }
 
-    /// What the page table holds at `va`, read without a cursor.
-    pub(crate) fn lookup(&self, va: VirtAddr) -> Slot<PTE> {
-        lookup::<M, PTE, H>(self.pt.root_paddr(), va.as_usize())
+    /// Huge pages mapped by faults, and faults or populated huge pages that got
+    /// 4K frames because no aligned run was free.
+    pub(crate) fn huge_counts(&self) -> (u64, u64) {
+        (self.huge_faults, self.huge_fallbacks)
     }
 
-    /// Page-table frames in use, by walking the tree.
+    /// Page-table frames in use (the root included).
     pub(crate) fn table_frames(&self) -> usize {
-        self.count_tables(self.pt.root_paddr(), 0)
+        self.pt.table_frames()
     }
 
-    fn count_tables(&self, table: PhysAddr, level: usize) -> usize {
-        let mut n = 1;
-        if level + 1 < M::LEVELS {
-            for idx in 0..ENTRIES {
-                let e = read_pte::<PTE, H>(table, idx);
-                if e.is_present() && !e.is_huge() {
-                    n += self.count_tables(e.paddr(), level + 1);
-                }
+    /// Translation of `va`: physical address, flags, leaf size.
+    pub(crate) fn query(&self, va: VirtAddr) -> Option<(PhysAddr, MappingFlags, LeafSize)> {
+        self.pt.query(va).ok()
+    }
+
+    /// What the page table holds at `va` (with the size of a hole), read
+    /// without a cursor.
+    pub(crate) fn lookup(&self, va: usize) -> Slot {
+        let mut table = self.pt.root_paddr();
+        let mut h = M::LEVELS - 1;
+        loop {
+            let e = read_pte::<PTE, H>(table, (va >> shift(h)) & (ENTRIES - 1));
+            if !e.is_present() {
+                return Slot::Hole {
+                    size: 1 << shift(h),
+                };
             }
-        }
-        n
-    }
-
-    /// Frees page tables below the root that became empty in `[start, end)`.
-    /// Their parent entries are cleared first, then the TLB is flushed, then the
-    /// frames are freed.
-    pub(crate) fn reclaim(&mut self, start: usize, end: usize) {
-        let mut batch = FreeBatch::<M, H>::new();
-        Self::reclaim_in(self.pt.root_paddr(), 0, start, end, &mut batch);
-        batch.finish();
-    }
-
-    fn reclaim_in(
-        table: PhysAddr,
-        level: usize,
-        start: usize,
-        end: usize,
-        batch: &mut FreeBatch<M, H>,
-    ) {
-        if level + 1 >= M::LEVELS {
-            return;
-        }
-        let sh = shift::<M>(level);
-        let mut va = start;
-        while va < end {
-            let next = block_end(va, 1 << sh, end);
-            let idx = (va >> sh) & (ENTRIES - 1);
-            let mut e = read_pte::<PTE, H>(table, idx);
-            if e.is_present() && !e.is_huge() {
-                let child = e.paddr();
-                Self::reclaim_in(child, level + 1, va, next, batch);
-                if (0..ENTRIES).all(|i| read_pte::<PTE, H>(child, i).is_unused()) {
-                    e.clear();
-                    write_pte::<PTE, H>(table, idx, e);
-                    batch.push(child);
-                }
+            if h == 0 || e.is_huge() {
+                return Slot::Leaf {
+                    size: 1 << shift(h),
+                };
             }
-            va = next;
+            table = e.paddr();
+            h -= 1;
         }
     }
+
+    // ------------------------------------------------------------ frames
 
     /// Takes a data frame from the pool or the handler; zeroes it.
     fn alloc_data_frame(&mut self) -> Option<PhysAddr> {
         let pa = self.pool.pop().or_else(H::alloc_frame)?;
-        let ptr = H::phys_to_virt(pa).as_mut_ptr();
-        // SAFETY: `pa` is a frame just allocated for us and mapped by
-        // `phys_to_virt`; nothing else refers to it yet.
-        unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE_4K) };
+        zero_frames::<H>(pa, 1);
         Some(pa)
     }
 
@@ -300,9 +315,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     /// what it got and fails.
     pub(crate) fn fill_pool(&mut self, pages: usize) -> Result<(), MapError> {
         self.drain_pool();
-        if self.pool.try_reserve_exact(pages).is_err() {
-            return Err(MapError::NoMemory);
-        }
+        self.pool
+            .try_reserve_exact(pages)
+            .map_err(|_| MapError::NoMemory)?;
         for _ in 0..pages {
             match H::alloc_frame() {
                 Some(pa) => self.pool.push(pa),
@@ -315,15 +330,52 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         Ok(())
     }
 
+    /// Allocates `blocks` aligned runs of `page` size into the huge pool (for a
+    /// huge populating map); a block without a free aligned run gets 4K frames
+    /// in the 4K pool instead. On failure frees what it got.
+    pub(crate) fn fill_huge_pool(&mut self, blocks: usize, page: PageSize) -> Result<(), MapError> {
+        self.drain_pool();
+        let (bytes, frames) = (page_bytes(page), page_bytes(page) / PAGE_SIZE_4K);
+        if self.huge_pool.try_reserve_exact(blocks).is_err() {
+            return Err(MapError::NoMemory);
+        }
+        for _ in 0..blocks {
+            if let Some(pa) = H::alloc_frames(frames, bytes) {
+                self.huge_pool.push((pa, frames));
+                continue;
+            }
+            let ok = self.pool.try_reserve(frames).is_ok()
+                && (0..frames).all(|_| H::alloc_frame().map(|pa| self.pool.push(pa)).is_some());
+            if !ok {
+                self.drain_pool();
+                return Err(MapError::NoMemory);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the populate pool holds 4K frames (a 4K populate, or huge
+    /// blocks that fell back to 4K frames).
+    pub(crate) fn pool_has_4k(&self) -> bool {
+        !self.pool.is_empty()
+    }
+
+    /// Frees the frames left in the pools (never mapped, so no flush needed).
+    pub(crate) fn drain_pool(&mut self) {
+        for pa in self.pool.drain(..) {
+            H::dealloc_frame(pa);
+        }
+        for (pa, n) in self.huge_pool.drain(..) {
+            H::dealloc_frames(pa, n);
+        }
+        self.pool = Vec::new();
+        self.huge_pool = Vec::new();
+    }
+
     /// A zeroed run of `pages` physically contiguous frames for a contiguous area.
     pub(crate) fn alloc_contiguous(&mut self, pages: usize) -> Result<PhysAddr, MapError> {
         let pa = H::alloc_frames(pages, PAGE_SIZE_4K).ok_or(MapError::NoMemory)?;
-        for i in 0..pages {
-            let ptr = H::phys_to_virt(pa + i * PAGE_SIZE_4K).as_mut_ptr();
-            // SAFETY: frame `i` of a run just allocated for us, mapped by
-            // `phys_to_virt`; nothing else refers to it yet.
-            unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE_4K) };
-        }
+        zero_frames::<H>(pa, pages);
         self.data_frames += pages;
         Ok(pa)
     }
@@ -335,98 +387,136 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         self.data_frames -= pages;
     }
 
-    /// The frame of the first pooled page (the pool is filled first).
-    pub(crate) fn pool_frame(&self) -> Option<PhysAddr> {
-        self.pool.last().copied()
+    // ------------------------------------------------------------ tables
+
+    /// Page-table frames that mapping every page of `[start, end)` with leaves
+    /// of height `leaf_h` (0 = 4K, 1 = 2M, 2 = 1G) would allocate, given the
+    /// tables that exist now (leaves in the range count as removed). Costs one
+    /// walk per present table on the way, not per page.
+    fn tables_needed(&self, start: usize, end: usize, leaf_h: usize) -> usize {
+        let top = M::LEVELS - 1;
+        // The last missing table counted at each height (its id: address >> shift(h + 1)).
+        let mut last = [usize::MAX; 8];
+        let mut n = 0;
+        let mut va = start;
+        while va < end {
+            let mut table = self.pt.root_paddr();
+            let mut h = top;
+            let hole_end = loop {
+                if h == leaf_h {
+                    // The table holding the leaves exists: nothing is missing in it.
+                    break block_end(va, 1 << shift(h + 1), end);
+                }
+                let e = read_pte::<PTE, H>(table, (va >> shift(h)) & (ENTRIES - 1));
+                if !e.is_present() || e.is_huge() {
+                    break block_end(va, 1 << shift(h), end);
+                }
+                table = e.paddr();
+                h -= 1;
+            };
+            // Tables at heights leaf_h..h are missing for [va, hole_end).
+            for (j, seen) in last.iter_mut().enumerate().take(h).skip(leaf_h) {
+                let (first, lastid) = (va >> shift(j + 1), (hole_end - 1) >> shift(j + 1));
+                n += lastid - first + 1 - usize::from(*seen == first);
+                *seen = lastid;
+            }
+            va = hole_end;
+        }
+        n
     }
 
-    /// Makes sure every page table needed to map any 4K page of `[start, end)`
-    /// exists, so that mapping pages there afterwards cannot run out of table
-    /// frames. A missing leaf table is created by mapping `scratch` (a frame the
-    /// caller owns) read-only at one page of it and unmapping it again in the
-    /// same cursor (the tables stay; the cursor flushes the page when dropped).
-    /// Costs one lookup per 2M block of the range. On failure, the tables it
-    /// created are freed again and nothing is changed.
-    pub(crate) fn prepare_tables(
+    /// Holds as many frames as mapping `[start, end)` with leaves of height
+    /// `leaf_h` needs for its page tables, so that a `FIXED` replacement can
+    /// find out it would run out of them before the old mapping is removed.
+    /// [`Self::release_reserve`] returns them right before the new mapping is
+    /// made (nothing allocates in between). Fails with nothing held.
+    pub(crate) fn reserve_tables(
         &mut self,
         start: usize,
         end: usize,
-        scratch: PhysAddr,
+        leaf_h: usize,
     ) -> Result<(), MapError> {
-        let root = self.pt.root_paddr();
-        let leaf_span = 1usize << shift::<M>(M::LEVELS - 2);
-        let mut va = start;
-        let mut failed = false;
-        {
-            let mut cursor = self.pt.cursor();
-            while va < end {
-                match lookup::<M, PTE, H>(root, va) {
-                    // A huge leaf never lies in a range mapped with 4K pages.
-                    Slot::Leaf { size, .. } => va = block_end(va, size.max(leaf_span), end),
-                    Slot::Hole { size } if size == PAGE_SIZE_4K => {
-                        va = block_end(va, leaf_span, end)
-                    }
-                    Slot::Hole { .. } => {
-                        let page = VirtAddr::from(va);
-                        if cursor
-                            .map(page, scratch, PageSize::Size4K, MappingFlags::READ)
-                            .is_err()
-                        {
-                            failed = true;
-                            break;
-                        }
-                        let _ = cursor.unmap(page);
-                        va = block_end(va, leaf_span, end);
-                    }
+        self.release_reserve();
+        let n = self.tables_needed(start, end, leaf_h);
+        if self.reserve.try_reserve_exact(n).is_err() {
+            return Err(MapError::NoMemory);
+        }
+        for _ in 0..n {
+            match H::alloc_frame() {
+                Some(pa) => self.reserve.push(pa),
+                None => {
+                    self.release_reserve();
+                    return Err(MapError::NoMemory);
                 }
             }
-        }
-        if failed {
-            self.reclaim(start, end);
-            return Err(MapError::NoMemory);
         }
         Ok(())
     }
 
-    /// Prepares the tables an `mprotect` to accessible flags needs in
-    /// `[s, e)` of an area starting at `area_start` whose flags allow no access
-    /// now: linear and contiguous areas re-create every page, allocated areas
-    /// their parked pages. On failure the caller reclaims the range.
-    pub(crate) fn prepare_reopen(
-        &mut self,
-        kind: BackendKind,
-        area_start: usize,
-        s: usize,
-        e: usize,
-    ) -> Result<(), MapError> {
-        match kind {
-            BackendKind::Linear { pa_va_offset, .. } => {
-                self.prepare_tables(s, e, PhysAddr::from(s.wrapping_sub(pa_va_offset)))
-            }
-            BackendKind::Contiguous { start_frame } => {
-                self.prepare_tables(s, e, start_frame + (s - area_start))
-            }
-            BackendKind::Alloc { .. } => {
-                let mut from = VirtAddr::from(s);
-                let until = VirtAddr::from(e);
-                while let Some((&page, &pa)) = self.parked.range(from..until).next() {
-                    self.prepare_tables(page.as_usize(), page.as_usize() + PAGE_SIZE_4K, pa)?;
-                    from = page + PAGE_SIZE_4K;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Frees the frames left in the pool (never mapped, so no flush needed).
-    pub(crate) fn drain_pool(&mut self) {
-        for pa in self.pool.drain(..) {
+    /// Returns the reserved frames (never mapped).
+    pub(crate) fn release_reserve(&mut self) {
+        for pa in self.reserve.drain(..) {
             H::dealloc_frame(pa);
         }
-        self.pool = Vec::new();
     }
 
-    /// Maps one 4K page; on failure frees tables it created.
+    /// Splits a huge leaf that straddles `at`, keeping every translation.
+    fn split_at(&mut self, at: usize) -> Result<Option<Split>, MapError> {
+        let Some((pa, flags, size)) = self.query(VirtAddr::from(at)) else {
+            return Ok(None);
+        };
+        let bytes = size.bytes();
+        if at.is_multiple_of(bytes) {
+            return Ok(None);
+        }
+        let base = at & !(bytes - 1);
+        let paddr = pa - (at - base);
+        // Protecting [base, at) with the leaf's own flags splits exactly at `at`.
+        self.pt
+            .cursor()
+            .protect_region(base.into(), at - base, flags)
+            .map_err(|_| MapError::NoMemory)?;
+        Ok(Some(Split {
+            base,
+            paddr,
+            size: bytes,
+            flags,
+        }))
+    }
+
+    /// Makes `start` and `end` leaf boundaries (splitting huge leaves that
+    /// straddle them), so that unmapping or protecting `[start, end)` cannot
+    /// fail afterwards. On failure nothing is changed.
+    pub(crate) fn split_edges(&mut self, start: usize, end: usize) -> Result<Splits, MapError> {
+        let a = self.split_at(start)?;
+        match self.split_at(end) {
+            Ok(b) => Ok([a, b]),
+            Err(e) => {
+                self.unsplit([a, None]);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts back the huge leaves of [`Self::split_edges`] (when the operation
+    /// fails afterwards). Removing the split leaves frees at least as many
+    /// table frames as re-creating the huge leaf needs, so this cannot run out.
+    pub(crate) fn unsplit(&mut self, splits: Splits) {
+        for s in splits.into_iter().rev().flatten() {
+            let _ = self.pt.cursor().unmap_region(s.base.into(), s.size, |_| {});
+            let r = self
+                .pt
+                .cursor()
+                .map_region(s.base.into(), s.paddr, s.size, s.flags, true);
+            if r.is_err() {
+                log::error!("could not restore the huge page at {:#x}", s.base);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ faults
+
+    /// Maps one 4K page; on failure the table is unchanged.
     pub(crate) fn map_one(
         &mut self,
         va: VirtAddr,
@@ -434,15 +524,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         flags: MappingFlags,
     ) -> Result<(), MapError> {
         debug_assert!(accessible(flags));
-        let r = self.pt.cursor().map(va, pa, PageSize::Size4K, flags);
-        match r {
-            Ok(()) => Ok(()),
-            Err(page_table_multiarch::PagingError::AlreadyMapped) => Err(MapError::AlreadyMapped),
-            Err(_) => {
-                self.reclaim(va.as_usize(), va.as_usize() + PAGE_SIZE_4K);
-                Err(MapError::NoMemory)
-            }
-        }
+        self.pt
+            .cursor()
+            .map::<Size4K>(va, pa, flags)
+            .map_err(map_err)
     }
 
     /// Fault path of an allocated area: re-map a parked frame or map a new zeroed one.
@@ -469,7 +554,63 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         }
     }
 
-    /// Eager map: a zeroed frame per page. Undoes everything on failure.
+    /// Fault path of a huge allocated area `[area_start, area_end)`: if the
+    /// aligned `size` block around `page` lies inside the area and nothing of
+    /// it is mapped or parked, map one zeroed huge frame over it; if no aligned
+    /// run is free, count a fallback and map a 4K frame (as for a block that
+    /// is partly mapped already, e.g. after a split).
+    pub(crate) fn fault_huge(
+        &mut self,
+        page: VirtAddr,
+        area_start: usize,
+        area_end: usize,
+        size: PageSize,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        let bytes = page_bytes(size);
+        let base = page.as_usize() & !(bytes - 1);
+        let fits = base >= area_start
+            && base.checked_add(bytes).is_some_and(|e| e <= area_end)
+            && matches!(self.lookup(base), Slot::Hole { size: hole } if hole >= bytes)
+            && self
+                .parked
+                .range(VirtAddr::from(base)..VirtAddr::from(base + bytes))
+                .next()
+                .is_none();
+        if fits {
+            let frames = bytes / PAGE_SIZE_4K;
+            match H::alloc_frames(frames, bytes) {
+                Some(pa) => {
+                    zero_frames::<H>(pa, frames);
+                    let va = VirtAddr::from(base);
+                    let mut c = self.pt.cursor();
+                    let r = match size {
+                        PageSize::Size1G => c.map::<Size1G>(va, pa, flags),
+                        _ => c.map::<Size2M>(va, pa, flags),
+                    };
+                    drop(c);
+                    return match r {
+                        Ok(()) => {
+                            self.data_frames += frames;
+                            self.huge_faults += 1;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            H::dealloc_frames(pa, frames);
+                            Err(map_err(e))
+                        }
+                    };
+                }
+                None => self.huge_fallbacks += 1,
+            }
+        }
+        self.fault_alloc(page, flags)
+    }
+
+    // ------------------------------------------------------------ alloc
+
+    /// Eager map with 4K pages: a zeroed frame per page. Undoes everything on
+    /// failure.
     fn populate(&mut self, start: usize, end: usize, flags: MappingFlags) -> Result<(), MapError> {
         if !accessible(flags) {
             return Ok(());
@@ -477,35 +618,85 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         let mut va = start;
         let mut failure = None;
         while va < end {
-            let Some(pa) = self.alloc_data_frame() else {
-                failure = Some(MapError::NoMemory);
-                break;
-            };
-            let r = self.pt.cursor().map(va.into(), pa, PageSize::Size4K, flags);
-            if let Err(e) = r {
-                H::dealloc_frame(pa);
-                failure = Some(match e {
-                    page_table_multiarch::PagingError::AlreadyMapped => MapError::AlreadyMapped,
-                    _ => MapError::NoMemory,
-                });
+            if let Err(e) = self.populate_4k(va, flags) {
+                failure = Some(e);
                 break;
             }
-            self.data_frames += 1;
             va += PAGE_SIZE_4K;
         }
         match failure {
             None => Ok(()),
             Some(e) => {
                 self.unmap_alloc(start, va);
-                self.reclaim(start, end);
+                Err(e)
+            }
+        }
+    }
+
+    fn populate_4k(&mut self, va: usize, flags: MappingFlags) -> Result<(), MapError> {
+        let pa = self.alloc_data_frame().ok_or(MapError::NoMemory)?;
+        if let Err(e) = self.map_one(va.into(), pa, flags) {
+            H::dealloc_frame(pa);
+            return Err(e);
+        }
+        self.data_frames += 1;
+        Ok(())
+    }
+
+    /// Eager map with huge pages: one pooled aligned run per block, or 4K
+    /// frames for a block the pool has no run for (a fallback). Undoes
+    /// everything on failure.
+    fn populate_huge(
+        &mut self,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+        page: PageSize,
+    ) -> Result<(), MapError> {
+        if !accessible(flags) {
+            return Ok(());
+        }
+        let bytes = page_bytes(page);
+        let mut va = start;
+        let mut failure = None;
+        'blocks: while va < end {
+            if let Some((pa, frames)) = self.huge_pool.pop() {
+                zero_frames::<H>(pa, frames);
+                let mut c = self.pt.cursor();
+                let r = match page {
+                    PageSize::Size1G => c.map::<Size1G>(va.into(), pa, flags),
+                    _ => c.map::<Size2M>(va.into(), pa, flags),
+                };
+                drop(c);
+                if let Err(e) = r {
+                    H::dealloc_frames(pa, frames);
+                    failure = Some(map_err(e));
+                    break;
+                }
+                self.data_frames += frames;
+                va += bytes;
+                continue;
+            }
+            self.huge_fallbacks += 1;
+            for _ in 0..bytes / PAGE_SIZE_4K {
+                if let Err(e) = self.populate_4k(va, flags) {
+                    failure = Some(e);
+                    break 'blocks;
+                }
+                va += PAGE_SIZE_4K;
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                self.unmap_alloc(start, va);
                 Err(e)
             }
         }
     }
 
     /// Unmaps the allocated pages of `[start, end)` and frees their frames after
-    /// the flush; frees parked frames; skips holes. Leaves empty tables to the
-    /// caller's [`Self::reclaim`].
+    /// the flush (a huge leaf's run at once); frees parked frames; skips holes.
     fn unmap_alloc(&mut self, start: usize, end: usize) {
         let (s, e) = (VirtAddr::from(start), VirtAddr::from(end));
         while let Some((&va, &pa)) = self.parked.range(s..e).next() {
@@ -513,35 +704,78 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             H::dealloc_frame(pa);
             self.data_frames -= 1;
         }
-        let root = self.pt.root_paddr();
         let mut va = start;
         while va < end {
-            let mut frames = [PhysAddr::from_usize(0); BATCH];
+            // Up to BATCH whole leaves (edges are leaf boundaries: split_edges).
+            let from = va;
             let mut n = 0;
-            {
-                let mut cursor = self.pt.cursor();
-                while va < end && n < BATCH {
-                    match lookup::<M, PTE, H>(root, va) {
-                        Slot::Leaf { size, .. } => {
-                            let base = va & !(size - 1);
-                            if let Ok((pa, _, _)) = cursor.unmap(base.into()) {
-                                frames[n] = pa;
-                                n += 1;
-                            }
-                            va = block_end(va, size, end);
-                        }
-                        Slot::Hole { size } => va = block_end(va, size, end),
+            while va < end && n < BATCH {
+                match self.lookup(va) {
+                    Slot::Leaf { size } => {
+                        n += 1;
+                        va = block_end(va, size, end);
                     }
+                    Slot::Hole { size } => va = block_end(va, size, end),
                 }
-            } // cursor dropped: TLB flushed for every page unmapped above
-            for &pa in &frames[..n] {
-                H::dealloc_frame(pa);
             }
-            self.data_frames -= n;
+            let mut frames = [(PhysAddr::from_usize(0), 0usize); BATCH];
+            let mut k = 0;
+            {
+                let mut c = self.pt.cursor();
+                let r = c.unmap_region(from.into(), va - from, |l: Leaf<VirtAddr>| {
+                    if k < BATCH {
+                        frames[k] = (l.paddr, l.size.bytes() / PAGE_SIZE_4K);
+                        k += 1;
+                    }
+                });
+                if r.is_err() {
+                    log::warn!("unmap of [{from:#x}, {va:#x}) failed: a huge page straddles it");
+                }
+            } // cursor dropped: TLB flushed, retired tables freed
+            for &(pa, n) in &frames[..k] {
+                H::dealloc_frames(pa, n);
+                self.data_frames -= n;
+            }
         }
     }
 
-    /// Linear map of `[start, end)` to `start - off`; undoes everything on failure.
+    /// New flags for an allocated range: present pages get the new flags, or are
+    /// parked (4K each) when the flags allow no access; parked pages are
+    /// re-mapped when the flags allow access (a page that cannot be re-mapped
+    /// stays parked and is re-mapped on its next fault; `mprotect` re-maps them
+    /// before changing anything, see [`Self::reopen`]).
+    fn protect_alloc(&mut self, start: usize, end: usize, flags: MappingFlags) {
+        if !accessible(flags) {
+            self.close(
+                BackendKind::Alloc {
+                    populate: Populate::Lazy,
+                    page: PageSize::Size4K,
+                },
+                start,
+                end,
+            );
+            return;
+        }
+        let mut c = self.pt.cursor();
+        if c.protect_region(start.into(), end - start, flags).is_err() {
+            log::warn!("protect of [{start:#x}, {end:#x}) failed: a huge page straddles it");
+        }
+        let mut from = VirtAddr::from(start);
+        let until = VirtAddr::from(end);
+        while let Some((&page, &pa)) = self.parked.range(from..until).next() {
+            from = page + PAGE_SIZE_4K;
+            if c.map::<Size4K>(page, pa, flags).is_ok() {
+                self.parked.remove(&page);
+            } else {
+                log::debug!("protect: page {page:?} stays parked");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ linear
+
+    /// Linear map of `[start, end)` to `start - off`; huge leaves where both
+    /// addresses are aligned if `huge`. On failure nothing is left mapped.
     fn map_linear(
         &mut self,
         start: usize,
@@ -553,173 +787,106 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         if !accessible(flags) {
             return Ok(());
         }
-        let mut va = start;
-        let mut failure = None;
-        {
-            let mut cursor = self.pt.cursor();
-            while va < end {
-                let pa = va.wrapping_sub(off);
-                let size = [PageSize::Size1G, PageSize::Size2M]
-                    .into_iter()
-                    .find(|&s| {
-                        huge && s.is_aligned(va) && s.is_aligned(pa) && end - va >= s as usize
-                    })
-                    .unwrap_or(PageSize::Size4K);
-                if let Err(e) = cursor.map(va.into(), pa.into(), size, flags) {
-                    failure = Some(match e {
-                        page_table_multiarch::PagingError::AlreadyMapped => MapError::AlreadyMapped,
-                        _ => MapError::NoMemory,
-                    });
-                    break;
-                }
-                va += size as usize;
-            }
-        }
-        match failure {
-            None => Ok(()),
-            Some(e) => {
-                self.unmap_linear(start, va);
-                self.reclaim(start, end);
-                Err(e)
-            }
-        }
+        let pa = PhysAddr::from(start.wrapping_sub(off));
+        self.pt
+            .cursor()
+            .map_region(start.into(), pa, end - start, flags, huge)
+            .map_err(map_err)
     }
 
     /// Unmaps whatever is mapped in `[start, end)` of a linear area; skips holes.
-    /// Leaves empty tables to the caller's [`Self::reclaim`].
-    ///
-    /// A huge page that straddles the range is removed whole: the API never
-    /// partially unmaps a huge linear area (those are kernel areas outside the
-    /// app window), so this only keeps a stale mapping from surviving a misuse.
     fn unmap_linear(&mut self, start: usize, end: usize) {
-        let root = self.pt.root_paddr();
-        {
-            let mut cursor = self.pt.cursor();
-            let mut va = start;
-            while va < end {
-                match lookup::<M, PTE, H>(root, va) {
-                    Slot::Leaf { size, .. } => {
-                        let base = va & !(size - 1);
-                        if base < start || base + size > end {
-                            log::warn!("unmap of part of a huge linear page at {base:#x}");
-                        }
-                        let _ = cursor.unmap(base.into());
-                        va = block_end(va, size, end);
-                    }
-                    Slot::Hole { size } => va = block_end(va, size, end),
-                }
-            }
+        let r = self
+            .pt
+            .cursor()
+            .unmap_region(start.into(), end - start, |_| {});
+        if r.is_err() {
+            log::warn!("unmap of [{start:#x}, {end:#x}) failed: a huge page straddles it");
         }
     }
 
     /// New flags for a linear range: remove pages for flags without access,
-    /// otherwise update present pages and re-create removed ones (4K each).
-    /// A page that cannot be re-created (no table frame) stays absent; the fault
-    /// path re-creates it on first touch.
-    fn protect_linear(&mut self, start: usize, end: usize, off: usize, flags: MappingFlags) {
+    /// otherwise update the present pages (`mprotect` re-creates the pages of
+    /// a `PROT_NONE` range before, see [`Self::reopen`]; a page still missing
+    /// is re-created by the fault path).
+    fn protect_linear(&mut self, start: usize, end: usize, flags: MappingFlags) {
         if !accessible(flags) {
             self.unmap_linear(start, end);
-            self.reclaim(start, end);
             return;
         }
-        let root = self.pt.root_paddr();
-        let mut cursor = self.pt.cursor();
-        let mut va = start;
-        while va < end {
-            match lookup::<M, PTE, H>(root, va) {
-                Slot::Leaf { size, .. } => {
-                    let base = va & !(size - 1);
-                    let _ = cursor.protect(base.into(), flags);
-                    va = block_end(va, size, end);
-                }
-                Slot::Hole { size } => {
-                    let hole_end = block_end(va, size, end);
-                    while va < hole_end {
-                        if cursor
-                            .map(
-                                va.into(),
-                                va.wrapping_sub(off).into(),
-                                PageSize::Size4K,
-                                flags,
-                            )
-                            .is_err()
-                        {
-                            log::debug!("protect: could not re-create linear page {va:#x}");
-                            return;
-                        }
-                        va += PAGE_SIZE_4K;
+        let r = self
+            .pt
+            .cursor()
+            .protect_region(start.into(), end - start, flags);
+        if r.is_err() {
+            log::warn!("protect of [{start:#x}, {end:#x}) failed: a huge page straddles it");
+        }
+    }
+
+    // ------------------------------------------------------------ mprotect
+
+    /// Maps, with `flags`, the pages of `[s, e)` of a `PROT_NONE` area starting
+    /// at `area_start` (linear and contiguous pages, parked frames of allocated
+    /// areas), before `mprotect` changes the area. On failure nothing of
+    /// `[s, e)` is mapped (parked frames stay parked).
+    pub(crate) fn reopen(
+        &mut self,
+        kind: BackendKind,
+        area_start: usize,
+        s: usize,
+        e: usize,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        match kind {
+            BackendKind::Linear { pa_va_offset, huge } => {
+                self.map_linear(s, e, pa_va_offset, flags, huge)
+            }
+            BackendKind::Contiguous { start_frame } => {
+                let off = s.wrapping_sub((start_frame + (s - area_start)).as_usize());
+                self.map_linear(s, e, off, flags, false)
+            }
+            BackendKind::Alloc { .. } => {
+                let mut from = VirtAddr::from(s);
+                let until = VirtAddr::from(e);
+                while let Some((&page, &pa)) = self.parked.range(from..until).next() {
+                    if let Err(err) = self.map_one(page, pa, flags) {
+                        self.close(kind, s, page.as_usize());
+                        return Err(err);
                     }
+                    self.parked.remove(&page);
+                    from = page + PAGE_SIZE_4K;
                 }
+                Ok(())
             }
         }
     }
 
-    /// New flags for an allocated range: present pages get the new flags, or are
-    /// parked when the flags allow no access; parked pages are re-mapped when the
-    /// flags allow access (a page that cannot be re-mapped stays parked and is
-    /// re-mapped on its next fault); absent lazy pages are skipped.
-    fn protect_alloc(&mut self, start: usize, end: usize, flags: MappingFlags) {
-        let root = self.pt.root_paddr();
-        let park = !accessible(flags);
-        {
-            let mut cursor = self.pt.cursor();
-            let mut va = start;
-            while va < end {
-                match lookup::<M, PTE, H>(root, va) {
-                    Slot::Leaf { size, .. } => {
-                        let base = va & !(size - 1);
-                        if park {
-                            if let Ok((pa, _, _)) = cursor.unmap(base.into()) {
-                                self.parked.insert(base.into(), pa);
-                            }
-                        } else {
-                            let _ = cursor.protect(base.into(), flags);
-                        }
-                        va = block_end(va, size, end);
+    /// Removes every page of `[s, e)`: linear and contiguous pages are dropped,
+    /// allocated pages are parked (4K each; a huge leaf's pieces).
+    pub(crate) fn close(&mut self, kind: BackendKind, s: usize, e: usize) {
+        match kind {
+            BackendKind::Linear { .. } | BackendKind::Contiguous { .. } => self.unmap_linear(s, e),
+            BackendKind::Alloc { .. } => {
+                let parked = &mut self.parked;
+                let r = self.pt.cursor().unmap_region(s.into(), e - s, |l| {
+                    for i in 0..l.size.bytes() / PAGE_SIZE_4K {
+                        parked.insert(l.vaddr + i * PAGE_SIZE_4K, l.paddr + i * PAGE_SIZE_4K);
                     }
-                    Slot::Hole { size } => va = block_end(va, size, end),
+                });
+                if r.is_err() {
+                    log::warn!("unmap of [{s:#x}, {e:#x}) failed: a huge page straddles it");
                 }
             }
-            if !park {
-                let mut from = VirtAddr::from(start);
-                let until = VirtAddr::from(end);
-                while let Some((&page, &pa)) = self.parked.range(from..until).next() {
-                    from = page + PAGE_SIZE_4K;
-                    if cursor.map(page, pa, PageSize::Size4K, flags).is_ok() {
-                        self.parked.remove(&page);
-                    } else {
-                        log::debug!("protect: page {page:?} stays parked");
-                    }
-                }
-            }
-        }
-        if park {
-            self.reclaim(start, end);
         }
     }
 }
 
-/// What the table rooted at `root` holds at `va`.
-pub(crate) fn lookup<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler>(
-    root: PhysAddr,
-    va: usize,
-) -> Slot<PTE> {
-    let mut table = root;
-    for level in 0..M::LEVELS {
-        let sh = shift::<M>(level);
-        let e = read_pte::<PTE, H>(table, (va >> sh) & (ENTRIES - 1));
-        if !e.is_present() {
-            return Slot::Hole { size: 1 << sh };
-        }
-        if level + 1 == M::LEVELS || e.is_huge() {
-            return Slot::Leaf {
-                pte: e,
-                size: 1 << sh,
-            };
-        }
-        table = e.paddr();
+/// The mapper's error for a failed page-table map.
+fn map_err(e: paging::MapError) -> MapError {
+    match e {
+        paging::MapError::AlreadyMapped => MapError::AlreadyMapped,
+        _ => MapError::NoMemory,
     }
-    Slot::Hole { size: PAGE_SIZE_4K }
 }
 
 /// Reads entry `idx` of the table at `table`.
@@ -734,28 +901,19 @@ fn read_pte<PTE: GenericPTE, H: PagingHandler>(table: PhysAddr, idx: usize) -> P
     unsafe { ptr.add(idx).read_volatile() }
 }
 
-/// Writes entry `idx` of the table at `table`.
-#[inline]
-fn write_pte<PTE: GenericPTE, H: PagingHandler>(table: PhysAddr, idx: usize, pte: PTE) {
-    debug_assert!(idx < ENTRIES);
-    let ptr = H::phys_to_virt(table).as_mut_ptr() as *mut PTE;
-    // SAFETY: as in `read_pte`; callers hold `&mut` to the page table's owner, so
-    // no cursor or other access to this table is live.
-    unsafe { ptr.add(idx).write_volatile(pte) }
-}
-
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Drop
     for Mapper<M, PTE, H>
 {
-    /// Frees parked and pooled frames (none are mapped). Data frames still mapped
-    /// are the owner's job ([`crate::AddrSpace`] unmaps all areas first); the
-    /// page table frees its own tables when dropped after this.
+    /// Frees parked, pooled and reserved frames (none are mapped). Data frames
+    /// still mapped are the owner's job ([`crate::AddrSpace`] unmaps all areas
+    /// first); the page table frees its own tables when dropped after this.
     fn drop(&mut self) {
         for (_, pa) in core::mem::take(&mut self.parked) {
             H::dealloc_frame(pa);
             self.data_frames -= 1;
         }
         self.drain_pool();
+        self.release_reserve();
     }
 }
 
@@ -777,9 +935,15 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             }
             BackendKind::Alloc {
                 populate: Populate::Eager,
+                page: PageSize::Size4K,
             } => m.populate(s, e, flags),
             BackendKind::Alloc {
+                populate: Populate::Eager,
+                page,
+            } => m.populate_huge(s, e, flags, page),
+            BackendKind::Alloc {
                 populate: Populate::Lazy,
+                ..
             } => Ok(()),
             BackendKind::Contiguous { start_frame } => {
                 m.map_linear(s, e, contiguous_offset(s, start_frame), flags, false)
@@ -801,11 +965,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
 
     fn protect(&mut self, s: usize, e: usize, flags: MappingFlags, m: &mut Mapper<M, PTE, H>) {
         match self.kind {
-            BackendKind::Linear { pa_va_offset, .. } => m.protect_linear(s, e, pa_va_offset, flags),
-            BackendKind::Alloc { .. } => m.protect_alloc(s, e, flags),
-            BackendKind::Contiguous { start_frame } => {
-                m.protect_linear(s, e, contiguous_offset(s, start_frame), flags)
+            BackendKind::Linear { .. } | BackendKind::Contiguous { .. } => {
+                m.protect_linear(s, e, flags)
             }
+            BackendKind::Alloc { .. } => m.protect_alloc(s, e, flags),
         }
     }
 
@@ -814,13 +977,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         s: usize,
         at: usize,
         _e: usize,
-        m: &Mapper<M, PTE, H>,
+        _m: &Mapper<M, PTE, H>,
     ) -> Result<Self, SplitError> {
+        // Huge leaves at `at` were split by `Mapper::split_edges` beforehand.
         match self.kind {
-            BackendKind::Linear { huge: true, .. } => match m.lookup(VirtAddr::from(at)) {
-                Slot::Leaf { size, .. } if !at.is_multiple_of(size) => Err(SplitError::HugePage),
-                _ => Ok(self.clone()),
-            },
             BackendKind::Linear { .. } | BackendKind::Alloc { .. } => Ok(self.clone()),
             BackendKind::Contiguous { start_frame } => Ok(Self::contiguous(start_frame + (at - s))),
         }

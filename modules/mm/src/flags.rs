@@ -40,16 +40,48 @@ bitflags::bitflags! {
         /// physical address of each page. At most
         /// [`crate::CONTIGUOUS_MAX`] bytes.
         const CONTIGUOUS = 1 << 25;
+        /// Tessera-specific (Linux spells it `MAP_HUGETLB | MAP_HUGE_2MB` and
+        /// takes the pages from a reserved pool): map with 2 MiB pages. The
+        /// length must be a multiple of 2 MiB and a `FIXED*` address 2 MiB
+        /// aligned (else `InvalidInput`); without `FIXED*` the chosen address
+        /// is 2 MiB aligned. Each 2 MiB block gets one zeroed, aligned 2 MiB
+        /// run of frames (at the first touch, or now with `POPULATE`); when
+        /// no such run is free the block (lazy: the faulting page) gets 4K
+        /// frames instead, counted in `MmStats::huge_fallbacks`. A partial
+        /// `munmap`/`mprotect` splits the huge page into 4K pages that keep
+        /// their frames and data. Not with `CONTIGUOUS` or `HUGE_1G`.
+        const HUGE_2M = 1 << 26;
+        /// Like [`MmapFlags::HUGE_2M`] with 1 GiB pages (and alignment).
+        const HUGE_1G = 1 << 27;
     }
 }
 
 impl MmapFlags {
-    /// Checks for unknown bits ([`AxError::InvalidInput`]).
+    /// Checks for unknown bits and for incompatible combinations
+    /// (`HUGE_2M` with `HUGE_1G`, a huge flag with `CONTIGUOUS`):
+    /// [`AxError::InvalidInput`].
     pub fn validate(self) -> Result<Self, AxError> {
         if self.bits() & !MmapFlags::all().bits() != 0 {
             return Err(AxError::InvalidInput);
         }
+        let huge = self.intersection(MmapFlags::HUGE_2M | MmapFlags::HUGE_1G);
+        if huge.bits().count_ones() > 1
+            || (!huge.is_empty() && self.contains(MmapFlags::CONTIGUOUS))
+        {
+            return Err(AxError::InvalidInput);
+        }
         Ok(self)
+    }
+
+    /// The page size the flags ask for (`Size4K` without a huge flag).
+    pub fn page_size(self) -> page_table_multiarch::PageSize {
+        if self.contains(MmapFlags::HUGE_1G) {
+            page_table_multiarch::PageSize::Size1G
+        } else if self.contains(MmapFlags::HUGE_2M) {
+            page_table_multiarch::PageSize::Size2M
+        } else {
+            page_table_multiarch::PageSize::Size4K
+        }
     }
 }
 

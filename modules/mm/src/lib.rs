@@ -4,8 +4,9 @@
 //!
 //! An [`AddrSpace`] is an area set (`areas.rs`: a `BTreeMap` of areas keyed by
 //! start address, each with a [`Backend`]) over a [`Mapper`] (the hardware
-//! `PageTable64` plus the state a page table cannot express), a *window* of
-//! virtual addresses that the app calls may touch, and counters.
+//! page table, a `paging::PageTable`, plus the state a page table cannot
+//! express), a *window* of virtual addresses that the app calls may touch, and
+//! counters.
 //!
 //! # Why our own area set
 //! The first version used `memory_set` 0.4's `MemorySet`. It was replaced
@@ -23,10 +24,12 @@
 //!
 //! # Backends
 //! - **Linear** (`pa = va - pa_va_offset`): kernel image, physical memory, MMIO,
-//!   and [`AddrSpace::map_phys`]. Huge pages only for kernel areas
-//!   ([`AddrSpace::map_linear`] with `huge`, [`AddrSpace::map_kernel`]); app
-//!   areas use 4K pages so a partial unmap/protect never meets a huge page
-//!   (a split inside a huge page is refused with [`SplitError::HugePage`]).
+//!   and [`AddrSpace::map_phys`]. 2M/1G pages wherever both addresses are
+//!   aligned: kernel areas ([`AddrSpace::map_linear`] with `huge`,
+//!   [`AddrSpace::map_kernel`]) and app areas ([`AddrSpace::map_phys`], which
+//!   places a range of 2 MiB or more at a virtual address congruent to its
+//!   physical one modulo 2 MiB). A partial unmap or protect splits them
+//!   (see *Huge pages*).
 //! - **Alloc** with [`Populate::Eager`] (a zeroed frame per page at map time) or
 //!   [`Populate::Lazy`] (nothing at map time; a zeroed frame on first touch).
 //!   The lazy state is the absence of a PTE, never a "paddr 0, no flags" entry.
@@ -35,6 +38,29 @@
 //!   for DMA). Its state is the frame of its first page: a split gives the
 //!   right part `start_frame + offset`, and unmapping part of the area frees
 //!   exactly the frames of that part (after the TLB flush).
+//!
+//! - **Huge alloc** ([`MmapFlags::HUGE_2M`], [`MmapFlags::HUGE_1G`]; shown as
+//!   `alloc(lazy, 2M)`): allocated memory in huge pages. Each aligned block
+//!   gets one zeroed, aligned run of frames mapped by one leaf (at the first
+//!   touch, or at map time with `POPULATE`); when the frame allocator has no
+//!   aligned run free, the faulting page (or, for `POPULATE`, the block) gets
+//!   4K frames instead and [`MmStats::huge_fallbacks`] counts it. A fault in a
+//!   block that is partly mapped already (after a split) maps a 4K frame.
+//!
+//! # Huge pages
+//! An operation whose range starts or ends inside a huge leaf (partial
+//! `munmap`, `mprotect`, or a `FIXED` mapping over part of one) first splits
+//! that leaf at the range edge into a table of next-size leaves with the same
+//! flags and consecutive physical addresses (1G -> 2M -> 4K as needed), before
+//! the area set changes anything: every translation, and so every byte of data,
+//! of the rest stays where it was. This needs one page-table frame per level
+//! split; if none is free the call fails with `NoMemory` and the splits already
+//! made are undone (the huge leaf is put back). Frame ownership stays exact: an
+//! unmapped huge data page returns its whole run; after a split, unmapping part
+//! of it returns exactly the 4K frames of that part (the frame allocator
+//! accepts piecewise frees of a run), and the rest is returned with the pages
+//! that map it. A `PROT_NONE` on part of a huge data page parks its 4K pieces;
+//! they come back as 4K pages.
 //!
 //! # Merging
 //! After every insert, unmap and protect, the areas at the boundaries of the
@@ -59,29 +85,36 @@
 //!    it, so app calls (checked against the window) cannot touch them. (The
 //!    kernel calls `map_linear`/`map_kernel` do not check the window: the caller
 //!    keeps its areas out of it.)
-//! 4. Page tables below the root that become empty after an unmap are freed.
+//! 4. Page tables below the root that become empty after an unmap are freed
+//!    (by the page table, in the same operation).
 //! 5. Areas are non-overlapping, page aligned, and merged where they can be.
+//! 6. No leaf crosses an area boundary: huge leaves are split at the edges of
+//!    every operation before areas are split there.
 //!
 //! # Flush and free protocol
-//! Page-table changes go through `PageTable64`'s cursor, which records the pages
-//! it changed and flushes their TLB entries (or the whole TLB past 32 pages)
-//! through `PagingMetaData::flush_tlb` when it is dropped. A frame is freed only
-//! after that flush: unmapping takes up to 32 pages through one cursor, drops it
-//! (flush), then frees their frames; a contiguous run is freed after the
-//! cursor that unmapped it is dropped. Empty page tables are unhooked from their
-//! parent, the whole TLB is flushed (paging-structure caches included), then the
-//! tables are freed. Spurious faults flush the faulting page. Flushes are local
-//! to the calling CPU; there is no shootdown (single CPU). On the host (tests)
-//! no flush instruction runs, exactly as in the cursor.
+//! Page-table changes go through `paging`'s cursor, which records the pages it
+//! changed and flushes their TLB entries (or the whole TLB after a batch, a
+//! split or an unlinked table) through `PagingMetaData::flush_tlb` when it is
+//! dropped, and only then frees the table frames it unlinked. A data frame is
+//! freed only after that flush: unmapping takes up to 32 leaves through one
+//! cursor, drops it (flush), then frees their frames (a huge leaf's whole
+//! run); a contiguous run is freed after the cursor that unmapped it is
+//! dropped. Spurious faults flush the faulting page. Flushes are local to the
+//! calling CPU; there is no shootdown (single CPU). On the host (tests,
+//! benchmarks) the table is instantiated with `paging::NoFlush<M>` ([`Meta`]),
+//! so the platforms' metadata types can be used there and no privileged flush
+//! instruction runs.
 //!
 //! # Atomic replacement
 //! `mmap(FIXED)` over existing areas either fully succeeds or changes nothing:
-//! the new mapping's data frames (pool or contiguous run) and every page table
-//! it will need are allocated *before* the old mapping is removed (missing
-//! tables are created up front, and the old mapping's tables are reclaimed only
-//! after the new one is in). `mprotect` to accessible flags likewise creates
-//! the tables that re-mapped pages (parked frames, linear and contiguous pages
-//! of a `PROT_NONE` area) need before changing anything.
+//! the new mapping's data frames (pool or contiguous run) are allocated, the
+//! old mapping's huge pages at the range ends are split, and as many frames as
+//! the new mapping's page tables need (counted by walking the table) are held
+//! *before* the old mapping is removed; the held frames are returned right
+//! before the new mapping is made, with no allocation in between, so it cannot
+//! run out. `mprotect` to accessible flags maps the pages that come back
+//! (parked frames, linear and contiguous pages of a `PROT_NONE` area) before
+//! changing any area, and unmaps them again if it runs out.
 //!
 //! # Errors
 //! | call | error | when |
@@ -92,24 +125,25 @@
 //! | | `AlreadyExists` | overlaps an area |
 //! | | `NoMemory` | no page-table frame (nothing left mapped) |
 //! | [`AddrSpace::map_kernel`] | as `map_linear`, per region | the regions mapped by the call are removed again |
-//! | [`AddrSpace::mmap`] | `InvalidInput` | len 0 or overflowing when rounded up; bad `prot` (unknown bits, WRITE/EXEC without READ); unknown `flags` bits; FIXED* without `addr` or with an unaligned `addr`; FIXED* range not inside the window; CONTIGUOUS longer than [`CONTIGUOUS_MAX`] |
+//! | [`AddrSpace::mmap`] | `InvalidInput` | len 0 or overflowing when rounded up; bad `prot` (unknown bits, WRITE/EXEC without READ); unknown `flags` bits; FIXED* without `addr` or with an unaligned `addr`; FIXED* range not inside the window; CONTIGUOUS longer than [`CONTIGUOUS_MAX`]; HUGE_2M with HUGE_1G, or a huge flag with CONTIGUOUS; a huge flag and a (page-rounded) length that is not a multiple of the huge size, or FIXED* with an `addr` not aligned to it |
 //! | | `AlreadyExists` | FIXED_NOREPLACE and the range overlaps an area |
-//! | | `NoMemory` | no free range in the window (non-FIXED); POPULATE or CONTIGUOUS and out of frames, data or page-table (rolled back; with FIXED the old mapping is intact) |
+//! | | `NoMemory` | no free range in the window (non-FIXED; huge: no free range aligned to the huge size); POPULATE or CONTIGUOUS and out of frames, data or page-table (rolled back; with FIXED the old mapping is intact); FIXED and no page-table frame to split a huge page of the old mapping at an end (nothing changed) |
 //! | [`AddrSpace::munmap`] | `InvalidInput` | unaligned addr, len 0 or overflowing, range not inside the window |
+//! | | `NoMemory` | an end of the range lies inside a huge page and no page-table frame is free to split it (nothing changed) |
 //! | [`AddrSpace::mprotect`] | `InvalidInput` | unaligned addr, len 0 or overflowing, bad `prot`, range not inside the window |
-//! | | `NoMemory` | a page of the range is not covered by an area; or no page-table frame to re-map pages of a `PROT_NONE` area (nothing changed in either case) |
+//! | | `NoMemory` | a page of the range is not covered by an area; or no page-table frame to re-map pages of a `PROT_NONE` area or to split a huge page at an end of the range (nothing changed in any case) |
 //! | [`AddrSpace::map_phys`] | `InvalidInput` | unaligned `paddr`, len 0, overflow or invalid physical range, bad `prot` |
 //! | | `NoMemory` | no free range in the window, or no page-table frame |
 //! | [`AddrSpace::translate`] | `BadAddress` | nothing mapped at `va` |
 //! | [`AddrSpace::handle_page_fault`] | [`FaultError::NoArea`] (`BadAddress`) | no area covers `va` |
 //! | | [`FaultError::Denied`] (`PermissionDenied`) | the area's current flags forbid the access (or the PTE disagrees with them) |
-//! | | [`FaultError::NoMemory`] (`NoMemory`) | no frame for the page or its tables (nothing leaked) |
+//! | | [`FaultError::NoMemory`] (`NoMemory`) | no frame for the page or its tables (nothing leaked); in a huge area only if no 4K frame is free either |
 //!
 //! Every error leaves the areas, the page table and the frame count exactly as
 //! they were (the host tests compare the full area list and frame counts).
 //! Kernel areas (outside the window) can only be reached through the kernel
-//! calls; the area set refuses to split them inside a huge page
-//! ([`UnmapError`]/[`ProtectError`] `Split(HugePage)`, `InvalidInput`).
+//! calls. ([`SplitError::HugePage`] is no longer produced: huge pages are
+//! split instead.)
 //!
 //! # Differences from Linux
 //! - `Prot::WRITE` or `Prot::EXEC` without `READ` is `InvalidInput` (Linux
@@ -129,6 +163,11 @@
 //!   areas before the hole).
 //! - `munmap`/`mprotect` ranges outside the window are `InvalidInput`.
 //! - `CONTIGUOUS` is Tessera's own flag (no Linux equivalent).
+//! - `HUGE_2M`/`HUGE_1G` stand for Linux's `MAP_HUGETLB | MAP_HUGE_2MB/1GB`, but
+//!   take frames from the ordinary frame allocator (no reserved pool), fall back
+//!   to 4K frames when no aligned run is free (Linux fails the fault with
+//!   `SIGBUS`), and allow a partial `munmap`/`mprotect` (Linux requires
+//!   hugetlb-aligned ranges): the huge page is split.
 #![no_std]
 
 extern crate alloc;
@@ -141,7 +180,7 @@ mod error;
 mod flags;
 
 pub use area::{AreaInfo, AreaKind, Populate};
-pub use backend::{Backend, BackendKind, Mapper};
+pub use backend::{Backend, BackendKind, Mapper, Meta, PageTable};
 pub use error::{FaultError, InsertError, MapError, ProtectError, SplitError, UnmapError};
 pub use flags::{MmapFlags, Prot};
 
@@ -152,7 +191,7 @@ pub use page_table_entry::{GenericPTE, MappingFlags};
 pub use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
 
 use areas::{Area, AreaSet};
-use backend::{Slot, flush_one};
+use backend::{flush_one, page_bytes};
 use flags::{ACCESS_BITS, accessible, allows};
 
 /// The largest [`MmapFlags::CONTIGUOUS`] mapping, in bytes (64 MiB).
@@ -180,6 +219,12 @@ pub struct MmStats {
     pub faults_handled: u64,
     /// Faults on a page already mapped with flags allowing the access (stale TLB).
     pub spurious_faults: u64,
+    /// Faults in huge areas that mapped a whole huge page.
+    pub huge_faults: u64,
+    /// Huge pages that got 4K frames because no aligned run of frames was
+    /// free: a fault in a huge area (the faulting 4K page is mapped) or a
+    /// block of a huge `POPULATE` (all its pages get 4K frames).
+    pub huge_fallbacks: u64,
     /// Number of areas.
     pub areas: usize,
 }
@@ -331,9 +376,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 );
                 for &(s, e) in &done {
                     // The regions were mapped whole by this call: their ends are
-                    // boundaries of the pages mapped for them, so no split fails.
+                    // leaf boundaries, so nothing needs splitting.
                     let _ = self.set.unmap(s, e, &mut self.mapper);
-                    self.mapper.reclaim(s, e);
                 }
                 return Err(e);
             }
@@ -354,6 +398,12 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         let flags = flags.validate()?;
         let mflags = prot.to_mapping_flags()?;
         let size = page_len(len).ok_or(AxError::InvalidInput)?;
+        let page = flags.page_size();
+        let huge = page != PageSize::Size4K;
+        let align = page_bytes(page);
+        if !size.is_multiple_of(align) {
+            return Err(AxError::InvalidInput);
+        }
         let contiguous = flags.contains(MmapFlags::CONTIGUOUS);
         if contiguous && size > CONTIGUOUS_MAX {
             return Err(AxError::InvalidInput);
@@ -362,6 +412,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         let fixed = noreplace || flags.contains(MmapFlags::FIXED);
         let start = if fixed {
             let addr = addr.ok_or(AxError::InvalidInput)?;
+            if !addr.as_usize().is_multiple_of(align) {
+                return Err(AxError::InvalidInput);
+            }
             let (s, e) = self.window_range(addr, size)?;
             if noreplace && self.set.overlaps(s, e) {
                 return Err(AxError::AlreadyExists);
@@ -369,46 +422,70 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             s
         } else {
             let hint = addr
+                .filter(|a| a.as_usize().is_multiple_of(align))
                 .and_then(|a| self.window_range(a, size).ok())
                 .filter(|&(s, e)| !self.set.overlaps(s, e));
             match hint {
                 Some((s, _)) => s,
-                None => self.find_free(size)?,
+                None => self.find_free_aligned(size, align, 0)?,
             }
         };
         let end = start + size;
         let pages = size / PAGE_SIZE_4K;
         let populate = !contiguous && flags.contains(MmapFlags::POPULATE) && accessible(mflags);
-        // 1. Everything the new mapping needs, while the old one is intact:
-        //    data frames, then page tables.
-        let (backend, scratch) = if contiguous {
+        // 1. Data frames, while the old mapping is intact.
+        let (backend, run) = if contiguous {
             let run = self.mapper.alloc_contiguous(pages)?;
             (Backend::contiguous(run), Some(run))
         } else if populate {
-            self.mapper.fill_pool(pages)?;
-            (Backend::alloc(Populate::Eager), self.mapper.pool_frame())
+            if huge {
+                self.mapper.fill_huge_pool(size / align, page)?;
+            } else {
+                self.mapper.fill_pool(pages)?;
+            }
+            (Backend::alloc_sized(Populate::Eager, page), None)
         } else {
-            (Backend::alloc(Populate::Lazy), None)
+            (Backend::alloc_sized(Populate::Lazy, page), None)
         };
         let release = |m: &mut Mapper<M, PTE, H>| {
             m.drain_pool();
-            if let Some(run) = scratch.filter(|_| contiguous) {
+            if let Some(run) = run {
                 m.free_contiguous(run, pages);
             }
         };
-        if let Some(scratch) = scratch.filter(|_| accessible(mflags))
-            && let Err(e) = self.mapper.prepare_tables(start, end, scratch)
-        {
-            release(&mut self.mapper);
-            return Err(e.into());
+        if fixed && self.set.overlaps(start, end) {
+            // 2. Split the old mapping's huge pages at the ends, and hold the
+            //    frames the new mapping's page tables will need.
+            let splits = match self.mapper.split_edges(start, end) {
+                Ok(splits) => splits,
+                Err(e) => {
+                    release(&mut self.mapper);
+                    return Err(e.into());
+                }
+            };
+            if (populate || contiguous) && accessible(mflags) {
+                let leaf_h = match page {
+                    _ if self.mapper.pool_has_4k() => 0,
+                    PageSize::Size1G => 2,
+                    PageSize::Size2M => 1,
+                    _ => 0,
+                };
+                if let Err(e) = self.mapper.reserve_tables(start, end, leaf_h) {
+                    self.mapper.unsplit(splits);
+                    release(&mut self.mapper);
+                    return Err(e.into());
+                }
+            }
+            // 3. Remove the old mapping (its ends are leaf boundaries now).
+            let r = self.set.unmap(start, end, &mut self.mapper);
+            self.mapper.release_reserve();
+            if let Err(e) = r {
+                self.mapper.unsplit(splits);
+                release(&mut self.mapper);
+                return Err(e.into());
+            }
         }
-        // 2. Remove the old mapping; its tables stay until the new one is in.
-        if fixed && let Err(e) = self.set.unmap(start, end, &mut self.mapper) {
-            release(&mut self.mapper);
-            self.mapper.reclaim(start, end);
-            return Err(e.into());
-        }
-        // 3. Map: cannot run out of frames now.
+        // 4. Map: the frames it needs are free now.
         let r = self
             .set
             .insert(start, end, mflags, backend, &mut self.mapper);
@@ -416,17 +493,19 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             release(&mut self.mapper);
         }
         self.mapper.drain_pool();
-        self.mapper.reclaim(start, end);
         r.map(|()| VirtAddr::from(start)).map_err(AxError::from)
     }
 
-    /// The lowest free range of `size` bytes in the window.
-    fn find_free(&self, size: usize) -> AxResult<usize> {
+    /// The lowest free range of `size` bytes in the window whose start is
+    /// `phase` modulo `align` (a power of two).
+    fn find_free_aligned(&self, size: usize, align: usize, phase: usize) -> AxResult<usize> {
         self.set
-            .find_free(
+            .find_free_aligned(
                 self.window.start.as_usize(),
                 self.window.end.as_usize(),
                 size,
+                align,
+                phase,
             )
             .ok_or(AxError::NoMemory)
     }
@@ -435,8 +514,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// shrunk or split as needed; holes are not an error.
     pub fn munmap(&mut self, addr: VirtAddr, len: usize) -> AxResult {
         let (s, e) = self.window_range(addr, len)?;
+        let splits = self.mapper.split_edges(s, e)?;
         let r = self.set.unmap(s, e, &mut self.mapper);
-        self.mapper.reclaim(s, e);
+        if r.is_err() {
+            self.mapper.unsplit(splits);
+        }
         r.map_err(AxError::from)
     }
 
@@ -450,18 +532,35 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         if !self.set.covers(s, e) {
             return Err(ProtectError::Unmapped.into());
         }
+        let splits = self
+            .mapper
+            .split_edges(s, e)
+            .map_err(|_| ProtectError::NoMemory)?;
         if accessible(mflags) {
-            // Tables for pages that come back (parked, linear, contiguous) first.
+            // Pages that come back (parked, linear, contiguous) are mapped first,
+            // so that the change below cannot run out of frames.
+            let mut failed = None;
             for (start, area) in self.set.range(s, e) {
                 if accessible(area.flags) {
                     continue;
                 }
                 let (from, to) = (start.max(s), area.end.min(e));
+                let flags = mflags | (area.flags - ACCESS_BITS);
                 let kind = area.backend.kind();
-                if self.mapper.prepare_reopen(kind, start, from, to).is_err() {
-                    self.mapper.reclaim(s, e);
-                    return Err(ProtectError::NoMemory.into());
+                if self.mapper.reopen(kind, start, from, to, flags).is_err() {
+                    failed = Some(from);
+                    break;
                 }
+            }
+            if let Some(stop) = failed {
+                for (start, area) in self.set.range(s, stop) {
+                    if !accessible(area.flags) {
+                        let kind = area.backend.kind();
+                        self.mapper.close(kind, start.max(s), area.end.min(stop));
+                    }
+                }
+                self.mapper.unsplit(splits);
+                return Err(ProtectError::NoMemory.into());
             }
         }
         self.set
@@ -470,7 +569,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     }
 
     /// Maps `[paddr, paddr + len)` (rounded up to pages) into a free range of the
-    /// window, 4K pages, `device` memory or normal memory. Returns its address.
+    /// window, `device` memory or normal memory. Returns its address. A range
+    /// of at least 2 MiB is placed at an address congruent to `paddr` modulo
+    /// 2 MiB when the window has room, and every 2M (1G) block where both
+    /// addresses are aligned is mapped with one huge page (a partial
+    /// `munmap`/`mprotect` later splits it).
     pub fn map_phys(
         &mut self,
         paddr: PhysAddr,
@@ -489,13 +592,17 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         if device {
             mflags |= MappingFlags::DEVICE;
         }
-        let va = self.find_free(size)?;
+        const M2: usize = 0x20_0000;
+        let va = match self.find_free_aligned(size, M2, paddr.as_usize() % M2) {
+            Ok(va) if size >= M2 => va,
+            _ => self.find_free_aligned(size, PAGE_SIZE_4K, 0)?,
+        };
         let off = va.wrapping_sub(paddr.as_usize());
         self.set.insert(
             va,
             va + size,
             mflags,
-            Backend::linear(off, false),
+            Backend::linear(off, true),
             &mut self.mapper,
         )?;
         Ok(VirtAddr::from(va))
@@ -507,7 +614,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             Ok((paddr, flags, page_size)) => Ok(Translation {
                 paddr,
                 flags,
-                page_size,
+                page_size: page_size.into(),
             }),
             Err(_) => Err(AxError::BadAddress),
         }
@@ -527,7 +634,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// level only.
     pub fn handle_page_fault(&mut self, va: VirtAddr, access: Access) -> Result<(), FaultError> {
         let (start, area) = self.set.find(va.as_usize()).ok_or(FaultError::NoArea)?;
-        let flags = area.flags;
+        let (flags, end) = (area.flags, area.end);
         let kind = area.backend.kind();
         if !allows(flags, access) {
             return Err(FaultError::Denied {
@@ -535,8 +642,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             });
         }
         let page = va.align_down_4k();
-        if let Slot::Leaf { pte, .. } = self.mapper.lookup(page) {
-            if allows(pte.flags(), access) {
+        if let Some((_, pte_flags, _)) = self.mapper.query(page) {
+            if allows(pte_flags, access) {
                 // Stale TLB entry (e.g. after a protect on another path): drop it.
                 flush_one::<M>(page);
                 self.spurious_faults += 1;
@@ -556,7 +663,13 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 let pa = start_frame + (page.as_usize() - start);
                 self.mapper.map_one(page, pa, flags)
             }
-            BackendKind::Alloc { .. } => self.mapper.fault_alloc(page, flags),
+            BackendKind::Alloc {
+                page: PageSize::Size4K,
+                ..
+            } => self.mapper.fault_alloc(page, flags),
+            BackendKind::Alloc { page: size, .. } => {
+                self.mapper.fault_huge(page, start, end, size, flags)
+            }
         };
         match r {
             Ok(()) => {
@@ -575,7 +688,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
 
     /// Counters.
     pub fn stats(&self) -> MmStats {
+        let (huge_faults, huge_fallbacks) = self.mapper.huge_counts();
         MmStats {
+            huge_faults,
+            huge_fallbacks,
             data_frames: self.mapper.data_frames(),
             page_table_frames: self.mapper.table_frames(),
             faults_handled: self.faults_handled,

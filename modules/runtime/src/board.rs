@@ -8,8 +8,9 @@ pub use riscv64_qemu_virt::RiscvVirt as Current;
 #[cfg(target_arch = "x86_64")]
 pub use x86_64_qemu_q35::X86Q35 as Current;
 
-/// The kernel's page table type on this board.
-pub type PageTable = page_table_multiarch::PageTable64<
+/// The kernel's page table type on this board (what the kernel address space
+/// owns: a `paging::PageTable` over the board's metadata, PTE and handler).
+pub type PageTable = mm::PageTable<
     <Current as hal::Board>::PagingMeta,
     <Current as hal::Board>::Pte,
     <Current as hal::Board>::Paging,
