@@ -38,7 +38,6 @@ fn main() {
                 "tessera_boot_pdpt_phys = tessera_boot_pdpt - PHYS_VIRT_OFFSET;",
                 "tessera_boot_pd_phys = tessera_boot_pd - PHYS_VIRT_OFFSET;",
             ],
-            ..Board::default()
         },
     ) else {
         return; // host builds need no linker script (the crate is empty there)

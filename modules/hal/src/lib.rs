@@ -18,6 +18,7 @@
 pub mod fault;
 pub mod kernel;
 pub mod mem;
+pub mod probe;
 
 pub use fault::{Access, FaultOutcome, PageFault, RawCause};
 pub use mem::{MemKind, MemRegion};
@@ -58,6 +59,22 @@ pub struct KnownWord {
     pub device: bool,
     /// What the word is, for the app's output ("device tree magic", ...).
     pub what: &'static str,
+}
+
+impl KnownWord {
+    /// The magic number at the start of a flattened device tree.
+    pub const FDT_MAGIC: u32 = 0xd00d_feed;
+
+    /// The device tree header's magic, for boards whose firmware passes one.
+    pub fn fdt_magic(boot: &BootInfo) -> Self {
+        KnownWord {
+            paddr: boot.fdt.unwrap_or(PhysAddr::from(0)),
+            value: Self::FDT_MAGIC,
+            big_endian: true,
+            device: false,
+            what: "device tree magic",
+        }
+    }
 }
 
 /// One board: everything the kernel needs from the hardware it runs on.
@@ -102,14 +119,19 @@ pub trait Board {
     fn flush_tlb(vaddr: Option<VirtAddr>);
 
     /// Performs one real byte load at `addr` and reports whether it faulted,
-    /// without ending the kernel (an exception-table fixup in the trap handler).
-    /// A fault the memory module resolves (a lazy page) counts as no fault.
-    fn probe_read(addr: VirtAddr) -> bool;
+    /// without ending the kernel (an exception-table fixup in the trap handler,
+    /// see [`probe`]). A fault the memory module resolves (a lazy page) counts as
+    /// no fault.
+    fn probe_read(addr: VirtAddr) -> bool {
+        probe::read(addr.as_usize())
+    }
 
     /// Like [`Board::probe_read`], for a store: loads the byte at `addr` and stores
     /// it back, so a successful probe leaves memory unchanged. A page that cannot
     /// be read reports a fault too.
-    fn probe_write(addr: VirtAddr) -> bool;
+    fn probe_write(addr: VirtAddr) -> bool {
+        probe::write(addr.as_usize())
+    }
 
     /// A word at a known physical address (device tree header, device register).
     fn known_word(boot: &BootInfo) -> KnownWord;

@@ -153,7 +153,8 @@ fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
             u32::from_be(header.add(1).read_volatile()),
         )
     };
-    (magic == 0xd00d_feed).then(|| (align_down_4k(fdt), align_up_4k(fdt + size as usize)))
+    (magic == hal::KnownWord::FDT_MAGIC)
+        .then(|| (align_down_4k(fdt), align_up_4k(fdt + size as usize)))
 }
 
 /// Builds the memory map, sorted by address.

@@ -192,7 +192,7 @@ unsafe extern "C" {
 }
 
 /// Device-tree header magic (big-endian in memory).
-pub const FDT_MAGIC: u32 = 0xd00d_feed;
+pub const FDT_MAGIC: u32 = hal::KnownWord::FDT_MAGIC;
 
 /// Whether a device-tree header is at physical `pa` (in RAM, 8-byte aligned).
 fn fdt_at(pa: usize) -> bool {

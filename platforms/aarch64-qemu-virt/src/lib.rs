@@ -174,21 +174,7 @@ impl Board for ArmVirt {
         }
     }
 
-    fn probe_read(addr: VirtAddr) -> bool {
-        probe::read(addr.as_usize())
-    }
-
-    fn probe_write(addr: VirtAddr) -> bool {
-        probe::write(addr.as_usize())
-    }
-
     fn known_word(boot: &BootInfo) -> KnownWord {
-        KnownWord {
-            paddr: boot.fdt.unwrap_or(PhysAddr::from(0)),
-            value: boot::FDT_MAGIC,
-            big_endian: true,
-            device: false,
-            what: "device tree magic",
-        }
+        KnownWord::fdt_magic(boot)
     }
 }

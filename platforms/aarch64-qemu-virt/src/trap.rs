@@ -358,7 +358,7 @@ extern "C" fn handle_trap(tf: &mut TrapFrame, slot: u64) {
             // the faulting instruction runs again (`eret` is context synchronising).
             aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
         }
-        FaultOutcome::Denied => match crate::probe::fixup(tf.elr as usize) {
+        FaultOutcome::Denied => match hal::probe::fixup(tf.elr as usize) {
             Some(resume) => {
                 tf.regs[0] = 1; // x0: "faulted"
                 tf.elr = resume as u64;

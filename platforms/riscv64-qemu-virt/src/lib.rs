@@ -86,21 +86,7 @@ impl Board for RiscvVirt {
         }
     }
 
-    fn probe_read(addr: VirtAddr) -> bool {
-        probe::read(addr.as_usize())
-    }
-
-    fn probe_write(addr: VirtAddr) -> bool {
-        probe::write(addr.as_usize())
-    }
-
     fn known_word(boot: &BootInfo) -> KnownWord {
-        KnownWord {
-            paddr: boot.fdt.unwrap_or(PhysAddr::from(0)),
-            value: 0xd00d_feed,
-            big_endian: true,
-            device: false,
-            what: "device tree magic",
-        }
+        KnownWord::fdt_magic(boot)
     }
 }

@@ -235,7 +235,7 @@ extern "C" fn handle_trap(tf: &mut TrapFrame) {
     }
     match hal::kernel::page_fault(&fault) {
         FaultOutcome::Resolved => {}
-        FaultOutcome::Denied => match crate::probe::fixup(tf.sepc) {
+        FaultOutcome::Denied => match hal::probe::fixup(tf.sepc) {
             Some(resume) => {
                 tf.regs[10] = 1; // a0: "faulted"
                 tf.sepc = resume;

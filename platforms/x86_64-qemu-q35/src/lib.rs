@@ -96,14 +96,6 @@ impl Board for X86Q35 {
         }
     }
 
-    fn probe_read(addr: VirtAddr) -> bool {
-        probe::read(addr.as_usize())
-    }
-
-    fn probe_write(addr: VirtAddr) -> bool {
-        probe::write(addr.as_usize())
-    }
-
     fn known_word(_boot: &BootInfo) -> KnownWord {
         KnownWord {
             paddr: PhysAddr::from(cpu::LOCAL_APIC + cpu::APIC_VERSION),

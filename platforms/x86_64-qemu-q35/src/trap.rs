@@ -408,7 +408,7 @@ extern "C" fn handle_trap(tf: &mut TrapFrame) {
     };
     match hal::kernel::page_fault(&fault) {
         FaultOutcome::Resolved => {}
-        FaultOutcome::Denied => match crate::probe::fixup(tf.rip as usize) {
+        FaultOutcome::Denied => match hal::probe::fixup(tf.rip as usize) {
             Some(resume) => {
                 tf.rax = 1; // the probe's result: "faulted"
                 tf.rip = resume as u64;
