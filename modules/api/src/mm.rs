@@ -8,7 +8,7 @@
 use alloc::vec::Vec;
 
 use hal::Board;
-pub use mm::{AreaInfo, AreaKind, MmapFlags, Prot, Translation};
+pub use mm::{AreaInfo, AreaKind, MappingFlags, MmapFlags, PageSize, Prot, Translation};
 use runtime::board::Current;
 
 use crate::AxResult;

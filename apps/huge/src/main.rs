@@ -1,0 +1,178 @@
+//! Anonymous huge pages: the same memory touched with 4K pages and with 2M
+//! pages (faults handled and page-table frames for each), the 4K fallback when
+//! no aligned 2M run of frames is free, and a partial `mprotect`/`munmap` that
+//! splits a huge page while the rest keeps its frames and data. Every frame
+//! comes back at the end.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use tessera::mm::{self, MmapFlags, PAGE_SIZE, PageSize, Prot};
+use tessera::{AppResult, Context, check, check_eq, println};
+
+tessera::main!(main);
+
+const RW: Prot = Prot::READ.union(Prot::WRITE);
+const M2: usize = 0x20_0000;
+const MIB: usize = 1 << 20;
+
+fn read(va: usize) -> u64 {
+    // SAFETY: callers pass addresses of readable pages the app mapped.
+    unsafe { (va as *const u64).read_volatile() }
+}
+
+fn write(va: usize, v: u64) {
+    // SAFETY: callers pass addresses of writable pages the app mapped (a lazy
+    // page is faulted in by the write).
+    unsafe { (va as *mut u64).write_volatile(v) }
+}
+
+/// Maps `len` bytes lazily with `flags`, writes every 4K page, and reports the
+/// faults handled and the page-table frames the region needed.
+fn touch(name: &str, len: usize, flags: MmapFlags) -> Result<(u64, usize), String> {
+    let before = mm::stats();
+    let base = mm::mmap(None, len, RW, flags).context("mmap")?;
+    for off in (0..len).step_by(PAGE_SIZE) {
+        write(base + off, off as u64);
+    }
+    let during = mm::stats();
+    for off in (0..len).step_by(64 * PAGE_SIZE) {
+        check_eq!(read(base + off), off as u64, "{name}: data at +{off:#x}");
+    }
+    let faults = during.faults_handled - before.faults_handled;
+    let tables = during.page_table_frames - before.page_table_frames;
+    println!("{name}: {faults} faults, {tables} page-table frames");
+    mm::munmap(base, len).context("munmap")?;
+    Ok((faults, tables))
+}
+
+/// Fills memory with populated 4K mappings until none fits, frees a few
+/// pages at the end (fewer than a 2M run), and touches a lazy huge area.
+fn fallback() -> AppResult {
+    let huge = mm::mmap(None, M2, RW, MmapFlags::HUGE_2M).context("mmap huge")?;
+    let mut fill: Vec<(usize, usize)> = Vec::new();
+    fill.try_reserve(4096)
+        .map_err(|_| String::from("reserve"))?;
+    for chunk in [4 * MIB, 256 * 1024, PAGE_SIZE] {
+        while fill.len() < fill.capacity() {
+            match mm::mmap(None, chunk, RW, MmapFlags::POPULATE) {
+                Ok(va) => fill.push((va, chunk)),
+                Err(_) => break,
+            }
+        }
+    }
+    let spare = 16 * PAGE_SIZE;
+    let filled: usize = fill.iter().map(|&(_, len)| len).sum();
+    check!(filled >= spare, "too little memory filled");
+    // Free the last 16 pages mapped: 16 frames, no aligned 2M run.
+    let mut freed = 0;
+    for &(va, len) in fill.iter().rev() {
+        let n = (spare - freed).min(len);
+        mm::munmap(va + len - n, n).context("munmap spare")?;
+        freed += n;
+        if freed == spare {
+            break;
+        }
+    }
+    let before = mm::stats();
+    write(huge, 42);
+    let after = mm::stats();
+    let t = mm::translate(huge).context("translate")?;
+    let fallbacks = after.huge_fallbacks - before.huge_fallbacks;
+    println!(
+        "fallback: memory full but {} pages: the fault mapped a {} page, fallbacks counted: {fallbacks}",
+        spare / PAGE_SIZE,
+        if t.page_size == PageSize::Size4K {
+            "4K"
+        } else {
+            "huge"
+        }
+    );
+    check_eq!(t.page_size, PageSize::Size4K, "fallback page size");
+    check_eq!(fallbacks, 1, "fallbacks counted");
+    check_eq!(after.huge_faults, before.huge_faults, "huge faults");
+    for &(va, len) in &fill {
+        mm::munmap(va, len).context("munmap fill")?;
+    }
+    mm::munmap(huge, M2).context("munmap huge")?;
+    // With memory back, the same area gets a huge page again.
+    let huge = mm::mmap(None, M2, RW, MmapFlags::HUGE_2M).context("mmap huge")?;
+    write(huge + PAGE_SIZE, 7);
+    let t = mm::translate(huge).context("translate")?;
+    println!(
+        "after freeing: the fault mapped a {} page",
+        if t.page_size == PageSize::Size2M {
+            "2M"
+        } else {
+            "smaller"
+        }
+    );
+    check_eq!(t.page_size, PageSize::Size2M, "page size with memory back");
+    mm::munmap(huge, M2).context("munmap huge")
+}
+
+/// A partial mprotect and munmap of a populated huge page.
+fn splits() -> AppResult {
+    let base = mm::mmap(None, M2, RW, MmapFlags::HUGE_2M | MmapFlags::POPULATE).context("mmap")?;
+    for off in (0..M2).step_by(PAGE_SIZE) {
+        write(base + off, off as u64);
+    }
+    let pa = mm::translate(base).context("translate")?.paddr.as_usize();
+    let data = mm::stats().data_frames;
+    let mid = base + M2 / 2;
+    mm::mprotect(mid, PAGE_SIZE, Prot::READ).context("mprotect")?;
+    check!(
+        mm::write_faults(mid) && !mm::read_faults(mid),
+        "read-only page"
+    );
+    mm::munmap(mid + PAGE_SIZE, PAGE_SIZE).context("munmap")?;
+    check!(mm::read_faults(mid + PAGE_SIZE), "unmapped page");
+    for off in (0..M2).step_by(PAGE_SIZE) {
+        if off == M2 / 2 + PAGE_SIZE {
+            continue;
+        }
+        let t = mm::translate(base + off).context("translate")?;
+        check_eq!(
+            t.paddr.as_usize(),
+            pa + off,
+            "physical address of +{off:#x}"
+        );
+        check_eq!(t.page_size, PageSize::Size4K, "page size of +{off:#x}");
+        check_eq!(read(base + off), off as u64, "data at +{off:#x}");
+    }
+    let freed = data - mm::stats().data_frames;
+    println!(
+        "split: mprotect + munmap of 4K pages in a 2M page: 4K pages now, 511 keep their frames and data, {freed} frame freed"
+    );
+    check_eq!(freed, 1, "frames freed by the partial munmap");
+    mm::munmap(base, M2).context("munmap")
+}
+
+fn main() -> AppResult {
+    let start = mm::stats();
+    let free = (start.frames_total - start.frames_used) * PAGE_SIZE;
+    let len = if free >= 72 * MIB { 64 * MIB } else { 32 * MIB };
+    println!("touching {} MiB ({} MiB free)", len / MIB, free / MIB);
+    let (f4, t4) = touch("4K", len, MmapFlags::empty())?;
+    let (f2, t2) = touch("2M", len, MmapFlags::HUGE_2M)?;
+    check_eq!(f4 as usize, len / PAGE_SIZE, "4K faults");
+    check_eq!(f2 as usize, len / M2, "2M faults");
+    check!(t2 < t4, "2M pages need fewer page-table frames");
+    check_eq!(
+        mm::stats().huge_fallbacks,
+        start.huge_fallbacks,
+        "fallbacks"
+    );
+    fallback()?;
+    splits()?;
+    let end = mm::stats();
+    let leaked = end.frames_used as isize - start.frames_used as isize;
+    println!("leaked frames: {leaked}");
+    check_eq!(leaked, 0, "frames in use at the end");
+    check_eq!(end.data_frames, start.data_frames, "anonymous frames");
+    Ok(())
+}
