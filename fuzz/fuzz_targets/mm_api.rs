@@ -101,7 +101,9 @@ impl Bytes<'_> {
     fn flags(&mut self) -> MmapFlags {
         let b = self.u8();
         if b == 0xff {
-            return MmapFlags::from_bits_retain(self.u64() as u32);
+            // Huge pages are not in this model (tests/huge.rs covers them).
+            let huge = MmapFlags::HUGE_2M | MmapFlags::HUGE_1G;
+            return MmapFlags::from_bits_retain(self.u64() as u32 & !huge.bits());
         }
         let mut f = MmapFlags::empty();
         for (bit, flag) in [
