@@ -421,3 +421,116 @@ fn map_phys_uses_huge_pages_and_splits() {
     assert!((0..2 * M2).step_by(PAGE).all(|o| stamped(&s, h + o)));
     finish(s);
 }
+
+/// Random munmap/mprotect of 4K-aligned ranges over two populated huge pages,
+/// some under a tight frame limit, checked page by page against a model: each
+/// remaining page keeps its physical address and data, its flags follow the
+/// last mprotect, a failure (`NoMemory`) changes nothing, frames are exact.
+#[test]
+fn random_splits_keep_frames_and_data() {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    const PROTS: [Prot; 3] = [Prot::empty(), Prot::READ, RW];
+    for seed in 1..=4u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut s = space();
+        let n = 2 * M2 / PAGE;
+        let (mut a, mut pa, mut model) = (0, Vec::new(), Vec::new());
+        let (mut oks, mut refused) = (0, 0);
+        for step in 0..400 {
+            if step % 25 == 0 {
+                // A fresh pair of huge pages every 25 steps, so splits keep coming.
+                if step > 0 {
+                    s.munmap(va(a), 2 * M2).unwrap();
+                }
+                a = s.mmap(None, 2 * M2, RW, H2 | POP).unwrap().as_usize();
+                stamp(&s, a, 2 * M2);
+                pa = layout(&s, a, 2 * M2).iter().map(|l| l.unwrap().0).collect();
+                // Per page: None = unmapped, Some(prot).
+                model = vec![Some(RW); n];
+            }
+            let first = rng.random_range(0..n);
+            let cap = if rng.random_bool(0.8) { 4 } else { n };
+            let len = rng.random_range(1..=(n - first).min(cap));
+            let (start, bytes) = (a + first * PAGE, len * PAGE);
+            let limited = rng.random_bool(0.25);
+            let before = snapshot(&s);
+            if limited {
+                testing::set_limit(Some(testing::frames_in_use() + rng.random_range(0..2)));
+            }
+            let unmap = rng.random_bool(0.3);
+            let prot = PROTS[rng.random_range(0..3)];
+            let r = if unmap {
+                s.munmap(va(start), bytes)
+            } else {
+                s.mprotect(va(start), bytes, prot)
+            };
+            testing::set_limit(None);
+            let covered = model[first..first + len].iter().all(Option::is_some);
+            match r {
+                Ok(()) => {
+                    oks += 1;
+                    assert!(
+                        unmap || covered,
+                        "seed {seed} step {step}: mprotect over a hole"
+                    );
+                    for m in &mut model[first..first + len] {
+                        *m = if unmap { None } else { Some(prot) };
+                    }
+                }
+                Err(AxError::NoMemory) if limited || !covered => {
+                    refused += usize::from(covered);
+                    assert_eq!(
+                        snapshot(&s),
+                        before,
+                        "seed {seed} step {step}: failure changed something"
+                    );
+                }
+                Err(e) => panic!("seed {seed} step {step}: {e:?}"),
+            }
+            for (i, m) in model.iter().enumerate() {
+                let addr = a + i * PAGE;
+                let t = s.translate(va(addr));
+                match m {
+                    Some(p) if !p.is_empty() => {
+                        let t = t.unwrap_or_else(|e| {
+                            panic!("seed {seed} step {step}: {addr:#x}: {e:?}")
+                        });
+                        assert_eq!(
+                            t.paddr.as_usize(),
+                            pa[i],
+                            "seed {seed} step {step}: frame of {addr:#x}"
+                        );
+                        assert_eq!(
+                            t.flags.contains(MappingFlags::WRITE),
+                            p.contains(Prot::WRITE)
+                        );
+                        assert!(
+                            stamped(&s, addr),
+                            "seed {seed} step {step}: data of {addr:#x}"
+                        );
+                    }
+                    _ => assert!(t.is_err(), "seed {seed} step {step}: {addr:#x} mapped"),
+                }
+            }
+            let live = model.iter().filter(|m| m.is_some()).count();
+            assert_eq!(s.stats().data_frames, live, "seed {seed} step {step}");
+            assert_eq!(
+                testing::frames_in_use(),
+                live + s.stats().page_table_frames,
+                "seed {seed} step {step}: frames in use"
+            );
+        }
+        assert!(
+            oks > 100 && refused > 0,
+            "seed {seed}: {oks} done, {refused} out of frames"
+        );
+        // Whatever is parked comes back with its data.
+        let covered = model.iter().all(Option::is_some);
+        if covered {
+            s.mprotect(va(a), 2 * M2, RW).unwrap();
+            assert!((0..2 * M2).step_by(PAGE).all(|o| stamped(&s, a + o)));
+        }
+        finish(s);
+    }
+}
