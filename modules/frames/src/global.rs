@@ -19,7 +19,7 @@ pub fn alloc(count: usize, align: usize) -> Result<usize, AllocError> {
     GLOBAL.lock().alloc(count, align)
 }
 
-/// Frees a run allocated with [`alloc`].
+/// Frees a run allocated with [`alloc()`].
 pub fn free(paddr: usize, count: usize) -> Result<(), FreeError> {
     GLOBAL.lock().free(paddr, count)
 }
