@@ -89,11 +89,13 @@
 #![no_std]
 
 mod error;
+mod noflush;
 mod size;
 mod table;
 
 pub use error::{MapError, ProtectError, QueryError, UnmapError};
 pub use memory_addr::{PhysAddr, VirtAddr};
+pub use noflush::NoFlush;
 pub use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
 pub use size::{LeafSize, PageSize, Size1G, Size2M, Size4K};
-pub use table::{Cursor, Leaf, NoFlush, PageTable};
+pub use table::{Cursor, Leaf, PageTable};

@@ -1,0 +1,209 @@
+//! The cursor: flush-on-drop guard, retired-frame list, single-page operations.
+//!
+//! A [`Cursor`] mutably borrows its [`PageTable`] and is the only way to change
+//! it. Invariants kept here: every changed leaf address is recorded (`note`) or
+//! the cursor is switched to a full flush; unlinking a table or splitting a leaf
+//! forces a full flush; a retired table frame is linked into a list through its
+//! first word (a value with bit 0 clear, so a stale hardware walk still sees a
+//! non-present entry) and returned to `H` only after `M::flush_tlb` has run, in
+//! [`Cursor::flush`] or on drop. The single-page operations check their page and
+//! then defer to the region operations in `region`.
+
+use core::ops::Deref;
+
+use memory_addr::PhysAddr;
+use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
+
+use crate::error::{MapError, ProtectError, UnmapError};
+use crate::size::PageSize;
+
+use super::entry::ENTRIES;
+use super::{Leaf, PageTable, Pt};
+
+/// Leaf addresses remembered for a targeted flush before falling back to a full one.
+const FLUSH_BATCH: usize = 16;
+
+/// A batch of changes to a [`PageTable`].
+///
+/// Records what the TLB must forget; on drop (or [`Cursor::flush`]) it calls
+/// `M::flush_tlb`, then frees the table frames it retired. Dereferences to the
+/// table for queries.
+pub struct Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
+    pub(super) pt: &'a mut PageTable<M, PTE, H>,
+    addrs: [usize; FLUSH_BATCH],
+    n_addrs: usize,
+    pub(super) full: bool,
+    /// Head of the list of retired table frames, linked through their first word.
+    retired: Option<PhysAddr>,
+}
+
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Deref for Cursor<'_, M, PTE, H> {
+    type Target = PageTable<M, PTE, H>;
+
+    fn deref(&self) -> &Self::Target {
+        self.pt
+    }
+}
+
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop for Cursor<'_, M, PTE, H> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> {
+    /// Starts a batch of changes. The cursor flushes the TLB when dropped.
+    pub fn cursor(&mut self) -> Cursor<'_, M, PTE, H> {
+        Cursor {
+            pt: self,
+            addrs: [0; FLUSH_BATCH],
+            n_addrs: 0,
+            full: false,
+            retired: None,
+        }
+    }
+}
+
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H> {
+    /// Flushes the TLB for everything changed so far, then frees the retired
+    /// table frames. Does nothing if nothing changed.
+    pub fn flush(&mut self) {
+        if self.full {
+            M::flush_tlb(None);
+        } else {
+            for &va in &self.addrs[..self.n_addrs] {
+                M::flush_tlb(Some(va.into()));
+            }
+        }
+        self.full = false;
+        self.n_addrs = 0;
+        while let Some(frame) = self.retired {
+            let link = H::phys_to_virt(frame).as_ptr().cast::<usize>();
+            // SAFETY: `frame` is a retired table frame we still own (not yet freed);
+            // its first word holds the next link, written by `retire`.
+            let next = unsafe { link.read_volatile() };
+            self.retired = (next != 0).then(|| PhysAddr::from(next));
+            H::dealloc_frame(frame);
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn note(&mut self, va: usize) {
+        if !self.full {
+            if self.n_addrs < FLUSH_BATCH {
+                self.addrs[self.n_addrs] = va;
+                self.n_addrs += 1;
+            } else {
+                self.full = true;
+            }
+        }
+    }
+
+    /// Queues an unlinked (empty) table frame to be freed after the next flush.
+    pub(super) fn retire(&mut self, frame: PhysAddr) {
+        self.full = true;
+        let next = self.retired.map_or(0, |p| p.as_usize());
+        let link = H::phys_to_virt(frame).as_mut_ptr().cast::<usize>();
+        // SAFETY: `frame` is an empty table just unlinked from its parent and owned
+        // by us. Its first word becomes the list link; a 4K-aligned address (or 0)
+        // has bit 0 clear, so a stale hardware walk still sees a non-present entry.
+        unsafe { link.write_volatile(next) };
+        self.retired = Some(frame);
+    }
+
+    /// Maps one page of size `S` at `vaddr` to `paddr`, creating the tables down
+    /// to `S`'s level. Fails with `AlreadyMapped` if anything is mapped there
+    /// (a larger leaf covering it, or smaller leaves inside it).
+    pub fn map<S: PageSize>(
+        &mut self,
+        vaddr: M::VirtAddr,
+        paddr: PhysAddr,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        let va: usize = vaddr.into();
+        if !va.is_multiple_of(S::SIZE) || !paddr.as_usize().is_multiple_of(S::SIZE) {
+            return Err(MapError::NotAligned);
+        }
+        self.map_impl(va, paddr.as_usize(), S::SIZE, flags, S::HEIGHT)
+    }
+
+    /// Unmaps the page of size `S` at `vaddr` and returns it. If a larger leaf
+    /// covers it, that leaf is split and the rest stays mapped.
+    pub fn unmap<S: PageSize>(
+        &mut self,
+        vaddr: M::VirtAddr,
+    ) -> Result<Leaf<M::VirtAddr>, UnmapError> {
+        let va: usize = vaddr.into();
+        if !va.is_multiple_of(S::SIZE) {
+            return Err(UnmapError::NotAligned);
+        }
+        if !M::vaddr_is_valid(va) {
+            return Err(UnmapError::OutOfRange);
+        }
+        match self.pt.find(va & Pt::<M, PTE, H>::LA_MASK) {
+            None => return Err(UnmapError::NotMapped),
+            Some((_, h)) if h < S::HEIGHT => return Err(UnmapError::SizeMismatch),
+            Some(_) => {}
+        }
+        let mut out = None;
+        self.unmap_region(vaddr, S::SIZE, |l| out = Some(l))?;
+        out.ok_or(UnmapError::NotMapped)
+    }
+
+    /// Sets `flags` on the page of size `S` at `vaddr`. If a larger leaf covers
+    /// it, that leaf is split and the rest keeps its flags.
+    pub fn protect<S: PageSize>(
+        &mut self,
+        vaddr: M::VirtAddr,
+        flags: MappingFlags,
+    ) -> Result<(), ProtectError> {
+        let va: usize = vaddr.into();
+        if !va.is_multiple_of(S::SIZE) {
+            return Err(ProtectError::NotAligned);
+        }
+        if !M::vaddr_is_valid(va) {
+            return Err(ProtectError::OutOfRange);
+        }
+        if !flags.intersects(MappingFlags::READ | MappingFlags::EXECUTE) {
+            return Err(ProtectError::InvalidFlags);
+        }
+        match self.pt.find(va & Pt::<M, PTE, H>::LA_MASK) {
+            None => return Err(ProtectError::NotMapped),
+            Some((_, h)) if h < S::HEIGHT => return Err(ProtectError::SizeMismatch),
+            Some(_) => {}
+        }
+        self.protect_region(vaddr, S::SIZE, flags)
+    }
+
+    /// Copies the root entries of the upper half of the translated space (root
+    /// slots 256..512) from `other`, for address spaces that share the kernel
+    /// half. The copied slots are not owned: this table never frees, changes or
+    /// maps into them (operations touching them fail with `Shared`).
+    ///
+    /// Fails with `AlreadyMapped` if this table has anything of its own there.
+    /// Only meaningful for formats where one table covers both halves (x86_64,
+    /// RISC-V Sv39/Sv48); on AArch64 the halves use separate tables.
+    ///
+    /// # Safety
+    ///
+    /// The tables referenced by the copied entries must stay alive and in place
+    /// as long as this table exists: `other` must outlive it, and nothing may
+    /// unmap `other`'s upper half in a way that frees those tables.
+    pub unsafe fn copy_kernel_half(
+        &mut self,
+        other: &PageTable<M, PTE, H>,
+    ) -> Result<(), MapError> {
+        let root = self.pt.root;
+        for i in ENTRIES / 2..ENTRIES {
+            if !self.pt.is_shared(i) && !Pt::<M, PTE, H>::read(root, i).is_unused() {
+                return Err(MapError::AlreadyMapped);
+            }
+        }
+        for i in ENTRIES / 2..ENTRIES {
+            Pt::<M, PTE, H>::write(root, i, Pt::<M, PTE, H>::read(other.root, i));
+            self.pt.shared[i / 64] |= 1 << (i % 64);
+        }
+        self.full = true;
+        Ok(())
+    }
+}
