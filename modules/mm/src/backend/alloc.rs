@@ -1,0 +1,336 @@
+//! Allocated areas (4K and huge): the fault path, populate, unmap and protect,
+//! and `reopen`/`close`, which map and remove the pages of any kind of area
+//! around `PROT_NONE` for `mprotect`.
+//!
+//! Invariants:
+//! - a frame of an allocated area is mapped by exactly one PTE or parked
+//!   (4K each: a huge leaf is parked as its pieces), never both;
+//! - a data frame is freed only after the cursor that unmapped it was dropped
+//!   (TLB flushed): [`Mapper::unmap_alloc`] takes at most `BATCH` leaves per
+//!   cursor, drops it, then frees their frames (a huge leaf's whole run);
+//! - a failing fault or populate leaves the table and the frame count as they
+//!   were (frames it got are freed, parked frames stay parked);
+//! - a huge block is mapped by one huge leaf only if it lies inside the area
+//!   and nothing of it is mapped or parked; otherwise (or with no aligned run
+//!   free: a fallback) its pages get 4K frames.
+
+use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
+use page_table_entry::{GenericPTE, MappingFlags};
+use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+use paging::{Leaf, Size1G, Size2M, Size4K};
+
+use super::mapper::{Mapper, Slot, block_end, zero_frames};
+use super::{BackendKind, map_err, page_bytes};
+use crate::area::Populate;
+use crate::error::MapError;
+use crate::flags::accessible;
+
+/// Leaves unmapped per cursor before it is dropped (flushed) and their frames
+/// are freed.
+const BATCH: usize = 32;
+
+impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
+    /// Fault path of an allocated area: re-map a parked frame or map a new zeroed one.
+    pub(crate) fn fault_alloc(
+        &mut self,
+        page: VirtAddr,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        if let Some(pa) = self.parked.remove(&page) {
+            return self.map_one(page, pa, flags).inspect_err(|_| {
+                self.parked.insert(page, pa);
+            });
+        }
+        let pa = self.alloc_data_frame().ok_or(MapError::NoMemory)?;
+        match self.map_one(page, pa, flags) {
+            Ok(()) => {
+                self.data_frames += 1;
+                Ok(())
+            }
+            Err(e) => {
+                H::dealloc_frame(pa);
+                Err(e)
+            }
+        }
+    }
+
+    /// Fault path of a huge allocated area `[area_start, area_end)`: if the
+    /// aligned `size` block around `page` lies inside the area and nothing of
+    /// it is mapped or parked, map one zeroed huge frame over it; if no aligned
+    /// run is free, count a fallback and map a 4K frame (as for a block that
+    /// is partly mapped already, e.g. after a split).
+    pub(crate) fn fault_huge(
+        &mut self,
+        page: VirtAddr,
+        area_start: usize,
+        area_end: usize,
+        size: PageSize,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        let bytes = page_bytes(size);
+        let base = page.as_usize() & !(bytes - 1);
+        let fits = base >= area_start
+            && base.checked_add(bytes).is_some_and(|e| e <= area_end)
+            && matches!(self.lookup(base), Slot::Hole { size: hole } if hole >= bytes)
+            && self
+                .parked
+                .range(VirtAddr::from(base)..VirtAddr::from(base + bytes))
+                .next()
+                .is_none();
+        if fits {
+            let frames = bytes / PAGE_SIZE_4K;
+            match H::alloc_frames(frames, bytes) {
+                Some(pa) => {
+                    zero_frames::<H>(pa, frames);
+                    let va = VirtAddr::from(base);
+                    let mut c = self.pt.cursor();
+                    let r = match size {
+                        PageSize::Size1G => c.map::<Size1G>(va, pa, flags),
+                        _ => c.map::<Size2M>(va, pa, flags),
+                    };
+                    drop(c);
+                    return match r {
+                        Ok(()) => {
+                            self.data_frames += frames;
+                            self.huge_faults += 1;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            H::dealloc_frames(pa, frames);
+                            Err(map_err(e))
+                        }
+                    };
+                }
+                None => self.huge_fallbacks += 1,
+            }
+        }
+        self.fault_alloc(page, flags)
+    }
+
+    // ------------------------------------------------------------ alloc
+
+    /// Eager map with 4K pages: a zeroed frame per page. Undoes everything on
+    /// failure.
+    pub(super) fn populate(
+        &mut self,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        if !accessible(flags) {
+            return Ok(());
+        }
+        let mut va = start;
+        let mut failure = None;
+        while va < end {
+            if let Err(e) = self.populate_4k(va, flags) {
+                failure = Some(e);
+                break;
+            }
+            va += PAGE_SIZE_4K;
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                self.unmap_alloc(start, va);
+                Err(e)
+            }
+        }
+    }
+
+    fn populate_4k(&mut self, va: usize, flags: MappingFlags) -> Result<(), MapError> {
+        let pa = self.alloc_data_frame().ok_or(MapError::NoMemory)?;
+        if let Err(e) = self.map_one(va.into(), pa, flags) {
+            H::dealloc_frame(pa);
+            return Err(e);
+        }
+        self.data_frames += 1;
+        Ok(())
+    }
+
+    /// Eager map with huge pages: one pooled aligned run per block, or 4K
+    /// frames for a block the pool has no run for (a fallback). Undoes
+    /// everything on failure.
+    pub(super) fn populate_huge(
+        &mut self,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+        page: PageSize,
+    ) -> Result<(), MapError> {
+        if !accessible(flags) {
+            return Ok(());
+        }
+        let bytes = page_bytes(page);
+        let mut va = start;
+        let mut failure = None;
+        'blocks: while va < end {
+            if let Some((pa, frames)) = self.huge_pool.pop() {
+                zero_frames::<H>(pa, frames);
+                let mut c = self.pt.cursor();
+                let r = match page {
+                    PageSize::Size1G => c.map::<Size1G>(va.into(), pa, flags),
+                    _ => c.map::<Size2M>(va.into(), pa, flags),
+                };
+                drop(c);
+                if let Err(e) = r {
+                    H::dealloc_frames(pa, frames);
+                    failure = Some(map_err(e));
+                    break;
+                }
+                self.data_frames += frames;
+                va += bytes;
+                continue;
+            }
+            self.huge_fallbacks += 1;
+            for _ in 0..bytes / PAGE_SIZE_4K {
+                if let Err(e) = self.populate_4k(va, flags) {
+                    failure = Some(e);
+                    break 'blocks;
+                }
+                va += PAGE_SIZE_4K;
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                self.unmap_alloc(start, va);
+                Err(e)
+            }
+        }
+    }
+
+    /// Unmaps the allocated pages of `[start, end)` and frees their frames after
+    /// the flush (a huge leaf's run at once); frees parked frames; skips holes.
+    pub(super) fn unmap_alloc(&mut self, start: usize, end: usize) {
+        let (s, e) = (VirtAddr::from(start), VirtAddr::from(end));
+        while let Some((&va, &pa)) = self.parked.range(s..e).next() {
+            self.parked.remove(&va);
+            H::dealloc_frame(pa);
+            self.data_frames -= 1;
+        }
+        let mut va = start;
+        while va < end {
+            // Up to BATCH whole leaves (edges are leaf boundaries: split_edges).
+            let from = va;
+            let mut n = 0;
+            while va < end && n < BATCH {
+                match self.lookup(va) {
+                    Slot::Leaf { size } => {
+                        n += 1;
+                        va = block_end(va, size, end);
+                    }
+                    Slot::Hole { size } => va = block_end(va, size, end),
+                }
+            }
+            let mut frames = [(PhysAddr::from_usize(0), 0usize); BATCH];
+            let mut k = 0;
+            {
+                let mut c = self.pt.cursor();
+                let r = c.unmap_region(from.into(), va - from, |l: Leaf<VirtAddr>| {
+                    if k < BATCH {
+                        frames[k] = (l.paddr, l.size.bytes() / PAGE_SIZE_4K);
+                        k += 1;
+                    }
+                });
+                if r.is_err() {
+                    log::warn!("unmap of [{from:#x}, {va:#x}) failed: a huge page straddles it");
+                }
+            } // cursor dropped: TLB flushed, retired tables freed
+            for &(pa, n) in &frames[..k] {
+                H::dealloc_frames(pa, n);
+                self.data_frames -= n;
+            }
+        }
+    }
+
+    /// New flags for an allocated range: present pages get the new flags, or are
+    /// parked (4K each) when the flags allow no access; parked pages are
+    /// re-mapped when the flags allow access (a page that cannot be re-mapped
+    /// stays parked and is re-mapped on its next fault; `mprotect` re-maps them
+    /// before changing anything, see [`Self::reopen`]).
+    pub(super) fn protect_alloc(&mut self, start: usize, end: usize, flags: MappingFlags) {
+        if !accessible(flags) {
+            self.close(
+                BackendKind::Alloc {
+                    populate: Populate::Lazy,
+                    page: PageSize::Size4K,
+                },
+                start,
+                end,
+            );
+            return;
+        }
+        let mut c = self.pt.cursor();
+        if c.protect_region(start.into(), end - start, flags).is_err() {
+            log::warn!("protect of [{start:#x}, {end:#x}) failed: a huge page straddles it");
+        }
+        let mut from = VirtAddr::from(start);
+        let until = VirtAddr::from(end);
+        while let Some((&page, &pa)) = self.parked.range(from..until).next() {
+            from = page + PAGE_SIZE_4K;
+            if c.map::<Size4K>(page, pa, flags).is_ok() {
+                self.parked.remove(&page);
+            } else {
+                log::debug!("protect: page {page:?} stays parked");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ mprotect
+
+    /// Maps, with `flags`, the pages of `[s, e)` of a `PROT_NONE` area starting
+    /// at `area_start` (linear and contiguous pages, parked frames of allocated
+    /// areas), before `mprotect` changes the area. On failure nothing of
+    /// `[s, e)` is mapped (parked frames stay parked).
+    pub(crate) fn reopen(
+        &mut self,
+        kind: BackendKind,
+        area_start: usize,
+        s: usize,
+        e: usize,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        match kind {
+            BackendKind::Linear { pa_va_offset, huge } => {
+                self.map_linear(s, e, pa_va_offset, flags, huge)
+            }
+            BackendKind::Contiguous { start_frame } => {
+                let off = s.wrapping_sub((start_frame + (s - area_start)).as_usize());
+                self.map_linear(s, e, off, flags, false)
+            }
+            BackendKind::Alloc { .. } => {
+                let mut from = VirtAddr::from(s);
+                let until = VirtAddr::from(e);
+                while let Some((&page, &pa)) = self.parked.range(from..until).next() {
+                    if let Err(err) = self.map_one(page, pa, flags) {
+                        self.close(kind, s, page.as_usize());
+                        return Err(err);
+                    }
+                    self.parked.remove(&page);
+                    from = page + PAGE_SIZE_4K;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes every page of `[s, e)`: linear and contiguous pages are dropped,
+    /// allocated pages are parked (4K each; a huge leaf's pieces).
+    pub(crate) fn close(&mut self, kind: BackendKind, s: usize, e: usize) {
+        match kind {
+            BackendKind::Linear { .. } | BackendKind::Contiguous { .. } => self.unmap_linear(s, e),
+            BackendKind::Alloc { .. } => {
+                let parked = &mut self.parked;
+                let r = self.pt.cursor().unmap_region(s.into(), e - s, |l| {
+                    for i in 0..l.size.bytes() / PAGE_SIZE_4K {
+                        parked.insert(l.vaddr + i * PAGE_SIZE_4K, l.paddr + i * PAGE_SIZE_4K);
+                    }
+                });
+                if r.is_err() {
+                    log::warn!("unmap of [{s:#x}, {e:#x}) failed: a huge page straddles it");
+                }
+            }
+        }
+    }
+}

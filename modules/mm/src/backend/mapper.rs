@@ -1,0 +1,296 @@
+//! The [`Mapper`]: an address space's page table plus the state a page table
+//! cannot express (parked frames, populate pools, the `FIXED` reserve, frame
+//! counters; see the backend module docs), and its basic operations:
+//! queries and cursor-free lookups, data-frame pools, contiguous runs, the
+//! table-frame reserve, mapping one 4K page, and teardown.
+//!
+//! Invariants kept here:
+//! - a pooled or reserved frame is never mapped: [`Mapper::drain_pool`] and
+//!   [`Mapper::release_reserve`] free them without a flush;
+//! - `data_frames` counts every frame owned by allocated areas (mapped or
+//!   parked) and contiguous areas; a frame enters the count when it is mapped
+//!   (or a contiguous run is allocated) and leaves it when it is freed;
+//! - PTEs read here outside a cursor ([`Mapper::lookup`], `read_pte`) are
+//!   copied out by value; no reference into a live table is kept.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
+use page_table_entry::{GenericPTE, MappingFlags};
+use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+use paging::{LeafSize, Size4K};
+
+use super::{PageTable, map_err, page_bytes};
+use crate::error::MapError;
+use crate::flags::accessible;
+
+/// Entries per page table.
+pub(super) const ENTRIES: usize = 512;
+
+/// The page table plus the backend state it cannot express (see module docs).
+pub struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> {
+    pub(super) pt: PageTable<M, PTE, H>,
+    pub(super) parked: BTreeMap<VirtAddr, PhysAddr>,
+    pub(super) pool: Vec<PhysAddr>,
+    /// Aligned runs for a huge populate: (first frame, frames).
+    pub(super) huge_pool: Vec<(PhysAddr, usize)>,
+    pub(super) reserve: Vec<PhysAddr>,
+    pub(super) data_frames: usize,
+    pub(super) huge_faults: u64,
+    pub(super) huge_fallbacks: u64,
+}
+
+/// What the table holds for one address.
+#[derive(Clone, Copy)]
+pub(crate) enum Slot {
+    /// A present leaf of `size` bytes.
+    Leaf { size: usize },
+    /// Nothing is mapped in the naturally aligned `size`-byte block around it.
+    Hole { size: usize },
+}
+
+/// Shift of the entries of a table at height `h` (0 = leaf tables).
+#[inline]
+pub(super) const fn shift(h: usize) -> usize {
+    12 + 9 * h
+}
+
+/// End of the naturally aligned `size` block containing `va`, capped at `end`.
+#[inline]
+pub(super) fn block_end(va: usize, size: usize, end: usize) -> usize {
+    (va | (size - 1)).checked_add(1).map_or(end, |e| e.min(end))
+}
+
+/// Zeroes `frames` frames from `pa`.
+pub(super) fn zero_frames<H: PagingHandler>(pa: PhysAddr, frames: usize) {
+    let ptr = H::phys_to_virt(pa).as_mut_ptr();
+    // SAFETY: `pa` starts a run of `frames` frames just allocated for us and not
+    // yet mapped anywhere else; the handler maps physical memory linearly, so the
+    // run is one range of `frames * 4K` bytes at `phys_to_virt(pa)`.
+    unsafe { core::ptr::write_bytes(ptr, 0, frames * PAGE_SIZE_4K) };
+}
+
+impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
+    /// A mapper over a new, empty page table.
+    pub(crate) fn try_new() -> Result<Self, MapError> {
+        Ok(Self {
+            pt: PageTable::try_new().map_err(|_| MapError::NoMemory)?,
+            parked: BTreeMap::new(),
+            pool: Vec::new(),
+            huge_pool: Vec::new(),
+            reserve: Vec::new(),
+            data_frames: 0,
+            huge_faults: 0,
+            huge_fallbacks: 0,
+        })
+    }
+
+    /// The page table.
+    pub fn page_table(&self) -> &PageTable<M, PTE, H> {
+        &self.pt
+    }
+
+    /// Frames owned by allocated and contiguous areas (mapped or parked).
+    pub fn data_frames(&self) -> usize {
+        self.data_frames
+    }
+
+    /// Huge pages mapped by faults, and faults or populated huge pages that got
+    /// 4K frames because no aligned run was free.
+    pub(crate) fn huge_counts(&self) -> (u64, u64) {
+        (self.huge_faults, self.huge_fallbacks)
+    }
+
+    /// Page-table frames in use (the root included).
+    pub(crate) fn table_frames(&self) -> usize {
+        self.pt.table_frames()
+    }
+
+    /// Translation of `va`: physical address, flags, leaf size.
+    pub(crate) fn query(&self, va: VirtAddr) -> Option<(PhysAddr, MappingFlags, LeafSize)> {
+        self.pt.query(va).ok()
+    }
+
+    /// What the page table holds at `va` (with the size of a hole), read
+    /// without a cursor.
+    pub(crate) fn lookup(&self, va: usize) -> Slot {
+        let mut table = self.pt.root_paddr();
+        let mut h = M::LEVELS - 1;
+        loop {
+            let e = read_pte::<PTE, H>(table, (va >> shift(h)) & (ENTRIES - 1));
+            if !e.is_present() {
+                return Slot::Hole {
+                    size: 1 << shift(h),
+                };
+            }
+            if h == 0 || e.is_huge() {
+                return Slot::Leaf {
+                    size: 1 << shift(h),
+                };
+            }
+            table = e.paddr();
+            h -= 1;
+        }
+    }
+
+    /// Takes a data frame from the pool or the handler; zeroes it.
+    pub(super) fn alloc_data_frame(&mut self) -> Option<PhysAddr> {
+        let pa = self.pool.pop().or_else(H::alloc_frame)?;
+        zero_frames::<H>(pa, 1);
+        Some(pa)
+    }
+
+    /// Allocates `pages` frames into the pool (for a populating map), or frees
+    /// what it got and fails.
+    pub(crate) fn fill_pool(&mut self, pages: usize) -> Result<(), MapError> {
+        self.drain_pool();
+        self.pool
+            .try_reserve_exact(pages)
+            .map_err(|_| MapError::NoMemory)?;
+        for _ in 0..pages {
+            match H::alloc_frame() {
+                Some(pa) => self.pool.push(pa),
+                None => {
+                    self.drain_pool();
+                    return Err(MapError::NoMemory);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates `blocks` aligned runs of `page` size into the huge pool (for a
+    /// huge populating map); a block without a free aligned run gets 4K frames
+    /// in the 4K pool instead. On failure frees what it got.
+    pub(crate) fn fill_huge_pool(&mut self, blocks: usize, page: PageSize) -> Result<(), MapError> {
+        self.drain_pool();
+        let (bytes, frames) = (page_bytes(page), page_bytes(page) / PAGE_SIZE_4K);
+        if self.huge_pool.try_reserve_exact(blocks).is_err() {
+            return Err(MapError::NoMemory);
+        }
+        for _ in 0..blocks {
+            if let Some(pa) = H::alloc_frames(frames, bytes) {
+                self.huge_pool.push((pa, frames));
+                continue;
+            }
+            let ok = self.pool.try_reserve(frames).is_ok()
+                && (0..frames).all(|_| H::alloc_frame().map(|pa| self.pool.push(pa)).is_some());
+            if !ok {
+                self.drain_pool();
+                return Err(MapError::NoMemory);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the populate pool holds 4K frames (a 4K populate, or huge
+    /// blocks that fell back to 4K frames).
+    pub(crate) fn pool_has_4k(&self) -> bool {
+        !self.pool.is_empty()
+    }
+
+    /// Frees the frames left in the pools (never mapped, so no flush needed).
+    pub(crate) fn drain_pool(&mut self) {
+        for pa in self.pool.drain(..) {
+            H::dealloc_frame(pa);
+        }
+        for (pa, n) in self.huge_pool.drain(..) {
+            H::dealloc_frames(pa, n);
+        }
+        self.pool = Vec::new();
+        self.huge_pool = Vec::new();
+    }
+
+    /// A zeroed run of `pages` physically contiguous frames for a contiguous area.
+    pub(crate) fn alloc_contiguous(&mut self, pages: usize) -> Result<PhysAddr, MapError> {
+        let pa = H::alloc_frames(pages, PAGE_SIZE_4K).ok_or(MapError::NoMemory)?;
+        zero_frames::<H>(pa, pages);
+        self.data_frames += pages;
+        Ok(pa)
+    }
+
+    /// Frees `pages` frames of a contiguous run from `pa` (no longer mapped, TLB
+    /// already flushed).
+    pub(crate) fn free_contiguous(&mut self, pa: PhysAddr, pages: usize) {
+        H::dealloc_frames(pa, pages);
+        self.data_frames -= pages;
+    }
+
+    /// Holds as many frames as mapping `[start, end)` with leaves of height
+    /// `leaf_h` needs for its page tables, so that a `FIXED` replacement can
+    /// find out it would run out of them before the old mapping is removed.
+    /// [`Self::release_reserve`] returns them right before the new mapping is
+    /// made (nothing allocates in between). Fails with nothing held.
+    pub(crate) fn reserve_tables(
+        &mut self,
+        start: usize,
+        end: usize,
+        leaf_h: usize,
+    ) -> Result<(), MapError> {
+        self.release_reserve();
+        let n = self.tables_needed(start, end, leaf_h);
+        if self.reserve.try_reserve_exact(n).is_err() {
+            return Err(MapError::NoMemory);
+        }
+        for _ in 0..n {
+            match H::alloc_frame() {
+                Some(pa) => self.reserve.push(pa),
+                None => {
+                    self.release_reserve();
+                    return Err(MapError::NoMemory);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the reserved frames (never mapped).
+    pub(crate) fn release_reserve(&mut self) {
+        for pa in self.reserve.drain(..) {
+            H::dealloc_frame(pa);
+        }
+    }
+
+    /// Maps one 4K page; on failure the table is unchanged.
+    pub(crate) fn map_one(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        debug_assert!(accessible(flags));
+        self.pt
+            .cursor()
+            .map::<Size4K>(va, pa, flags)
+            .map_err(map_err)
+    }
+}
+
+/// Reads entry `idx` of the table at `table`.
+#[inline]
+pub(super) fn read_pte<PTE: GenericPTE, H: PagingHandler>(table: PhysAddr, idx: usize) -> PTE {
+    debug_assert!(idx < ENTRIES);
+    let ptr = H::phys_to_virt(table).as_ptr() as *const PTE;
+    // SAFETY: callers pass the root of a live page table or the target of a
+    // present non-leaf entry of one, so `table` is a live table frame of ENTRIES
+    // entries that `phys_to_virt` makes accessible, and `idx < ENTRIES`. The entry
+    // is copied out (volatile: the MMU may update A/D bits); no reference is kept.
+    unsafe { ptr.add(idx).read_volatile() }
+}
+
+impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Drop
+    for Mapper<M, PTE, H>
+{
+    /// Frees parked, pooled and reserved frames (none are mapped). Data frames
+    /// still mapped are the owner's job ([`crate::AddrSpace`] unmaps all areas
+    /// first); the page table frees its own tables when dropped after this.
+    fn drop(&mut self) {
+        for (_, pa) in core::mem::take(&mut self.parked) {
+            H::dealloc_frame(pa);
+            self.data_frames -= 1;
+        }
+        self.drain_pool();
+        self.release_reserve();
+    }
+}

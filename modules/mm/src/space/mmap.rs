@@ -1,0 +1,259 @@
+//! The app calls: [`AddrSpace::mmap`], [`AddrSpace::munmap`],
+//! [`AddrSpace::mprotect`] and [`AddrSpace::map_phys`], all restricted to the
+//! app window. Their errors are listed in the crate docs.
+//!
+//! # Order of work
+//! Each call first checks its arguments, then splits huge leaves at the ends of
+//! its range (`Mapper::split_edges`), and only then changes the area set; a
+//! failure after a split puts the huge leaves back (`Mapper::unsplit`).
+//!
+//! # Atomic replacement
+//! `mmap(FIXED)` over existing areas either fully succeeds or changes nothing:
+//! the new mapping's data frames (pool or contiguous run) are allocated, the
+//! old mapping's huge pages at the range ends are split, and as many frames as
+//! the new mapping's page tables need (counted by walking the table) are held
+//! *before* the old mapping is removed; the held frames are returned right
+//! before the new mapping is made, with no allocation in between, so it cannot
+//! run out. `mprotect` to accessible flags maps the pages that come back
+//! (parked frames, linear and contiguous pages of a `PROT_NONE` area) before
+//! changing any area, and unmaps them again if it runs out.
+
+use axerrno::{AxError, AxResult};
+use memory_addr::{MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};
+use page_table_entry::{GenericPTE, MappingFlags};
+use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+
+use super::{AddrSpace, page_len};
+use crate::area::Populate;
+use crate::backend::{Backend, Mapper, page_bytes};
+use crate::error::ProtectError;
+use crate::flags::{ACCESS_BITS, MmapFlags, Prot, accessible};
+
+/// The largest [`MmapFlags::CONTIGUOUS`] mapping, in bytes (64 MiB).
+pub const CONTIGUOUS_MAX: usize = 64 << 20;
+
+impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
+    AddrSpace<M, PTE, H>
+{
+    /// Maps `len` bytes (rounded up to pages) of zeroed memory with `prot`.
+    /// See the crate docs for the placement rules and errors.
+    pub fn mmap(
+        &mut self,
+        addr: Option<VirtAddr>,
+        len: usize,
+        prot: Prot,
+        flags: MmapFlags,
+    ) -> AxResult<VirtAddr> {
+        let flags = flags.validate()?;
+        let mflags = prot.to_mapping_flags()?;
+        let size = page_len(len).ok_or(AxError::InvalidInput)?;
+        let page = flags.page_size();
+        let huge = page != PageSize::Size4K;
+        let align = page_bytes(page);
+        if !size.is_multiple_of(align) {
+            return Err(AxError::InvalidInput);
+        }
+        let contiguous = flags.contains(MmapFlags::CONTIGUOUS);
+        if contiguous && size > CONTIGUOUS_MAX {
+            return Err(AxError::InvalidInput);
+        }
+        let noreplace = flags.contains(MmapFlags::FIXED_NOREPLACE);
+        let fixed = noreplace || flags.contains(MmapFlags::FIXED);
+        let start = if fixed {
+            let addr = addr.ok_or(AxError::InvalidInput)?;
+            if !addr.as_usize().is_multiple_of(align) {
+                return Err(AxError::InvalidInput);
+            }
+            let (s, e) = self.window_range(addr, size)?;
+            if noreplace && self.set.overlaps(s, e) {
+                return Err(AxError::AlreadyExists);
+            }
+            s
+        } else {
+            let hint = addr
+                .filter(|a| a.as_usize().is_multiple_of(align))
+                .and_then(|a| self.window_range(a, size).ok())
+                .filter(|&(s, e)| !self.set.overlaps(s, e));
+            match hint {
+                Some((s, _)) => s,
+                None => self.find_free_aligned(size, align, 0)?,
+            }
+        };
+        let end = start + size;
+        let pages = size / PAGE_SIZE_4K;
+        let populate = !contiguous && flags.contains(MmapFlags::POPULATE) && accessible(mflags);
+        // 1. Data frames, while the old mapping is intact.
+        let (backend, run) = if contiguous {
+            let run = self.mapper.alloc_contiguous(pages)?;
+            (Backend::contiguous(run), Some(run))
+        } else if populate {
+            if huge {
+                self.mapper.fill_huge_pool(size / align, page)?;
+            } else {
+                self.mapper.fill_pool(pages)?;
+            }
+            (Backend::alloc_sized(Populate::Eager, page), None)
+        } else {
+            (Backend::alloc_sized(Populate::Lazy, page), None)
+        };
+        let release = |m: &mut Mapper<M, PTE, H>| {
+            m.drain_pool();
+            if let Some(run) = run {
+                m.free_contiguous(run, pages);
+            }
+        };
+        if fixed && self.set.overlaps(start, end) {
+            // 2. Split the old mapping's huge pages at the ends, and hold the
+            //    frames the new mapping's page tables will need.
+            let splits = match self.mapper.split_edges(start, end) {
+                Ok(splits) => splits,
+                Err(e) => {
+                    release(&mut self.mapper);
+                    return Err(e.into());
+                }
+            };
+            if (populate || contiguous) && accessible(mflags) {
+                let leaf_h = match page {
+                    _ if self.mapper.pool_has_4k() => 0,
+                    PageSize::Size1G => 2,
+                    PageSize::Size2M => 1,
+                    _ => 0,
+                };
+                if let Err(e) = self.mapper.reserve_tables(start, end, leaf_h) {
+                    self.mapper.unsplit(splits);
+                    release(&mut self.mapper);
+                    return Err(e.into());
+                }
+            }
+            // 3. Remove the old mapping (its ends are leaf boundaries now).
+            let r = self.set.unmap(start, end, &mut self.mapper);
+            self.mapper.release_reserve();
+            if let Err(e) = r {
+                self.mapper.unsplit(splits);
+                release(&mut self.mapper);
+                return Err(e.into());
+            }
+        }
+        // 4. Map: the frames it needs are free now.
+        let r = self
+            .set
+            .insert(start, end, mflags, backend, &mut self.mapper);
+        if r.is_err() {
+            release(&mut self.mapper);
+        }
+        self.mapper.drain_pool();
+        r.map(|()| VirtAddr::from(start)).map_err(AxError::from)
+    }
+
+    /// The lowest free range of `size` bytes in the window whose start is
+    /// `phase` modulo `align` (a power of two).
+    fn find_free_aligned(&self, size: usize, align: usize, phase: usize) -> AxResult<usize> {
+        self.set
+            .find_free_aligned(
+                self.window.start.as_usize(),
+                self.window.end.as_usize(),
+                size,
+                align,
+                phase,
+            )
+            .ok_or(AxError::NoMemory)
+    }
+
+    /// Unmaps every page of `[addr, addr + len)` (rounded up to pages); areas are
+    /// shrunk or split as needed; holes are not an error.
+    pub fn munmap(&mut self, addr: VirtAddr, len: usize) -> AxResult {
+        let (s, e) = self.window_range(addr, len)?;
+        let splits = self.mapper.split_edges(s, e)?;
+        let r = self.set.unmap(s, e, &mut self.mapper);
+        if r.is_err() {
+            self.mapper.unsplit(splits);
+        }
+        r.map_err(AxError::from)
+    }
+
+    /// Changes the protection of `[addr, addr + len)` (rounded up to pages). Every
+    /// page must be covered by an area (else `NoMemory` and nothing changes). The
+    /// areas' flags change too, so later faults obey them. A device area stays
+    /// device. Areas are split at the ends of the range and merged afterwards.
+    pub fn mprotect(&mut self, addr: VirtAddr, len: usize, prot: Prot) -> AxResult {
+        let mflags = prot.to_mapping_flags()?;
+        let (s, e) = self.window_range(addr, len)?;
+        if !self.set.covers(s, e) {
+            return Err(ProtectError::Unmapped.into());
+        }
+        let splits = self
+            .mapper
+            .split_edges(s, e)
+            .map_err(|_| ProtectError::NoMemory)?;
+        if accessible(mflags) {
+            // Pages that come back (parked, linear, contiguous) are mapped first,
+            // so that the change below cannot run out of frames.
+            let mut failed = None;
+            for (start, area) in self.set.range(s, e) {
+                if accessible(area.flags) {
+                    continue;
+                }
+                let (from, to) = (start.max(s), area.end.min(e));
+                let flags = mflags | (area.flags - ACCESS_BITS);
+                let kind = area.backend.kind();
+                if self.mapper.reopen(kind, start, from, to, flags).is_err() {
+                    failed = Some(from);
+                    break;
+                }
+            }
+            if let Some(stop) = failed {
+                for (start, area) in self.set.range(s, stop) {
+                    if !accessible(area.flags) {
+                        let kind = area.backend.kind();
+                        self.mapper.close(kind, start.max(s), area.end.min(stop));
+                    }
+                }
+                self.mapper.unsplit(splits);
+                return Err(ProtectError::NoMemory.into());
+            }
+        }
+        self.set
+            .protect(s, e, |old| mflags | (old - ACCESS_BITS), &mut self.mapper)
+            .map_err(AxError::from)
+    }
+
+    /// Maps `[paddr, paddr + len)` (rounded up to pages) into a free range of the
+    /// window, `device` memory or normal memory. Returns its address. A range
+    /// of at least 2 MiB is placed at an address congruent to `paddr` modulo
+    /// 2 MiB when the window has room, and every 2M (1G) block where both
+    /// addresses are aligned is mapped with one huge page (a partial
+    /// `munmap`/`mprotect` later splits it).
+    pub fn map_phys(
+        &mut self,
+        paddr: PhysAddr,
+        len: usize,
+        prot: Prot,
+        device: bool,
+    ) -> AxResult<VirtAddr> {
+        let mut mflags = prot.to_mapping_flags()?;
+        let size = page_len(len).ok_or(AxError::InvalidInput)?;
+        if !paddr.is_aligned_4k()
+            || paddr.as_usize().checked_add(size).is_none()
+            || !M::paddr_is_valid(paddr.as_usize() + size - 1)
+        {
+            return Err(AxError::InvalidInput);
+        }
+        if device {
+            mflags |= MappingFlags::DEVICE;
+        }
+        const M2: usize = 0x20_0000;
+        let va = match self.find_free_aligned(size, M2, paddr.as_usize() % M2) {
+            Ok(va) if size >= M2 => va,
+            _ => self.find_free_aligned(size, PAGE_SIZE_4K, 0)?,
+        };
+        let off = va.wrapping_sub(paddr.as_usize());
+        self.set.insert(
+            va,
+            va + size,
+            mflags,
+            Backend::linear(off, true),
+            &mut self.mapper,
+        )?;
+        Ok(VirtAddr::from(va))
+    }
+}

@@ -1,0 +1,187 @@
+//! The address space: [`AddrSpace`] (an area set over a [`Mapper`], the app
+//! window, counters), its construction, queries and teardown.
+//!
+//! The calls are split by who makes them:
+//! - `kernel.rs`: `map_linear`, `map_kernel` (boot; not restricted to the window);
+//! - `mmap.rs`: `mmap`, `munmap`, `mprotect`, `map_phys` (apps; inside the window);
+//! - `fault.rs`: `handle_page_fault`, where every page fault of the kernel's
+//!   address space comes in.
+//!
+//! Invariants (the crate docs list them all): areas in the window were created
+//! by the app calls and kernel areas lie outside it; every call either succeeds
+//! or leaves the areas, the page table and the frame counts as they were.
+
+mod fault;
+mod kernel;
+mod mmap;
+
+pub use mmap::CONTIGUOUS_MAX;
+
+use axerrno::{AxError, AxResult};
+use memory_addr::{AddrRange, MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};
+use page_table_entry::{GenericPTE, MappingFlags};
+use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+
+use crate::area::AreaInfo;
+use crate::areas::{Area, AreaSet};
+use crate::backend::{Backend, Mapper};
+
+/// Result of [`AddrSpace::translate`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Translation {
+    /// Physical address of `va` (offset within the page included).
+    pub paddr: PhysAddr,
+    /// Flags of the PTE as the page-table format reports them.
+    pub flags: MappingFlags,
+    /// Size of the page that maps `va`.
+    pub page_size: PageSize,
+}
+
+/// Counters of an address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MmStats {
+    /// Frames owned by Alloc areas, mapped or parked.
+    pub data_frames: usize,
+    /// Page-table frames, the root included (counted by walking the table).
+    pub page_table_frames: usize,
+    /// Faults resolved by mapping a page.
+    pub faults_handled: u64,
+    /// Faults on a page already mapped with flags allowing the access (stale TLB).
+    pub spurious_faults: u64,
+    /// Faults in huge areas that mapped a whole huge page.
+    pub huge_faults: u64,
+    /// Huge pages that got 4K frames because no aligned run of frames was
+    /// free: a fault in a huge area (the faulting 4K page is mapped) or a
+    /// block of a huge `POPULATE` (all its pages get 4K frames).
+    pub huge_fallbacks: u64,
+    /// Number of areas.
+    pub areas: usize,
+}
+
+/// An address space: areas, their page table, the app window and counters.
+pub struct AddrSpace<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> {
+    set: AreaSet<Backend<M, PTE, H>>,
+    mapper: Mapper<M, PTE, H>,
+    window: AddrRange<VirtAddr>,
+    faults_handled: u64,
+    spurious_faults: u64,
+}
+
+/// Rounds `len` up to whole pages; `None` for 0 or overflow.
+fn page_len(len: usize) -> Option<usize> {
+    if len == 0 {
+        return None;
+    }
+    len.checked_add(PAGE_SIZE_4K - 1)
+        .map(|l| l & !(PAGE_SIZE_4K - 1))
+}
+
+fn info<B>(start: usize, area: &Area<Backend<B, impl GenericPTE, impl PagingHandler>>) -> AreaInfo
+where
+    B: PagingMetaData<VirtAddr = VirtAddr>,
+{
+    AreaInfo {
+        start: VirtAddr::from(start),
+        end: VirtAddr::from(area.end),
+        flags: area.flags,
+        kind: area.backend.area_kind(),
+    }
+}
+
+impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
+    AddrSpace<M, PTE, H>
+{
+    /// An empty address space whose app calls may use
+    /// `[window_start, window_start + window_size)`.
+    pub fn new(window_start: VirtAddr, window_size: usize) -> AxResult<Self> {
+        let window = Self::valid_range(window_start, window_size).ok_or(AxError::InvalidInput)?;
+        let mapper = Mapper::try_new().map_err(AxError::from)?;
+        Ok(Self {
+            set: AreaSet::new(),
+            mapper,
+            window,
+            faults_handled: 0,
+            spurious_faults: 0,
+        })
+    }
+
+    /// A page-aligned, non-empty, non-overflowing range of valid virtual addresses.
+    fn valid_range(start: VirtAddr, size: usize) -> Option<AddrRange<VirtAddr>> {
+        if !start.is_aligned_4k() || size == 0 || !size.is_multiple_of(PAGE_SIZE_4K) {
+            return None;
+        }
+        let range = AddrRange::try_from_start_size(start, size)?;
+        (M::vaddr_is_valid(start.as_usize()) && M::vaddr_is_valid(range.end.as_usize() - 1))
+            .then_some(range)
+    }
+
+    /// The app window.
+    pub fn window(&self) -> AddrRange<VirtAddr> {
+        self.window
+    }
+
+    /// Physical address of the root page table (what the board activates).
+    pub fn page_table_root(&self) -> PhysAddr {
+        self.mapper.page_table().root_paddr()
+    }
+
+    /// `[addr, addr + len)` rounded to pages, checked to be aligned and inside the
+    /// window, as `(start, end)`.
+    fn window_range(&self, addr: VirtAddr, len: usize) -> AxResult<(usize, usize)> {
+        let size = page_len(len).ok_or(AxError::InvalidInput)?;
+        if !addr.is_aligned_4k() {
+            return Err(AxError::InvalidInput);
+        }
+        let range = AddrRange::try_from_start_size(addr, size).ok_or(AxError::InvalidInput)?;
+        if !self.window.contains_range(range) {
+            return Err(AxError::InvalidInput);
+        }
+        Ok((range.start.as_usize(), range.end.as_usize()))
+    }
+
+    /// What `va` is mapped to.
+    pub fn translate(&self, va: VirtAddr) -> AxResult<Translation> {
+        match self.mapper.page_table().query(va) {
+            Ok((paddr, flags, page_size)) => Ok(Translation {
+                paddr,
+                flags,
+                page_size: page_size.into(),
+            }),
+            Err(_) => Err(AxError::BadAddress),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MmStats {
+        let (huge_faults, huge_fallbacks) = self.mapper.huge_counts();
+        MmStats {
+            huge_faults,
+            huge_fallbacks,
+            data_frames: self.mapper.data_frames(),
+            page_table_frames: self.mapper.table_frames(),
+            faults_handled: self.faults_handled,
+            spurious_faults: self.spurious_faults,
+            areas: self.set.len(),
+        }
+    }
+
+    /// All areas, by address.
+    pub fn areas(&self) -> impl Iterator<Item = AreaInfo> + '_ {
+        self.set.iter().map(|(s, a)| info(s, a))
+    }
+
+    /// The area containing `va`.
+    pub fn area_at(&self, va: VirtAddr) -> Option<AreaInfo> {
+        self.set.find(va.as_usize()).map(|(s, a)| info(s, a))
+    }
+}
+
+impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Drop
+    for AddrSpace<M, PTE, H>
+{
+    /// Unmaps every area and frees every data frame; the page table then frees
+    /// its tables.
+    fn drop(&mut self) {
+        self.set.clear(&mut self.mapper);
+    }
+}
