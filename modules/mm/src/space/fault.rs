@@ -9,7 +9,7 @@
 
 use hal::Access;
 use memory_addr::{MemoryAddr, PhysAddr, VirtAddr};
-use page_table_entry::GenericPTE;
+use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
 
 use super::{AddrSpace, info};
@@ -25,8 +25,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// Order: area lookup (O(log n); none: [`FaultError::NoArea`]); the area's
     /// current flags must allow the access (else [`FaultError::Denied`]); a page
     /// already mapped with flags allowing the access is a stale TLB entry: it is
-    /// flushed and counted in [`MmStats::spurious_faults`](crate::MmStats::spurious_faults). Otherwise an Alloc
-    /// page gets its parked frame back or a new zeroed frame. Linear and
+    /// flushed and counted in
+    /// [`MmStats::spurious_faults`](crate::MmStats::spurious_faults). Otherwise
+    /// an Alloc page gets its parked frame back or a new zeroed frame. Linear and
     /// contiguous pages are all mapped while their area allows access, so such
     /// a fault is normally denied by the flag check; a missing page of theirs
     /// (defensive: `mprotect` creates their tables up front) is re-created
@@ -37,22 +38,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         let (flags, end) = (area.flags, area.end);
         let kind = area.backend.kind();
         if !allows(flags, access) {
-            return Err(FaultError::Denied {
-                area: info(start, area),
-            });
+            return Err(self.denied(start));
         }
         let page = va.align_down_4k();
         if let Some((_, pte_flags, _)) = self.mapper.query(page) {
-            if allows(pte_flags, access) {
-                // Stale TLB entry (e.g. after a protect on another path): drop it.
-                flush_one::<M>(page);
-                self.spurious_faults += 1;
-                log::trace!("spurious fault at {va:?}");
-                return Ok(());
-            }
-            return Err(FaultError::Denied {
-                area: info(start, area),
-            });
+            return self.mapped_already(va, pte_flags, access, start);
         }
         let r = match kind {
             BackendKind::Linear { pa_va_offset, .. } => {
@@ -77,12 +67,54 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 log::trace!("fault at {va:?} ({access}) mapped");
                 Ok(())
             }
-            Err(_) => {
-                let (start, area) = self.set.find(va.as_usize()).ok_or(FaultError::NoArea)?;
-                Err(FaultError::NoMemory {
-                    area: info(start, area),
-                })
-            }
+            Err(_) => Err(self.no_memory(start)),
+        }
+    }
+
+    /// A fault at `va` on a page that is mapped already: a stale TLB entry if the PTE
+    /// allows `access` (flushed, counted), else denied. Kept out of line: the
+    /// lazy path does not need its registers.
+    #[cold]
+    #[inline(never)]
+    fn mapped_already(
+        &mut self,
+        va: VirtAddr,
+        pte_flags: MappingFlags,
+        access: Access,
+        start: usize,
+    ) -> Result<(), FaultError> {
+        if allows(pte_flags, access) {
+            // Stale TLB entry (e.g. after a protect on another path): drop it.
+            flush_one::<M>(va.align_down_4k());
+            self.spurious_faults += 1;
+            log::trace!("spurious fault at {va:?}");
+            return Ok(());
+        }
+        Err(self.denied(start))
+    }
+
+    /// [`FaultError::Denied`] for the area starting at `start` (the fault path
+    /// changes no area, so it is still there).
+    #[cold]
+    #[inline(never)]
+    fn denied(&self, start: usize) -> FaultError {
+        match self.set.find(start) {
+            Some((s, area)) => FaultError::Denied {
+                area: info(s, area),
+            },
+            None => FaultError::NoArea,
+        }
+    }
+
+    /// [`FaultError::NoMemory`] for the area starting at `start`.
+    #[cold]
+    #[inline(never)]
+    fn no_memory(&self, start: usize) -> FaultError {
+        match self.set.find(start) {
+            Some((s, area)) => FaultError::NoMemory {
+                area: info(s, area),
+            },
+            None => FaultError::NoArea,
         }
     }
 }
