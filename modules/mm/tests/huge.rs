@@ -323,9 +323,12 @@ fn out_of_frames_changes_nothing() {
     // A lazy fault in a huge area with no frame at all.
     let b = s.mmap(None, M2, RW, H2).unwrap();
     let before = snapshot(&s);
+    let counters = |s: &Space| (s.stats().huge_faults, s.stats().huge_fallbacks);
+    let counted = counters(&s);
     testing::set_limit(Some(testing::frames_in_use()));
     assert!(s.handle_page_fault(b, Access::Write).is_err());
     assert_eq!(snapshot(&s), before);
+    assert_eq!(counters(&s), counted, "a failed fault counts no fallback");
     testing::set_limit(None);
     assert!((0..M2).step_by(PAGE).all(|o| stamped(&s, a + o)));
     // With frames, FIXED over part of the huge page keeps the rest.

@@ -101,7 +101,13 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                         }
                     };
                 }
-                None => self.huge_fallbacks += 1,
+                None => {
+                    // Counted only if the 4K page is mapped: a fault that
+                    // fails changes nothing, counters included.
+                    self.fault_alloc(page, flags)?;
+                    self.huge_fallbacks += 1;
+                    return Ok(());
+                }
             }
         }
         self.fault_alloc(page, flags)
@@ -164,6 +170,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         let bytes = page_bytes(page);
         let mut va = start;
         let mut failure = None;
+        // Counted only if the whole populate succeeds (a failed one is undone).
+        let mut fallbacks = 0;
         'blocks: while va < end {
             if let Some((pa, frames)) = self.huge_pool.pop() {
                 zero_frames::<H>(pa, frames);
@@ -182,7 +190,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                 va += bytes;
                 continue;
             }
-            self.huge_fallbacks += 1;
+            fallbacks += 1;
             for _ in 0..bytes / PAGE_SIZE_4K {
                 if let Err(e) = self.populate_4k(va, flags) {
                     failure = Some(e);
@@ -192,7 +200,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             }
         }
         match failure {
-            None => Ok(()),
+            None => {
+                self.huge_fallbacks += fallbacks;
+                Ok(())
+            }
             Some(e) => {
                 self.unmap_alloc(start, va);
                 Err(e)

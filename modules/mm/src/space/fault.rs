@@ -13,6 +13,7 @@ use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
 
 use super::{AddrSpace, info};
+use crate::area::AreaInfo;
 use crate::backend::{BackendKind, flush_one};
 use crate::error::FaultError;
 use crate::flags::allows;
@@ -98,22 +99,20 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     #[cold]
     #[inline(never)]
     fn denied(&self, start: usize) -> FaultError {
-        match self.set.find(start) {
-            Some((s, area)) => FaultError::Denied {
-                area: info(s, area),
-            },
-            None => FaultError::NoArea,
-        }
+        self.area_error(start, |area| FaultError::Denied { area })
     }
 
     /// [`FaultError::NoMemory`] for the area starting at `start`.
     #[cold]
     #[inline(never)]
     fn no_memory(&self, start: usize) -> FaultError {
+        self.area_error(start, |area| FaultError::NoMemory { area })
+    }
+
+    /// `make(area)` for the area starting at `start`.
+    fn area_error(&self, start: usize, make: fn(AreaInfo) -> FaultError) -> FaultError {
         match self.set.find(start) {
-            Some((s, area)) => FaultError::NoMemory {
-                area: info(s, area),
-            },
+            Some((s, area)) => make(info(s, area)),
             None => FaultError::NoArea,
         }
     }
