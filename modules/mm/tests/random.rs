@@ -1,204 +1,57 @@
-//! Seeded random operation sequences checked page by page against a reference model.
+//! Seeded random operation sequences checked page by page against the reference
+//! model of `common/model.rs` (shared with the libFuzzer target).
 //!
-//! Operations: mmap (hint, FIXED, FIXED_NOREPLACE, POPULATE, CONTIGUOUS), munmap,
-//! mprotect, page faults, translations, and any of the populating ones under a
-//! frame limit (each must then succeed or fail with `NoMemory` and change
-//! nothing). After every operation the frame counts are checked; every 256
-//! operations every page, and the exact area list the model predicts (areas are
-//! maximally merged), are compared.
+//! Operations: mmap (hint, FIXED, FIXED_NOREPLACE, POPULATE, CONTIGUOUS,
+//! HUGE_2M lazy and populated, now and then HUGE_1G or an invalid huge
+//! combination), munmap, mprotect (short ranges that split huge pages, long
+//! ones over whole blocks), page faults, translations, and any of them under a
+//! frame limit (a call that needs frames must then succeed or fail with
+//! `NoMemory` and change nothing; a huge fault may fall back to a 4K page).
+//! The window holds 64 pages, three whole 2M blocks and 64 pages; most 4K work
+//! lands in its first 132 pages (dense), huge work in the blocks. After every
+//! operation the frame counts and huge counters are checked; every 256
+//! operations every page (translation, leaf size, data), the leaf count and the
+//! exact area list the model predicts are compared.
 //!
 //! `MM_FUZZ_OPS=<n>` sets the operations per seed (default 10,000);
 //! `make fuzz` runs 1,000,000 per seed in release.
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use axerrno::AxError;
-use common::*;
+use common::model::{
+    BLOCK, FIRST_BLOCK, Fault, Kind, Model, P, PAGES, PROTS, START, addr, window_pages,
+};
+use common::{Space, page_is_zero, va, write};
 use hal::Access;
-use mm::{AreaKind, FaultError, MappingFlags, MmapFlags, Populate, Prot};
+use mm::{AreaKind, MmapFlags};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-/// Pages in the window; the window straddles a leaf-table boundary.
-const PAGES: usize = 128;
-const START: usize = WIN + 0x20_0000 - 64 * PAGE;
-
-/// What backs a page (the kind of its area).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Lazy,
-    Eager,
-    /// Contiguous, with the physical frame of this page.
-    Contig(usize),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Page {
-    prot: Prot,
-    kind: Kind,
-    populated: bool,
-    /// The u64 expected at offset 0 of the frame (0 for a fresh zeroed frame).
-    tag: u64,
-}
-
-struct Model {
-    pages: BTreeMap<usize, Page>,
-}
-
-const PROTS: [Prot; 5] = [
-    Prot::empty(),
-    Prot::READ,
-    Prot::READ.union(Prot::WRITE),
-    Prot::READ.union(Prot::EXEC),
-    Prot::all(),
-];
-
-fn addr(page: usize) -> usize {
-    START + page * PAGE
-}
-
-fn allows(prot: Prot, access: Access) -> bool {
-    match access {
-        Access::Read => prot.contains(Prot::READ),
-        Access::Write => prot.contains(Prot::WRITE),
-        Access::Execute => prot.contains(Prot::EXEC),
-    }
-}
-
-impl Model {
-    fn free(&self, start: usize, n: usize) -> bool {
-        self.pages.range(start..start + n).next().is_none()
-    }
-
-    fn lowest_free(&self, n: usize) -> Option<usize> {
-        (0..=PAGES.checked_sub(n)?).find(|&p| self.free(p, n))
-    }
-
-    fn populated(&self) -> usize {
-        self.pages.values().filter(|p| p.populated).count()
-    }
-
-    fn remove(&mut self, start: usize, n: usize) {
-        for p in start..start + n {
-            self.pages.remove(&p);
-        }
-    }
-}
-
-fn mapping_flags(prot: Prot) -> MappingFlags {
-    prot.to_mapping_flags().unwrap()
-}
-
-/// Whether page `q` merges into the area of page `p = q - 1`.
-fn mergeable(p: &Page, q: &Page) -> bool {
-    p.prot == q.prot
-        && match (p.kind, q.kind) {
-            (Kind::Contig(a), Kind::Contig(b)) => a + PAGE == b,
-            (a, b) => a == b,
-        }
-}
-
-/// The area list the model predicts: maximal runs of mergeable pages.
-fn expected_areas(m: &Model) -> Vec<(usize, usize, MappingFlags, AreaKind)> {
-    let mut out: Vec<(usize, usize, MappingFlags, AreaKind)> = Vec::new();
-    let mut prev: Option<(usize, Page)> = None;
-    for (&n, p) in &m.pages {
-        match prev {
-            Some((pn, pp)) if pn + 1 == n && mergeable(&pp, p) => {
-                out.last_mut().unwrap().1 = addr(n + 1);
-            }
-            _ => out.push((
-                addr(n),
-                addr(n + 1),
-                mapping_flags(p.prot),
-                match p.kind {
-                    Kind::Lazy => AreaKind::Alloc {
-                        populate: Populate::Lazy,
-                    },
-                    Kind::Eager => AreaKind::Alloc {
-                        populate: Populate::Eager,
-                    },
-                    Kind::Contig(f) => AreaKind::Contiguous {
-                        start_frame: f.into(),
-                    },
-                },
-            )),
-        }
-        prev = Some((n, *p));
-    }
-    out
-}
-
-fn check_areas(s: &Space, m: &Model, ctx: &str) {
-    let got: Vec<_> = s
-        .areas()
-        .map(|a| (a.start.as_usize(), a.end.as_usize(), a.flags, a.kind))
-        .collect();
-    assert_eq!(got, expected_areas(m), "{ctx}: area list");
-}
-
-fn check_page(s: &Space, m: &Model, page: usize, ctx: &str) {
-    let t = s.translate(va(addr(page)));
-    match m.pages.get(&page) {
-        Some(p) if p.populated && !p.prot.is_empty() => {
-            let t = t.unwrap_or_else(|e| panic!("{ctx}: page {page} should be mapped: {e:?}"));
-            if let Kind::Contig(frame) = p.kind {
-                assert_eq!(t.paddr.as_usize(), frame, "{ctx}: frame of page {page}");
-            }
-            assert!(t.flags.contains(MappingFlags::READ), "{ctx}");
-            assert_eq!(
-                t.flags.contains(MappingFlags::WRITE),
-                p.prot.contains(Prot::WRITE),
-                "{ctx}: page {page}"
-            );
-            assert_eq!(
-                t.flags.contains(MappingFlags::EXECUTE),
-                p.prot.contains(Prot::EXEC),
-                "{ctx}: page {page}"
-            );
-            assert_eq!(read(s, addr(page)), p.tag, "{ctx}: content of page {page}");
-        }
-        _ => assert_eq!(
-            t,
-            Err(AxError::BadAddress),
-            "{ctx}: page {page} should be unmapped"
-        ),
-    }
-}
-
-fn check_counts(s: &Space, m: &Model, ctx: &str) {
-    let st = s.stats();
-    assert_eq!(st.data_frames, m.populated(), "{ctx}: data frames");
-    assert_eq!(
-        testing::frames_in_use(),
-        st.data_frames + st.page_table_frames,
-        "{ctx}: frames in use"
-    );
-}
+/// Pages at the start of the window where most 4K work happens.
+const DENSE: usize = 132;
 
 fn run(seed: u64, ops: usize) {
     testing::reset();
-    let mut s = Space::new(va(START), PAGES * PAGE).unwrap();
-    let mut m = Model {
-        pages: BTreeMap::new(),
-    };
+    let mut s = Space::new(va(START), PAGES * P).unwrap();
+    let mut m = Model::new();
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut next_tag = 1u64;
     let (mut fresh, mut stale) = (0u64, 0u64);
     let mut pressure_failures = 0u64;
-    let mut contiguous_maps = 0u64;
+    let (mut contiguous_maps, mut huge_maps, mut splits) = (0u64, 0u64, 0u64);
     for i in 0..ops {
         let op = rng.random_range(0..100);
-        let start = rng.random_range(0..PAGES + 4);
-        let n = rng.random_range(1..=10usize);
-        let len = n * PAGE
-            - if rng.random_bool(0.3) {
-                rng.random_range(0..PAGE)
-            } else {
-                0
-            };
+        let mut start = if rng.random_bool(0.6) {
+            rng.random_range(0..DENSE)
+        } else {
+            rng.random_range(0..PAGES + 4)
+        };
+        let mut n = if rng.random_bool(0.1) {
+            rng.random_range(1..=2 * BLOCK)
+        } else {
+            rng.random_range(1..=10usize)
+        };
         let ctx = format!("seed {seed} op {i}");
         let ctx = ctx.as_str();
         match op {
@@ -206,6 +59,7 @@ fn run(seed: u64, ops: usize) {
                 let prot = PROTS[rng.random_range(0..PROTS.len())];
                 let mode = rng.random_range(0..6);
                 let contiguous = rng.random_bool(0.15);
+                let huge = rng.random_bool(if contiguous { 0.02 } else { 0.25 });
                 let populate = mode == 1 || mode == 3;
                 let mut flags = if populate {
                     MmapFlags::POPULATE
@@ -215,35 +69,53 @@ fn run(seed: u64, ops: usize) {
                 if contiguous {
                     flags |= MmapFlags::CONTIGUOUS;
                 }
+                if huge {
+                    flags |= if rng.random_bool(0.03) {
+                        MmapFlags::HUGE_1G
+                    } else {
+                        MmapFlags::HUGE_2M
+                    };
+                    if rng.random_bool(0.95) {
+                        n = BLOCK * rng.random_range(1..=2);
+                    }
+                    if rng.random_bool(0.8) {
+                        start = FIRST_BLOCK + BLOCK * rng.random_range(0..3);
+                    }
+                }
                 match mode {
                     2 | 3 => flags |= MmapFlags::FIXED,
                     4 => flags |= MmapFlags::FIXED_NOREPLACE,
                     _ => {}
                 }
-                // Under memory pressure only calls that allocate at map time can fail.
-                let allocates = contiguous || (populate && !prot.is_empty());
-                let limited = allocates && rng.random_bool(0.2);
-                if limited {
-                    testing::set_limit(Some(testing::frames_in_use() + rng.random_range(0..12)));
-                }
-                let hint = (mode == 5 || mode >= 2).then(|| va(addr(start)));
-                let r = s.mmap(hint, len, prot, flags);
-                testing::set_limit(None);
-                let fixed = (2..=4).contains(&mode);
-                let expected = if fixed {
-                    if start + n > PAGES {
-                        Err(AxError::InvalidInput)
-                    } else if mode == 4 && !m.free(start, n) {
-                        Err(AxError::AlreadyExists)
+                let len = n * P
+                    - if rng.random_bool(0.3) {
+                        rng.random_range(0..P)
                     } else {
-                        Ok(start)
-                    }
-                } else if mode == 5 && start + n <= PAGES && m.free(start, n) {
-                    Ok(start)
-                } else {
-                    m.lowest_free(n).ok_or(AxError::NoMemory)
-                };
-                if limited && expected.is_ok() && r == Err(AxError::NoMemory) {
+                        0
+                    };
+                let fixed = (2..=4).contains(&mode);
+                let hint = (mode == 5 || fixed).then(|| addr(start));
+                let expected = m.mmap_result(hint, len, prot, flags);
+                // Under a limit only calls that allocate at map time, or split a
+                // huge page of the old mapping, may fail.
+                let allocates = contiguous || (populate && !prot.is_empty());
+                let splits = fixed && matches!(expected, Ok(p) if m.splits(p, n));
+                let limited = rng.random_bool(0.2);
+                if limited {
+                    let spare = if rng.random_bool(0.3) {
+                        rng.random_range(500..1200)
+                    } else {
+                        rng.random_range(0..12)
+                    };
+                    testing::set_limit(Some(testing::frames_in_use() + spare));
+                }
+                let r = s.mmap(hint.map(va), len, prot, flags);
+                testing::set_limit(None);
+                if limited
+                    && (allocates || splits)
+                    && expected.is_ok()
+                    && r == Err(AxError::NoMemory)
+                {
                     pressure_failures += 1;
                 } else {
                     assert_eq!(
@@ -252,99 +124,103 @@ fn run(seed: u64, ops: usize) {
                         "{ctx}: mmap {start} {n} {prot:?} {flags:?}"
                     );
                     if let Ok(p) = expected {
-                        m.remove(p, n);
-                        let first_frame = match s.area_at(va(addr(p))).map(|a| a.kind) {
-                            Some(AreaKind::Contiguous { start_frame }) if contiguous => Some(
-                                start_frame.as_usize()
-                                    + (addr(p) - s.area_at(va(addr(p))).unwrap().start.as_usize()),
-                            ),
-                            _ => None,
+                        let frame = match s.area_at(va(addr(p))) {
+                            Some(a) => match a.kind {
+                                AreaKind::Contiguous { start_frame } => {
+                                    Some(start_frame.as_usize() + addr(p) - a.start.as_usize())
+                                }
+                                _ => None,
+                            },
+                            None => None,
                         };
-                        assert_eq!(first_frame.is_some(), contiguous, "{ctx}: contiguous area");
+                        m.mmap(&s, p, n, prot, flags, frame, limited, ctx);
                         contiguous_maps += u64::from(contiguous);
-                        let populated = populate && !prot.is_empty();
-                        for q in p..p + n {
-                            let kind = match first_frame {
-                                Some(f) => Kind::Contig(f + (q - p) * PAGE),
-                                None if populated => Kind::Eager,
-                                None => Kind::Lazy,
-                            };
-                            m.pages.insert(
-                                q,
-                                Page {
-                                    prot,
-                                    kind,
-                                    populated: populated || contiguous,
-                                    tag: 0,
-                                },
-                            );
-                        }
+                        huge_maps += u64::from(huge);
                     }
                 }
             }
             25..=39 => {
+                let len = n * P;
+                let limited = rng.random_bool(0.1);
+                if limited {
+                    testing::set_limit(Some(testing::frames_in_use() + rng.random_range(0..2)));
+                }
                 let r = s.munmap(va(addr(start)), len);
-                if start + n > PAGES {
-                    assert_eq!(r, Err(AxError::InvalidInput), "{ctx}");
-                } else {
-                    assert_eq!(r, Ok(()), "{ctx}");
-                    m.remove(start, n);
+                testing::set_limit(None);
+                match window_pages(addr(start), len) {
+                    None => assert_eq!(r, Err(AxError::InvalidInput), "{ctx}"),
+                    Some((p, n)) if limited && m.splits(p, n) && r == Err(AxError::NoMemory) => {
+                        pressure_failures += 1;
+                    }
+                    Some((p, n)) => {
+                        assert_eq!(r, Ok(()), "{ctx}: munmap {p} {n}");
+                        splits += u64::from(m.splits(p, n));
+                        m.remove(p, n);
+                    }
                 }
             }
             40..=59 => {
+                let len = n * P;
                 let prot = PROTS[rng.random_range(0..PROTS.len())];
+                let limited = rng.random_bool(0.1);
+                if limited {
+                    testing::set_limit(Some(testing::frames_in_use() + rng.random_range(0..2)));
+                }
                 let r = s.mprotect(va(addr(start)), len, prot);
-                if start + n > PAGES {
-                    assert_eq!(r, Err(AxError::InvalidInput), "{ctx}");
-                } else if (start..start + n).any(|p| !m.pages.contains_key(&p)) {
-                    assert_eq!(r, Err(AxError::NoMemory), "{ctx}");
-                } else {
-                    assert_eq!(r, Ok(()), "{ctx}");
-                    for p in start..start + n {
-                        m.pages.get_mut(&p).unwrap().prot = prot;
+                testing::set_limit(None);
+                match window_pages(addr(start), len) {
+                    None => assert_eq!(r, Err(AxError::InvalidInput), "{ctx}"),
+                    Some((p, n)) if (p..p + n).any(|q| !m.pages.contains_key(&q)) => {
+                        assert_eq!(r, Err(AxError::NoMemory), "{ctx}")
+                    }
+                    Some((p, n))
+                        if limited
+                            && m.mprotect_needs_frames(p, n, prot)
+                            && r == Err(AxError::NoMemory) =>
+                    {
+                        pressure_failures += 1;
+                    }
+                    Some((p, n)) => {
+                        assert_eq!(r, Ok(()), "{ctx}: mprotect {p} {n} {prot:?}");
+                        splits += u64::from(m.splits(p, n));
+                        m.mprotect(p, n, prot);
                     }
                 }
             }
             60..=89 => {
+                if rng.random_bool(0.4) {
+                    start = FIRST_BLOCK + rng.random_range(0..3 * BLOCK);
+                }
+                // The first touch of a lazy huge page runs out of frames more
+                // often, so that huge faults fall back to 4K pages.
+                let first_touch = m
+                    .pages
+                    .get(&start)
+                    .is_some_and(|q| q.kind == Kind::HugeLazy && !q.populated);
                 let access = [Access::Read, Access::Write, Access::Execute][rng.random_range(0..3)];
-                let offset = rng.random_range(0..PAGE);
-                let limited = rng.random_bool(0.05);
+                let offset = rng.random_range(0..P);
+                let limited = rng.random_bool(if first_touch { 0.3 } else { 0.05 });
                 if limited {
                     testing::set_limit(Some(testing::frames_in_use() + rng.random_range(0..3)));
                 }
                 let r = s.handle_page_fault(va(addr(start) + offset), access);
                 testing::set_limit(None);
-                if limited && matches!(r, Err(FaultError::NoMemory { .. })) {
-                    let p = m.pages[&start];
-                    assert!(!p.populated && allows(p.prot, access), "{ctx}: {r:?}");
-                    pressure_failures += 1;
-                    check_counts(&s, &m, ctx);
-                    continue;
-                }
-                match m.pages.get_mut(&start) {
-                    None => assert_eq!(r, Err(FaultError::NoArea), "{ctx}"),
-                    Some(p) if !allows(p.prot, access) => {
-                        assert!(matches!(r, Err(FaultError::Denied { .. })), "{ctx}: {r:?}");
-                        let area = r.unwrap_err().area().copied().unwrap();
-                        assert!(
-                            area.start.as_usize() <= addr(start)
-                                && addr(start) < area.end.as_usize()
-                        );
-                    }
-                    Some(p) => {
-                        assert_eq!(r, Ok(()), "{ctx}: touch {start} {access}");
-                        if !p.populated {
+                match m.fault(&s, Some(start), access, r, limited, ctx) {
+                    Fault::NoArea | Fault::Denied => {}
+                    Fault::NoMemory => pressure_failures += 1,
+                    f @ (Fault::Fresh { .. } | Fault::Spurious) => {
+                        if f == Fault::Spurious {
+                            stale += 1;
+                        } else {
                             assert!(
                                 page_is_zero(&s, addr(start)),
                                 "{ctx}: fresh page not zeroed"
                             );
-                            p.populated = true;
                             fresh += 1;
-                        } else {
-                            stale += 1;
                         }
-                        assert_eq!(read(&s, addr(start)), p.tag, "{ctx}: content");
-                        p.tag = next_tag;
+                        let page = m.pages.get_mut(&start).unwrap();
+                        assert_eq!(common::read(&s, addr(start)), page.tag, "{ctx}: content");
+                        page.tag = next_tag;
                         write(&s, addr(start), next_tag);
                         next_tag += 1;
                     }
@@ -352,7 +228,7 @@ fn run(seed: u64, ops: usize) {
             }
             90..=98 => {
                 if start < PAGES {
-                    check_page(&s, &m, start, ctx);
+                    m.check_page(&s, start, true, ctx);
                 } else {
                     assert_eq!(
                         s.translate(va(addr(start))),
@@ -362,24 +238,18 @@ fn run(seed: u64, ops: usize) {
                 }
             }
             _ => {
-                s.munmap(va(START), PAGES * PAGE).unwrap();
-                m.pages.clear();
+                s.munmap(va(START), PAGES * P).unwrap();
+                m.remove(0, PAGES);
                 assert_eq!(s.stats().page_table_frames, 1, "{ctx}: tables reclaimed");
                 assert_eq!(s.stats().areas, 0);
             }
         }
-        check_counts(&s, &m, ctx);
+        m.check_counts(&s, ctx);
         if i % 256 == 0 {
-            for p in 0..PAGES {
-                check_page(&s, &m, p, ctx);
-            }
-            check_areas(&s, &m, ctx);
+            m.check(&s, true, ctx);
         }
     }
-    for p in 0..PAGES {
-        check_page(&s, &m, p, "final");
-    }
-    check_areas(&s, &m, "final");
+    m.check(&s, true, "final");
     let st = s.stats();
     assert_eq!((st.faults_handled, st.spurious_faults), (fresh, stale));
     assert!(
@@ -390,11 +260,20 @@ fn run(seed: u64, ops: usize) {
         pressure_failures > ops as u64 / 1000,
         "the sequence runs out of frames sometimes: {pressure_failures}"
     );
+    if ops >= 10_000 {
+        assert!(
+            m.huge_faults > 0 && m.huge_fallbacks > 0 && huge_maps > 0 && splits > 0,
+            "the sequence maps, splits and falls back from huge pages: {} {} {huge_maps} {splits}",
+            m.huge_faults,
+            m.huge_fallbacks
+        );
+    }
     eprintln!(
         "seed {seed}: {ops} ops, {fresh} fresh and {stale} spurious faults, \
-         {pressure_failures} out-of-frames failures, {contiguous_maps} contiguous mmaps, \
+         {pressure_failures} out-of-frames failures, {contiguous_maps} contiguous and \
+         {huge_maps} huge mmaps, {} huge faults, {} huge fallbacks, {splits} huge splits, \
          {} areas at the end",
-        st.areas
+        m.huge_faults, m.huge_fallbacks, st.areas
     );
     drop(s);
     testing::assert_no_leaks();

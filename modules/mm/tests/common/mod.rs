@@ -1,6 +1,8 @@
 //! Shared helpers of the host tests.
 #![allow(dead_code)]
 
+pub mod model;
+
 use memory_addr::VirtAddr;
 use mm::{AddrSpace, AreaInfo};
 use page_table_entry::x86_64::X64PTE;
