@@ -65,49 +65,83 @@ pub enum QueryError {
     OutOfRange,
 }
 
-impl From<MapError> for AxError {
-    fn from(e: MapError) -> Self {
-        match e {
-            MapError::AlreadyMapped => AxError::AlreadyExists,
-            MapError::NoMemory => AxError::NoMemory,
-            MapError::OutOfRange => AxError::BadAddress,
-            MapError::NotAligned | MapError::InvalidFlags => AxError::InvalidInput,
-            MapError::Shared => AxError::PermissionDenied,
-        }
-    }
+/// Why a range check or edge split failed, before any entry changed (crate-internal;
+/// converted to the operation's own error by variant name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeError {
+    NotAligned,
+    OutOfRange,
+    Shared,
+    NoMemory,
 }
 
-impl From<UnmapError> for AxError {
-    fn from(e: UnmapError) -> Self {
-        match e {
-            UnmapError::NotMapped => AxError::NotFound,
-            UnmapError::NoMemory => AxError::NoMemory,
-            UnmapError::OutOfRange => AxError::BadAddress,
-            UnmapError::NotAligned | UnmapError::SizeMismatch => AxError::InvalidInput,
-            UnmapError::Shared => AxError::PermissionDenied,
-        }
-    }
+/// Why a single-page unmap or protect found no page of the asked size (crate-internal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageError {
+    NotMapped,
+    SizeMismatch,
 }
 
-impl From<ProtectError> for AxError {
-    fn from(e: ProtectError) -> Self {
-        match e {
-            ProtectError::NotMapped => AxError::NotFound,
-            ProtectError::NoMemory => AxError::NoMemory,
-            ProtectError::OutOfRange => AxError::BadAddress,
-            ProtectError::NotAligned | ProtectError::SizeMismatch | ProtectError::InvalidFlags => {
-                AxError::InvalidInput
+/// `impl From<$from> for $to`, mapping each listed variant to the variant of the
+/// same name. The match is exhaustive, so a variant added to `$from` and not
+/// listed is a compile error.
+macro_rules! by_name {
+    ($from:ident => $to:ident: $($v:ident)|+) => {
+        impl From<$from> for $to {
+            fn from(e: $from) -> Self {
+                match e {
+                    $($from::$v => $to::$v,)+
+                }
             }
-            ProtectError::Shared => AxError::PermissionDenied,
+        }
+    };
+}
+
+by_name!(RangeError => MapError: NotAligned | OutOfRange | Shared | NoMemory);
+by_name!(RangeError => UnmapError: NotAligned | OutOfRange | Shared | NoMemory);
+by_name!(RangeError => ProtectError: NotAligned | OutOfRange | Shared | NoMemory);
+by_name!(PageError => UnmapError: NotMapped | SizeMismatch);
+by_name!(PageError => ProtectError: NotMapped | SizeMismatch);
+
+/// Every variant name used by the public error enums. A name means the same
+/// [`AxError`] in every enum; this is the one place that says which.
+enum Cause {
+    AlreadyMapped,
+    NotMapped,
+    SizeMismatch,
+    NoMemory,
+    NotAligned,
+    OutOfRange,
+    InvalidFlags,
+    Shared,
+}
+
+impl From<Cause> for AxError {
+    fn from(c: Cause) -> Self {
+        match c {
+            Cause::AlreadyMapped => AxError::AlreadyExists,
+            Cause::NotMapped => AxError::NotFound,
+            Cause::NoMemory => AxError::NoMemory,
+            Cause::OutOfRange => AxError::BadAddress,
+            Cause::NotAligned | Cause::SizeMismatch | Cause::InvalidFlags => AxError::InvalidInput,
+            Cause::Shared => AxError::PermissionDenied,
         }
     }
 }
 
-impl From<QueryError> for AxError {
-    fn from(e: QueryError) -> Self {
-        match e {
-            QueryError::NotMapped => AxError::NotFound,
-            QueryError::OutOfRange => AxError::BadAddress,
+/// `impl From<$e> for AxError` for each public error enum, through [`Cause`].
+macro_rules! to_ax_error {
+    ($($e:ident),+) => {$(
+        impl From<$e> for AxError {
+            fn from(e: $e) -> Self {
+                Cause::from(e).into()
+            }
         }
-    }
+    )+};
 }
+
+by_name!(MapError => Cause: AlreadyMapped | NoMemory | NotAligned | OutOfRange | InvalidFlags | Shared);
+by_name!(UnmapError => Cause: NotMapped | SizeMismatch | NoMemory | NotAligned | OutOfRange | Shared);
+by_name!(ProtectError => Cause: NotMapped | SizeMismatch | NoMemory | NotAligned | OutOfRange | InvalidFlags | Shared);
+by_name!(QueryError => Cause: NotMapped | OutOfRange);
+to_ax_error!(MapError, UnmapError, ProtectError, QueryError);

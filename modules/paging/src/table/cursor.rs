@@ -14,10 +14,10 @@ use core::ops::Deref;
 use memory_addr::PhysAddr;
 use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
 
-use crate::error::{MapError, ProtectError, UnmapError};
+use crate::error::{MapError, PageError, ProtectError, RangeError, UnmapError};
 use crate::size::PageSize;
 
-use super::entry::ENTRIES;
+use super::entry::{ENTRIES, leaf_flags_ok};
 use super::{Leaf, PageTable, Pt};
 
 /// Leaf addresses remembered for a targeted flush before falling back to a full one.
@@ -60,6 +60,28 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
             n_addrs: 0,
             full: false,
             retired: None,
+        }
+    }
+}
+
+impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> {
+    /// Checks that `va` is a valid address aligned to `S`; returns it in linear space.
+    fn page_la<S: PageSize>(va: usize) -> Result<usize, RangeError> {
+        if !va.is_multiple_of(S::SIZE) {
+            return Err(RangeError::NotAligned);
+        }
+        if !M::vaddr_is_valid(va) {
+            return Err(RangeError::OutOfRange);
+        }
+        Ok(va & Self::LA_MASK)
+    }
+
+    /// Checks that a leaf of size `S` or larger maps linear address `la`.
+    fn mapped_as<S: PageSize>(&self, la: usize) -> Result<(), PageError> {
+        match self.find(la) {
+            None => Err(PageError::NotMapped),
+            Some((_, h)) if h < S::HEIGHT => Err(PageError::SizeMismatch),
+            Some(_) => Ok(()),
         }
     }
 }
@@ -133,18 +155,8 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         &mut self,
         vaddr: M::VirtAddr,
     ) -> Result<Leaf<M::VirtAddr>, UnmapError> {
-        let va: usize = vaddr.into();
-        if !va.is_multiple_of(S::SIZE) {
-            return Err(UnmapError::NotAligned);
-        }
-        if !M::vaddr_is_valid(va) {
-            return Err(UnmapError::OutOfRange);
-        }
-        match self.pt.find(va & Pt::<M, PTE, H>::LA_MASK) {
-            None => return Err(UnmapError::NotMapped),
-            Some((_, h)) if h < S::HEIGHT => return Err(UnmapError::SizeMismatch),
-            Some(_) => {}
-        }
+        let la = Pt::<M, PTE, H>::page_la::<S>(vaddr.into())?;
+        self.pt.mapped_as::<S>(la)?;
         let mut out = None;
         self.unmap_region(vaddr, S::SIZE, |l| out = Some(l))?;
         out.ok_or(UnmapError::NotMapped)
@@ -157,21 +169,11 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         vaddr: M::VirtAddr,
         flags: MappingFlags,
     ) -> Result<(), ProtectError> {
-        let va: usize = vaddr.into();
-        if !va.is_multiple_of(S::SIZE) {
-            return Err(ProtectError::NotAligned);
-        }
-        if !M::vaddr_is_valid(va) {
-            return Err(ProtectError::OutOfRange);
-        }
-        if !flags.intersects(MappingFlags::READ | MappingFlags::EXECUTE) {
+        let la = Pt::<M, PTE, H>::page_la::<S>(vaddr.into())?;
+        if !leaf_flags_ok(flags) {
             return Err(ProtectError::InvalidFlags);
         }
-        match self.pt.find(va & Pt::<M, PTE, H>::LA_MASK) {
-            None => return Err(ProtectError::NotMapped),
-            Some((_, h)) if h < S::HEIGHT => return Err(ProtectError::SizeMismatch),
-            Some(_) => {}
-        }
+        self.pt.mapped_as::<S>(la)?;
         self.protect_region(vaddr, S::SIZE, flags)
     }
 

@@ -9,7 +9,7 @@
 //! This is the only module that turns a table's physical address into a pointer.
 
 use memory_addr::PhysAddr;
-use page_table_multiarch::{GenericPTE, PagingHandler, PagingMetaData};
+use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
 
 use crate::size::LeafSize;
 
@@ -44,6 +44,14 @@ pub(super) const fn entry_end(la: usize, h: usize) -> usize {
 #[inline(always)]
 pub(super) fn is_leaf<PTE: GenericPTE>(pte: &PTE, h: usize) -> bool {
     h == 0 || pte.is_huge()
+}
+
+/// Whether a leaf with `flags` can be written: this crate only writes leaves
+/// that are readable or executable, so every entry it writes is present
+/// (crate invariant 4).
+#[inline(always)]
+pub(super) fn leaf_flags_ok(flags: MappingFlags) -> bool {
+    flags.intersects(MappingFlags::READ | MappingFlags::EXECUTE)
 }
 
 pub(super) const fn leaf_size(h: usize) -> LeafSize {

@@ -18,7 +18,7 @@ use core::marker::PhantomData;
 use memory_addr::PhysAddr;
 use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
 
-use crate::error::{MapError, QueryError};
+use crate::error::{MapError, QueryError, RangeError};
 use crate::size::LeafSize;
 
 use entry::{ENTRIES, PAGE, index, is_leaf, leaf_size, shift, span};
@@ -45,11 +45,6 @@ pub struct Leaf<V> {
 }
 
 type Marker<M, PTE, H> = PhantomData<fn() -> (M, PTE, H)>;
-
-enum RangeFault {
-    NotAligned,
-    OutOfRange,
-}
 
 /// A multi-level page table (see the crate docs for invariants and protocol).
 ///
@@ -135,27 +130,24 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
     /// Number of table frames reachable from the root and owned by this table
     /// (the root included; shared root slots excluded).
     pub fn table_frames(&self) -> usize {
-        let mut n = 1;
-        for i in 0..ENTRIES {
-            let pte = Self::read(self.root, i);
-            if !self.is_shared(i) && pte.is_present() && !is_leaf(&pte, Self::TOP) {
-                n += Self::count_tables(pte.paddr(), Self::TOP - 1);
-            }
-        }
+        let mut n = 0;
+        self.for_each_table(self.root, Self::TOP, &mut |_| n += 1);
         n
     }
 
-    fn count_tables(table: PhysAddr, h: usize) -> usize {
-        let mut n = 1;
+    /// Calls `f` on every table frame owned at or below `table` (at height `h`),
+    /// each after the tables below it; shared root slots are not descended.
+    fn for_each_table(&self, table: PhysAddr, h: usize, f: &mut impl FnMut(PhysAddr)) {
         if h > 0 {
             for i in 0..ENTRIES {
                 let pte = Self::read(table, i);
-                if pte.is_present() && !is_leaf(&pte, h) {
-                    n += Self::count_tables(pte.paddr(), h - 1);
+                let shared = h == Self::TOP && self.is_shared(i);
+                if !shared && pte.is_present() && !is_leaf(&pte, h) {
+                    self.for_each_table(pte.paddr(), h - 1, f);
                 }
             }
         }
-        n
+        f(table);
     }
 
     fn walk_leaves<F: FnMut(Leaf<M::VirtAddr>)>(table: PhysAddr, h: usize, base: usize, f: &mut F) {
@@ -218,46 +210,29 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
     }
 
     /// Checks a virtual range and returns it in linear (table-index) space.
-    fn linear_range(va: usize, size: usize) -> Result<(usize, usize), RangeFault> {
+    fn linear_range(va: usize, size: usize) -> Result<(usize, usize), RangeError> {
         if !va.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
-            return Err(RangeFault::NotAligned);
+            return Err(RangeError::NotAligned);
         }
         if !M::vaddr_is_valid(va) {
-            return Err(RangeFault::OutOfRange);
+            return Err(RangeError::OutOfRange);
         }
         if size == 0 {
             return Ok((va & Self::LA_MASK, va & Self::LA_MASK));
         }
-        let last = va.checked_add(size - 1).ok_or(RangeFault::OutOfRange)?;
+        let last = va.checked_add(size - 1).ok_or(RangeError::OutOfRange)?;
         if !M::vaddr_is_valid(last) || (va >> Self::LA_BITS) != (last >> Self::LA_BITS) {
-            return Err(RangeFault::OutOfRange);
+            return Err(RangeError::OutOfRange);
         }
         let s = va & Self::LA_MASK;
         Ok((s, s + size))
-    }
-
-    fn free_tree(table: PhysAddr, h: usize) {
-        if h > 0 {
-            for i in 0..ENTRIES {
-                let pte = Self::read(table, i);
-                if pte.is_present() && !is_leaf(&pte, h) {
-                    Self::free_tree(pte.paddr(), h - 1);
-                }
-            }
-        }
-        H::dealloc_frame(table);
     }
 }
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop for PageTable<M, PTE, H> {
     fn drop(&mut self) {
-        for i in 0..ENTRIES {
-            let pte = Self::read(self.root, i);
-            if !self.is_shared(i) && pte.is_present() && !is_leaf(&pte, Self::TOP) {
-                Self::free_tree(pte.paddr(), Self::TOP - 1);
-            }
-        }
-        H::dealloc_frame(self.root);
+        // Children before parents: a table is read only before it is freed.
+        self.for_each_table(self.root, Self::TOP, &mut |t| H::dealloc_frame(t));
     }
 }
 

@@ -14,9 +14,9 @@ use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaDa
 
 use crate::error::{MapError, ProtectError, UnmapError};
 
-use super::entry::{EmptyEntry, MAX_LEAF_HEIGHT, PAGE, entry_end, index, is_leaf, leaf_size, span};
-use super::split::RangePrep;
-use super::{Cursor, Leaf, PageTable, Pt, RangeFault};
+use super::entry::{EmptyEntry, MAX_LEAF_HEIGHT, PAGE, entry_end, index, is_leaf};
+use super::entry::{leaf_flags_ok, leaf_size, span};
+use super::{Cursor, Leaf, PageTable, Pt};
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> {
     /// Whether no present leaf overlaps the linear range `[s, e)` under `table`.
@@ -66,14 +66,11 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         flags: MappingFlags,
         max_h: usize,
     ) -> Result<(), MapError> {
-        let (s, e) = Pt::<M, PTE, H>::linear_range(va, size).map_err(|f| match f {
-            RangeFault::NotAligned => MapError::NotAligned,
-            RangeFault::OutOfRange => MapError::OutOfRange,
-        })?;
+        let (s, e) = Pt::<M, PTE, H>::linear_range(va, size)?;
         if !pa.is_multiple_of(PAGE) {
             return Err(MapError::NotAligned);
         }
-        if !flags.intersects(MappingFlags::READ | MappingFlags::EXECUTE) {
+        if !leaf_flags_ok(flags) {
             return Err(MapError::InvalidFlags);
         }
         if size == 0 {
@@ -157,12 +154,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         mut on_leaf: impl FnMut(Leaf<M::VirtAddr>),
     ) -> Result<(), UnmapError> {
         let va: usize = vaddr.into();
-        let (s, e) = self.prepare_range(va, size).map_err(|p| match p {
-            RangePrep::NotAligned => UnmapError::NotAligned,
-            RangePrep::OutOfRange => UnmapError::OutOfRange,
-            RangePrep::Shared => UnmapError::Shared,
-            RangePrep::NoMemory => UnmapError::NoMemory,
-        })?;
+        let (s, e) = self.prepare_range(va, size)?;
         if s < e {
             let root = self.pt.root;
             let delta = va.wrapping_sub(s);
@@ -228,16 +220,11 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         size: usize,
         flags: MappingFlags,
     ) -> Result<(), ProtectError> {
-        if !flags.intersects(MappingFlags::READ | MappingFlags::EXECUTE) {
+        if !leaf_flags_ok(flags) {
             return Err(ProtectError::InvalidFlags);
         }
         let va: usize = vaddr.into();
-        let (s, e) = self.prepare_range(va, size).map_err(|p| match p {
-            RangePrep::NotAligned => ProtectError::NotAligned,
-            RangePrep::OutOfRange => ProtectError::OutOfRange,
-            RangePrep::Shared => ProtectError::Shared,
-            RangePrep::NoMemory => ProtectError::NoMemory,
-        })?;
+        let (s, e) = self.prepare_range(va, size)?;
         if s < e {
             let root = self.pt.root;
             self.protect_rec(root, Pt::<M, PTE, H>::TOP, s, e, va.wrapping_sub(s), flags);

@@ -13,12 +13,14 @@ use memory_addr::PhysAddr;
 use page_table_multiarch::{GenericPTE, PagingHandler, PagingMetaData};
 
 use super::entry::{ENTRIES, index, is_leaf, span};
-use super::{Cursor, Pt, RangeFault};
+use crate::error::RangeError;
+
+use super::{Cursor, Pt};
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H> {
     /// Makes linear address `la` a leaf boundary, splitting huge leaves that
     /// straddle it. Keeps every translation and flag.
-    fn split_at(&mut self, la: usize) -> Result<(), ()> {
+    fn split_at(&mut self, la: usize) -> Result<(), RangeError> {
         let mut table = self.pt.root;
         let mut h = Pt::<M, PTE, H>::TOP;
         while la & (span(h) - 1) != 0 {
@@ -28,7 +30,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
                 return Ok(());
             }
             let next = if is_leaf(&pte, h) {
-                let child = Self::split_leaf(&pte, h).ok_or(())?;
+                let child = Self::split_leaf(&pte, h).ok_or(RangeError::NoMemory)?;
                 Pt::<M, PTE, H>::write(table, idx, PTE::new_table(child));
                 self.full = true;
                 child
@@ -60,28 +62,18 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         &mut self,
         va: usize,
         size: usize,
-    ) -> Result<(usize, usize), RangePrep> {
-        let (s, e) = Pt::<M, PTE, H>::linear_range(va, size).map_err(|f| match f {
-            RangeFault::NotAligned => RangePrep::NotAligned,
-            RangeFault::OutOfRange => RangePrep::OutOfRange,
-        })?;
+    ) -> Result<(usize, usize), RangeError> {
+        let (s, e) = Pt::<M, PTE, H>::linear_range(va, size)?;
         if s == e {
             return Ok((s, e));
         }
         if self.pt.touches_shared(s, e) {
-            return Err(RangePrep::Shared);
+            return Err(RangeError::Shared);
         }
-        self.split_at(s).map_err(|()| RangePrep::NoMemory)?;
+        self.split_at(s)?;
         if e <= Pt::<M, PTE, H>::LA_MASK {
-            self.split_at(e).map_err(|()| RangePrep::NoMemory)?;
+            self.split_at(e)?;
         }
         Ok((s, e))
     }
-}
-
-pub(super) enum RangePrep {
-    NotAligned,
-    OutOfRange,
-    Shared,
-    NoMemory,
 }
