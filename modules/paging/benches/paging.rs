@@ -98,26 +98,24 @@ fn case<TO, TT>(
     report(name, &mut lo, &mut lt);
 }
 
-fn ours_mapped_4k() -> Ours {
-    let mut t = Ours::try_new().unwrap();
+/// Maps 1 GiB at `BASE` to `phys` (huge leaves allowed with `huge`).
+fn map_ours(t: &mut Ours, phys: usize, huge: bool) {
     t.cursor()
-        .map_region(VirtAddr::from(BASE), PhysAddr::from(0), G1, rw(), false)
+        .map_region(VirtAddr::from(BASE), PhysAddr::from(phys), G1, rw(), huge)
         .unwrap();
-    t
 }
 
-fn theirs_mapped_4k() -> Theirs {
-    let mut t = Theirs::try_new().unwrap();
+/// `map_ours` for `PageTable64`.
+fn map_theirs(t: &mut Theirs, phys: usize, huge: bool) {
     t.cursor()
         .map_region(
             VirtAddr::from(BASE),
-            |v| PhysAddr::from(v.as_usize() - BASE),
+            |v| PhysAddr::from(v.as_usize() - BASE + phys),
             G1,
             rw(),
-            false,
+            huge,
         )
         .unwrap();
-    t
 }
 
 fn scattered() -> impl Iterator<Item = usize> {
@@ -127,56 +125,26 @@ fn scattered() -> impl Iterator<Item = usize> {
 fn benches(c: &mut Criterion) {
     testing::reset();
 
-    case(
-        c,
-        "map 1GiB 4K pages",
-        || Ours::try_new().unwrap(),
-        |t| {
-            t.cursor()
-                .map_region(VirtAddr::from(BASE), PhysAddr::from(0), G1, rw(), false)
-                .unwrap()
-        },
-        || Theirs::try_new().unwrap(),
-        |t| {
-            t.cursor()
-                .map_region(
-                    VirtAddr::from(BASE),
-                    |v| PhysAddr::from(v.as_usize() - BASE),
-                    G1,
-                    rw(),
-                    false,
-                )
-                .unwrap()
-        },
-    );
-
-    let phys = G1 + M2; // 2M-aligned, not 1G-aligned: 512 x 2M leaves
-    case(
-        c,
-        "map 1GiB huge pages",
-        || Ours::try_new().unwrap(),
-        |t| {
-            t.cursor()
-                .map_region(VirtAddr::from(BASE), PhysAddr::from(phys), G1, rw(), true)
-                .unwrap()
-        },
-        || Theirs::try_new().unwrap(),
-        |t| {
-            t.cursor()
-                .map_region(
-                    VirtAddr::from(BASE),
-                    |v| PhysAddr::from(v.as_usize() - BASE + phys),
-                    G1,
-                    rw(),
-                    true,
-                )
-                .unwrap()
-        },
-    );
+    // The huge case maps a 2M-aligned, not 1G-aligned address: 512 x 2M leaves.
+    for (name, phys, huge) in [
+        ("map 1GiB 4K pages", 0, false),
+        ("map 1GiB huge pages", G1 + M2, true),
+    ] {
+        case(
+            c,
+            name,
+            || Ours::try_new().unwrap(),
+            |t| map_ours(t, phys, huge),
+            || Theirs::try_new().unwrap(),
+            |t| map_theirs(t, phys, huge),
+        );
+    }
 
     // Protect: one table each, built once; the flags alternate per iteration.
-    let mut ours = ours_mapped_4k();
-    let mut theirs = theirs_mapped_4k();
+    let mut ours = Ours::try_new().unwrap();
+    map_ours(&mut ours, 0, false);
+    let mut theirs = Theirs::try_new().unwrap();
+    map_theirs(&mut theirs, 0, false);
     let (mut fo, mut ft) = (false, false);
     let ro = MappingFlags::READ;
     case(
