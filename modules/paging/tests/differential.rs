@@ -16,7 +16,9 @@ use memory_addr::{PhysAddr, VirtAddr};
 use page_table_multiarch::{
     GenericPTE, MappingFlags, PageSize as TheirSize, PageTable64, PagingMetaData,
 };
-use paging::{Cursor, LeafSize, MapError, PageTable, Size1G, Size2M, Size4K, UnmapError};
+use paging::{
+    Cursor, Leaf, LeafSize, MapError, PageSize, PageTable, Size1G, Size2M, Size4K, UnmapError,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use testing::TrackingHandler;
@@ -330,6 +332,26 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Ctx<M, PTE> {
         (va, len)
     }
 
+    /// Unmaps (returning the leaf) or protects (returning `None`) the page of size
+    /// `S` at `va`; an error as its `Debug` text.
+    fn single<S: PageSize>(
+        &mut self,
+        unmap: bool,
+        va: usize,
+        f: MappingFlags,
+    ) -> Result<Option<Leaf<VirtAddr>>, String> {
+        let mut c = self.cur();
+        if unmap {
+            c.unmap::<S>(va.into())
+                .map(Some)
+                .map_err(|e| format!("{e:?}"))
+        } else {
+            c.protect::<S>(va.into(), f)
+                .map(|()| None)
+                .map_err(|e| format!("{e:?}"))
+        }
+    }
+
     /// Single-page unmap or protect at a mapped point (when there is one).
     fn op_single(&mut self) -> (usize, usize) {
         let runs = self
@@ -349,34 +371,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE> Ctx<M, PTE> {
         let f = self.flags();
         let size_of = |s: LeafSize| s.bytes();
         let leaf = self.ours.query(va.into()).ok().map(|(_, _, s)| size_of(s));
-        let res = {
-            let mut c = self.cur();
-            match (unmap, sz) {
-                (true, PAGE) => c
-                    .unmap::<Size4K>(va.into())
-                    .map(Some)
-                    .map_err(|e| format!("{e:?}")),
-                (true, M2) => c
-                    .unmap::<Size2M>(va.into())
-                    .map(Some)
-                    .map_err(|e| format!("{e:?}")),
-                (true, _) => c
-                    .unmap::<Size1G>(va.into())
-                    .map(Some)
-                    .map_err(|e| format!("{e:?}")),
-                (false, PAGE) => c
-                    .protect::<Size4K>(va.into(), f)
-                    .map(|()| None)
-                    .map_err(|e| format!("{e:?}")),
-                (false, M2) => c
-                    .protect::<Size2M>(va.into(), f)
-                    .map(|()| None)
-                    .map_err(|e| format!("{e:?}")),
-                (false, _) => c
-                    .protect::<Size1G>(va.into(), f)
-                    .map(|()| None)
-                    .map_err(|e| format!("{e:?}")),
-            }
+        let res = match sz {
+            PAGE => self.single::<Size4K>(unmap, va, f),
+            M2 => self.single::<Size2M>(unmap, va, f),
+            _ => self.single::<Size1G>(unmap, va, f),
         };
         match (leaf, &res) {
             (None, Err(e)) => assert_eq!(e, "NotMapped", "{}", self.ctx()),
