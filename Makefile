@@ -86,7 +86,7 @@ help:
 	@echo '  test-qemu   deps + every app on every board (narrowed by ARCH/PLATFORM/PLAT_CONFIG/APPS)'
 	@echo '  test-tools  self-test of scripts/qemu.py (expected-output matcher, board files)'
 	@echo '  deps        rust targets + components, and QEMU (system or private copy in .tools/)'
-	@echo '  clippy      host clippy, then clippy of runtime, tessera and all apps for each board'
+	@echo '  clippy      host clippy, then for each board: every kernel crate, the board and all apps'
 	@echo '  fmt         cargo fmt --all          fmt-check  the same with --check'
 	@echo '  doc         cargo doc (host crates; the tessera API for the board if it exists)'
 	@echo '  bench       all benchmarks: host criterion + callgrind, apps/bench on every board -> docs/BENCHMARKS.md'
@@ -152,7 +152,9 @@ clippy: deps-rust
 	boards="$$($(QEMU_PY) boards $(if $(ARCH_SET),--arch $(ARCH)))"; \
 	for b in $$boards; do \
 		t="$$($(QEMU_PY) board "$$b" target)"; \
-		pkgs="-p runtime -p tessera"; for a in $$apps; do pkgs="$$pkgs -p $$a"; done; \
+		board="$$($(QEMU_PY) board "$$b" platform)"; \
+		pkgs="-p hal -p config -p frames -p paging -p mm -p runtime -p tessera -p $$board"; \
+		for a in $$apps; do pkgs="$$pkgs -p $$a"; done; \
 		echo "TESSERA_PLAT_CONFIG=$$b cargo clippy --target $$t $$pkgs -- -D warnings"; \
 		TESSERA_PLAT_CONFIG="$$b" TESSERA_MEM='$(MEM)' TESSERA_SMP='$(SMP)' TESSERA_LOG='$(LOG)' \
 			cargo clippy --target "$$t" $$pkgs -- -D warnings; \
