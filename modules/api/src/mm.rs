@@ -8,7 +8,7 @@
 use alloc::vec::Vec;
 
 use hal::Board;
-pub use mm::{AreaInfo, AreaKind, MappingFlags, MmapFlags, PageSize, Prot, Translation};
+pub use mm::{AreaInfo, AreaKind, MappingFlags, MmStats, MmapFlags, PageSize, Prot, Translation};
 use runtime::board::Current;
 
 use crate::AxResult;
@@ -52,40 +52,35 @@ pub fn translate(va: usize) -> AxResult<Translation> {
 }
 
 /// Memory counters.
+///
+/// The address space's own counters (`data_frames`, `page_table_frames`,
+/// `faults_handled`, `spurious_faults`, `huge_faults`, `huge_fallbacks`, `areas`)
+/// are read through `Deref` to [`MmStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     /// Frames of RAM the allocator manages.
     pub frames_total: usize,
     /// Frames handed out (data, page tables, heap growth).
     pub frames_used: usize,
-    /// Frames owned by anonymous areas (mapped or parked).
-    pub data_frames: usize,
-    /// Frames holding page tables.
-    pub page_table_frames: usize,
-    /// Page faults that mapped a page.
-    pub faults_handled: u64,
-    /// Faults on pages already mapped (stale TLB entries).
-    pub spurious_faults: u64,
-    /// Faults in huge areas (`HUGE_2M`/`HUGE_1G`) that mapped a whole huge page.
-    pub huge_faults: u64,
-    /// Huge pages that got 4K frames because no aligned run of frames was free
-    /// (a fault: the faulting page; a `POPULATE`: the whole block).
-    pub huge_fallbacks: u64,
+    /// The kernel address space's counters.
+    pub space: MmStats,
+}
+
+impl core::ops::Deref for Stats {
+    type Target = MmStats;
+
+    fn deref(&self) -> &MmStats {
+        &self.space
+    }
 }
 
 /// Current memory counters.
 pub fn stats() -> Stats {
     let f = frames::global::stats();
-    let m = runtime::space::with(|s| s.stats());
     Stats {
         frames_total: f.total,
         frames_used: f.used,
-        data_frames: m.data_frames,
-        page_table_frames: m.page_table_frames,
-        faults_handled: m.faults_handled,
-        spurious_faults: m.spurious_faults,
-        huge_faults: m.huge_faults,
-        huge_fallbacks: m.huge_fallbacks,
+        space: runtime::space::with(|s| s.stats()),
     }
 }
 
