@@ -203,10 +203,18 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
 
     /// Whether any root slot of the linear range `[s, e)` is shared.
     fn touches_shared(&self, s: usize, e: usize) -> bool {
-        if s >= e || self.shared.iter().all(|w| *w == 0) {
+        if s >= e {
             return false;
         }
-        (index(s, Self::TOP)..=index(e - 1, Self::TOP)).any(|i| self.is_shared(i))
+        let (first, last) = (index(s, Self::TOP), index(e - 1, Self::TOP));
+        if first == last {
+            // One root slot (every single-page operation): one bit test.
+            return self.is_shared(first);
+        }
+        if self.shared.iter().all(|w| *w == 0) {
+            return false;
+        }
+        (first..=last).any(|i| self.is_shared(i))
     }
 
     /// Checks a virtual range and returns it in linear (table-index) space.
