@@ -53,7 +53,10 @@
 //! mutably borrowed until the cursor is gone, and the drop flushes. We chose a
 //! cursor over per-call `#[must_use]` tokens because reclamation must hold
 //! retired frames somewhere until the flush; the cursor is that place, and it
-//! lets a batch of operations share one flush.
+//! lets a batch of operations share one flush. The one frame that skips the
+//! list is a table never linked: a single-page map builds the tables it lacks
+//! before linking them with one write, and if it runs out of frames halfway
+//! it returns them to `H` at once, as no walk could ever have reached them.
 //!
 //! Data frames are not ours: [`Cursor::unmap_region`] hands each removed leaf
 //! (virtual address, physical address, size, flags) to a callback. The caller

@@ -6,8 +6,10 @@
 //! forces a full flush; a retired table frame is linked into a list through its
 //! first word (a value with bit 0 clear, so a stale hardware walk still sees a
 //! non-present entry) and returned to `H` only after `M::flush_tlb` has run, in
-//! [`Cursor::flush`] or on drop. The single-page operations check their page and
-//! then defer to the region operations in `region`.
+//! [`Cursor::flush`] or on drop. Single-page `map` descends once from the root
+//! and builds missing tables off to the side, linking them with one write (a
+//! path it cannot finish is freed unlinked, never having been reachable); the
+//! single-page unmap and protect check their page and defer to `region`.
 
 use core::ops::Deref;
 
@@ -17,7 +19,7 @@ use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaDa
 use crate::error::{MapError, PageError, ProtectError, RangeError, UnmapError};
 use crate::size::PageSize;
 
-use super::entry::{ENTRIES, leaf_flags_ok};
+use super::entry::{ENTRIES, index, is_leaf, leaf_flags_ok};
 use super::{Leaf, PageTable, Pt};
 
 /// Leaf addresses remembered for a targeted flush before falling back to a full one.
@@ -136,6 +138,11 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
     /// Maps one page of size `S` at `vaddr` to `paddr`, creating the tables down
     /// to `S`'s level. Fails with `AlreadyMapped` if anything is mapped there
     /// (a larger leaf covering it, or smaller leaves inside it).
+    ///
+    /// One descent from the root, not the region walk: the checks are those of
+    /// [`Cursor::map_region`] (same errors), then the existing tables are followed
+    /// down to `S`'s level; the missing ones are built off to the side and linked
+    /// with a single write (see `new_path`). On error nothing was changed.
     pub fn map<S: PageSize>(
         &mut self,
         vaddr: M::VirtAddr,
@@ -143,10 +150,89 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         flags: MappingFlags,
     ) -> Result<(), MapError> {
         let va: usize = vaddr.into();
-        if !va.is_multiple_of(S::SIZE) || !paddr.as_usize().is_multiple_of(S::SIZE) {
+        let pa = paddr.as_usize();
+        if !va.is_multiple_of(S::SIZE) || !pa.is_multiple_of(S::SIZE) {
             return Err(MapError::NotAligned);
         }
-        self.map_impl(va, paddr.as_usize(), S::SIZE, flags, S::HEIGHT)
+        let (la, _) = self.map_checks(va, pa, S::SIZE, flags)?;
+        self.map_page(la, pa, flags, S::HEIGHT)?;
+        self.note(va);
+        Ok(())
+    }
+
+    /// Writes a leaf at height `leaf_h` mapping linear address `la` (aligned to
+    /// that leaf) to `pa`, creating the missing tables. Fails with `AlreadyMapped`,
+    /// changing nothing, if the slot is not unused or the path to it holds a leaf
+    /// (or any entry that is neither unused nor a table).
+    #[inline(always)]
+    fn map_page(
+        &mut self,
+        la: usize,
+        pa: usize,
+        flags: MappingFlags,
+        leaf_h: usize,
+    ) -> Result<(), MapError> {
+        let mut table = self.pt.root;
+        let mut h = Pt::<M, PTE, H>::TOP;
+        loop {
+            let idx = index(la, h);
+            let pte = Pt::<M, PTE, H>::read(table, idx);
+            if h == leaf_h {
+                if !pte.is_unused() {
+                    return Err(MapError::AlreadyMapped);
+                }
+                Pt::<M, PTE, H>::write(table, idx, PTE::new_page(pa.into(), flags, h > 0));
+                return Ok(());
+            }
+            if pte.is_unused() {
+                let top = Self::new_path(la, pa, flags, h - 1, leaf_h)?;
+                Pt::<M, PTE, H>::write(table, idx, PTE::new_table(top));
+                return Ok(());
+            }
+            if !pte.is_present() || is_leaf(&pte, h) {
+                return Err(MapError::AlreadyMapped);
+            }
+            table = pte.paddr();
+            h -= 1;
+        }
+    }
+
+    /// Builds the tables at heights `h` down to `leaf_h` on the path to linear
+    /// address `la`, each linked into the one above, with the leaf for `pa` in the
+    /// lowest; returns the highest, not yet linked anywhere.
+    ///
+    /// If a frame runs out, the frames taken so far go straight back to `H`:
+    /// none was ever reachable from the root, so no walk and no TLB can hold
+    /// them and the flush-then-free rule (which is for unlinked tables) does not
+    /// apply. The page table is then exactly as before.
+    #[inline(never)]
+    fn new_path(
+        la: usize,
+        pa: usize,
+        flags: MappingFlags,
+        h: usize,
+        leaf_h: usize,
+    ) -> Result<PhysAddr, MapError> {
+        // Heights h..=leaf_h, at most LEVELS - 1 <= 4 tables below the root.
+        let mut frames = [PhysAddr::from(0); 4];
+        let n = h - leaf_h + 1;
+        for k in 0..n {
+            match Pt::<M, PTE, H>::alloc_table() {
+                Some(f) => frames[k] = f,
+                None => {
+                    frames[..k].iter().for_each(|&f| H::dealloc_frame(f));
+                    return Err(MapError::NoMemory);
+                }
+            }
+        }
+        // frames[k] is the table at height h - k.
+        let leaf = PTE::new_page(pa.into(), flags, leaf_h > 0);
+        Pt::<M, PTE, H>::write(frames[n - 1], index(la, leaf_h), leaf);
+        for k in (0..n - 1).rev() {
+            let child = PTE::new_table(frames[k + 1]);
+            Pt::<M, PTE, H>::write(frames[k], index(la, h - k), child);
+        }
+        Ok(frames[0])
     }
 
     /// Unmaps the page of size `S` at `vaddr` and returns it. If a larger leaf

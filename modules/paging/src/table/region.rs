@@ -58,14 +58,18 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         self.map_impl(vaddr.into(), paddr.as_usize(), size, flags, max_h)
     }
 
-    pub(super) fn map_impl(
-        &mut self,
+    /// The checks every map makes, in order (each failing with its own error):
+    /// the virtual range, the physical alignment, the flags, the physical range
+    /// (skipped if `size` is 0) and shared root slots. Returns the range in
+    /// linear space.
+    #[inline(always)]
+    pub(super) fn map_checks(
+        &self,
         va: usize,
         pa: usize,
         size: usize,
         flags: MappingFlags,
-        max_h: usize,
-    ) -> Result<(), MapError> {
+    ) -> Result<(usize, usize), MapError> {
         let (s, e) = Pt::<M, PTE, H>::linear_range(va, size)?;
         if !pa.is_multiple_of(PAGE) {
             return Err(MapError::NotAligned);
@@ -74,7 +78,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
             return Err(MapError::InvalidFlags);
         }
         if size == 0 {
-            return Ok(());
+            return Ok((s, e));
         }
         match pa.checked_add(size - 1) {
             Some(last) if M::paddr_is_valid(last) => {}
@@ -82,6 +86,21 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         }
         if self.pt.touches_shared(s, e) {
             return Err(MapError::Shared);
+        }
+        Ok((s, e))
+    }
+
+    fn map_impl(
+        &mut self,
+        va: usize,
+        pa: usize,
+        size: usize,
+        flags: MappingFlags,
+        max_h: usize,
+    ) -> Result<(), MapError> {
+        let (s, e) = self.map_checks(va, pa, size, flags)?;
+        if s == e {
+            return Ok(());
         }
         let root = self.pt.root;
         if !Pt::<M, PTE, H>::range_empty(root, Pt::<M, PTE, H>::TOP, s, e) {
