@@ -8,7 +8,9 @@ use common::*;
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::x86_64::X64PTE;
 use page_table_multiarch::MappingFlags as F;
-use paging::{LeafSize, MapError, PageTable, ProtectError, Size1G, Size2M, Size4K, UnmapError};
+use paging::{
+    LeafSize, MapError, PageSize, PageTable, ProtectError, Size1G, Size2M, Size4K, UnmapError,
+};
 use testing::TrackingHandler;
 
 type Pt = PageTable<X64Meta, X64PTE, TrackingHandler>;
@@ -398,6 +400,119 @@ fn out_of_memory_leaves_the_table_unchanged() {
     );
     assert_eq!(pt.query(va(G1 + PAGE)).unwrap().0, pa(G1 + PAGE));
     testing::set_limit(None);
+    drop(pt);
+    testing::assert_no_leaks();
+}
+
+/// Single-page maps of size `S` at `targets` (each paired with the number of
+/// tables its path lacks) fail with `NoMemory` for every frame budget below
+/// that number, changing nothing; with exactly that budget they succeed.
+fn single_map_out_of_frames<S: PageSize>(pt: &mut Pt, targets: &[(usize, usize)]) {
+    let used = testing::frames_in_use();
+    let tables = pt.table_frames();
+    let leaves = leaf_counts(pt);
+    for &(v, need) in targets {
+        for extra in 0..need {
+            testing::set_limit(Some(used + extra));
+            let (failed, flushed) = (testing::failed_allocs(), flushes());
+            let mut c = pt.cursor();
+            assert_eq!(
+                c.map::<S>(va(v), pa(S::SIZE), rw()),
+                Err(MapError::NoMemory),
+                "{:#x} with {extra} of {need} tables",
+                v
+            );
+            // Nothing was linked, so nothing waits for a flush either.
+            assert_eq!(testing::frames_in_use(), used);
+            drop(c);
+            assert_eq!(testing::failed_allocs(), failed + 1);
+            assert_eq!(flushes(), flushed, "a failed map changed nothing to flush");
+            assert_eq!(testing::frames_in_use(), used);
+            assert_eq!(pt.table_frames(), tables);
+            assert_eq!(leaf_counts(pt), leaves);
+            assert!(pt.query(va(v)).is_err());
+        }
+        testing::set_limit(Some(used + need));
+        pt.cursor().map::<S>(va(v), pa(S::SIZE), rw()).unwrap();
+        assert_eq!(pt.table_frames(), tables + need);
+        assert_eq!(
+            pt.query(va(v)).unwrap(),
+            (pa(S::SIZE), rw(), LeafSize::from_height(S::HEIGHT).unwrap())
+        );
+        testing::set_limit(None);
+        pt.cursor().unmap::<S>(va(v)).unwrap();
+        assert_eq!(testing::frames_in_use(), used);
+        assert_eq!(pt.table_frames(), tables);
+    }
+}
+
+#[test]
+fn single_page_map_out_of_frames_at_each_level() {
+    testing::reset();
+    let mut pt = Pt::try_new().unwrap();
+    // One 4K page owns a full path: root slot 2, its 1G and 2M entries.
+    let a = 0x100_0000_0000;
+    pt.cursor().map::<Size4K>(va(a), pa(0x7000), rw()).unwrap();
+    let fresh_root_slot = 5 << 39;
+    single_map_out_of_frames::<Size4K>(
+        &mut pt,
+        &[
+            (fresh_root_slot, 3),
+            (a + 3 * G1, 2),
+            (a + 5 * M2, 1),
+            (a + 7 * PAGE, 0),
+        ],
+    );
+    single_map_out_of_frames::<Size2M>(
+        &mut pt,
+        &[(fresh_root_slot, 2), (a + 3 * G1, 1), (a + 5 * M2, 0)],
+    );
+    single_map_out_of_frames::<Size1G>(&mut pt, &[(fresh_root_slot, 1), (a + 3 * G1, 0)]);
+    assert_eq!(pt.table_frames(), 4);
+    drop(pt);
+    testing::assert_no_leaks();
+}
+
+#[test]
+fn single_page_map_over_a_huge_leaf_creates_nothing() {
+    testing::reset();
+    let mut pt = Pt::try_new().unwrap();
+    let (g, m) = (G1, 8 * G1 + 6 * M2);
+    pt.cursor().map::<Size1G>(va(g), pa(G1), rw()).unwrap();
+    pt.cursor().map::<Size2M>(va(m), pa(M2), rw()).unwrap();
+    let (used, tables, leaves) = (
+        testing::frames_in_use(),
+        pt.table_frames(),
+        leaf_counts(&pt),
+    );
+    // No frame to spare: creating any table would fail with NoMemory instead.
+    testing::set_limit(Some(used));
+    let (failed, flushed) = (testing::failed_allocs(), flushes());
+    let mut c = pt.cursor();
+    let e = Err(MapError::AlreadyMapped);
+    // A huge leaf on the way down...
+    assert_eq!(c.map::<Size4K>(va(g + M2 + PAGE), pa(0), rw()), e);
+    assert_eq!(c.map::<Size2M>(va(g + 4 * M2), pa(0), rw()), e);
+    assert_eq!(c.map::<Size4K>(va(m + 3 * PAGE), pa(0), rw()), e);
+    // ...or in the slot itself, or smaller leaves below the slot.
+    assert_eq!(c.map::<Size1G>(va(g), pa(0), rw()), e);
+    assert_eq!(c.map::<Size2M>(va(m), pa(0), rw()), e);
+    assert_eq!(c.map::<Size1G>(va(8 * G1), pa(0), rw()), e);
+    drop(c);
+    testing::set_limit(None);
+    assert_eq!(testing::failed_allocs(), failed, "no table was attempted");
+    assert_eq!(flushes(), flushed);
+    assert_eq!(testing::frames_in_use(), used);
+    assert_eq!(pt.table_frames(), tables);
+    assert_eq!(leaf_counts(&pt), leaves);
+    assert_eq!(
+        pt.query(va(g + M2 + PAGE)).unwrap(),
+        (pa(G1 + M2 + PAGE), rw(), LeafSize::Size1G)
+    );
+    assert_eq!(
+        pt.query(va(m + 3 * PAGE)).unwrap(),
+        (pa(M2 + 3 * PAGE), rw(), LeafSize::Size2M)
+    );
     drop(pt);
     testing::assert_no_leaks();
 }
