@@ -22,7 +22,7 @@ pub const PAGE_SIZE: usize = 4096;
 /// backs the mapping with physically contiguous frames, mapped now (see
 /// `translate` for their addresses); `HUGE_2M`/`HUGE_1G` map with huge pages
 /// (length a multiple of the huge size, address aligned to it; 4K frames when
-/// no aligned run is free, counted in [`Stats::huge_fallbacks`]). Adjacent
+/// no aligned run is free, counted in [`MmStats::huge_fallbacks`]). Adjacent
 /// compatible mappings merge into one area.
 pub fn mmap(addr: Option<usize>, len: usize, prot: Prot, flags: MmapFlags) -> AxResult<usize> {
     runtime::space::with(|s| s.mmap(addr.map(Into::into), len, prot, flags)).map(|va| va.as_usize())
