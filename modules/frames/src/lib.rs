@@ -4,17 +4,20 @@
 //! in use or not RAM). It hands out single frames and contiguous runs whose start
 //! is aligned to a power-of-two number of frames (2 MiB and 1 GiB frames for huge
 //! pages), counts the frames in use, and checks every free: freeing a frame that is
-//! not allocated, or not in the span, is an error and changes nothing, so a double
-//! free cannot corrupt the allocator through this API.
+//! not allocated (free RAM, or a hole that was never RAM), or not in the span, is an
+//! error and changes nothing, so a double or stray free cannot corrupt the
+//! allocator through this API.
 //!
 //! Written by hand rather than taken from a crate: the allocators of the field
 //! either have a fixed capacity chosen at compile time or cannot allocate
 //! aligned contiguous runs with per-frame checked frees, and this is ~200 lines.
 //!
 //! Invariants:
-//! - `used` equals the number of set bits that belong to frames handed out
-//!   (reserved holes are counted in `reserved`, not in `used`);
-//! - a bit is clear only for a frame inside a region added with [`FrameAllocator::add_free`].
+//! - a frame's `ram` bit is set once it is added with [`FrameAllocator::add_free`]
+//!   and never cleared; `total` counts those frames;
+//! - a frame's `bits` bit is clear only if its `ram` bit is set (free RAM); a set
+//!   bit is a frame handed out, or a hole if its `ram` bit is clear;
+//! - `used` equals the number of frames with both bits set (handed out).
 #![no_std]
 
 extern crate alloc;
@@ -84,8 +87,11 @@ impl FrameStats {
 pub struct FrameAllocator {
     base: usize,
     frames: usize,
-    /// One bit per frame; set = not available.
+    /// One bit per frame; set = not available (handed out, or not RAM).
     bits: Vec<u64>,
+    /// One bit per frame; set = RAM added with `add_free`, so that a free can
+    /// tell a frame handed out from a hole.
+    ram: Vec<u64>,
     total: usize,
     used: usize,
     /// Word index where the next single-frame search starts.
@@ -104,6 +110,7 @@ impl FrameAllocator {
             base: start,
             frames,
             bits: vec![u64::MAX; frames.div_ceil(64)],
+            ram: vec![0; frames.div_ceil(64)],
             total: 0,
             used: 0,
             hint: 0,
@@ -116,6 +123,7 @@ impl FrameAllocator {
             base: 0,
             frames: 0,
             bits: Vec::new(),
+            ram: Vec::new(),
             total: 0,
             used: 0,
             hint: 0,
@@ -123,8 +131,8 @@ impl FrameAllocator {
     }
 
     /// Marks the whole frames inside `[start, start + size)` as free RAM. Parts
-    /// outside the span, and frames already free, are ignored. Returns how many
-    /// frames were added.
+    /// outside the span, and frames already added (free or handed out), are
+    /// ignored. Returns how many frames were added.
     pub fn add_free(&mut self, start: usize, size: usize) -> usize {
         let lo = start.div_ceil(FRAME_SIZE) * FRAME_SIZE;
         let hi = start.saturating_add(size) / FRAME_SIZE * FRAME_SIZE;
@@ -134,8 +142,9 @@ impl FrameAllocator {
         let mut pa = lo;
         while pa < hi {
             let i = (pa - self.base) / FRAME_SIZE;
-            if self.is_set(i) {
-                self.clear(i);
+            if !bit(&self.ram, i) {
+                set_bit(&mut self.ram, i);
+                clear_bit(&mut self.bits, i);
                 added += 1;
             }
             pa += FRAME_SIZE;
@@ -174,7 +183,8 @@ impl FrameAllocator {
     }
 
     /// Frees `count` frames starting at `paddr`. Either all of them were allocated
-    /// and are now free, or nothing changes and the reason is returned.
+    /// and are now free, or nothing changes and the reason is returned (a frame
+    /// in a hole of the span, never added as RAM, is not allocated either).
     pub fn free(&mut self, paddr: usize, count: usize) -> Result<(), FreeError> {
         if !paddr.is_multiple_of(FRAME_SIZE) || paddr < self.base || count == 0 {
             return Err(FreeError::OutOfRange);
@@ -183,7 +193,7 @@ impl FrameAllocator {
         if idx.checked_add(count).is_none_or(|end| end > self.frames) {
             return Err(FreeError::OutOfRange);
         }
-        if (idx..idx + count).any(|i| !self.is_set(i)) {
+        if (idx..idx + count).any(|i| !self.is_set(i) || !bit(&self.ram, i)) {
             return Err(FreeError::NotAllocated);
         }
         for i in idx..idx + count {
@@ -195,15 +205,15 @@ impl FrameAllocator {
     }
 
     fn is_set(&self, i: usize) -> bool {
-        self.bits[i / 64] & (1 << (i % 64)) != 0
+        bit(&self.bits, i)
     }
 
     fn set(&mut self, i: usize) {
-        self.bits[i / 64] |= 1 << (i % 64);
+        set_bit(&mut self.bits, i);
     }
 
     fn clear(&mut self, i: usize) {
-        self.bits[i / 64] &= !(1 << (i % 64));
+        clear_bit(&mut self.bits, i);
     }
 
     fn find_single(&mut self) -> Option<usize> {
@@ -240,6 +250,18 @@ impl FrameAllocator {
         }
         None
     }
+}
+
+fn bit(map: &[u64], i: usize) -> bool {
+    map[i / 64] & (1 << (i % 64)) != 0
+}
+
+fn set_bit(map: &mut [u64], i: usize) {
+    map[i / 64] |= 1 << (i % 64);
+}
+
+fn clear_bit(map: &mut [u64], i: usize) {
+    map[i / 64] &= !(1 << (i % 64));
 }
 
 #[cfg(test)]

@@ -52,6 +52,41 @@ fn bad_frees_are_refused() {
 }
 
 #[test]
+fn free_of_a_hole_is_refused_and_changes_nothing() {
+    // RAM at [0, 1M) and [2M, 4M): [1M, 2M) is a hole of the span.
+    let mut a = FrameAllocator::new(0, 4 * MB);
+    a.add_free(0, MB);
+    a.add_free(2 * MB, 2 * MB);
+    assert_eq!(a.free(MB, 1), Err(FreeError::NotAllocated));
+    assert_eq!(a.alloc(256, MB), Ok(0));
+    // A run from the last frame handed out into the hole.
+    assert_eq!(a.free(MB - FRAME_SIZE, 2), Err(FreeError::NotAllocated));
+    assert_eq!(
+        a.stats(),
+        FrameStats {
+            total: 768,
+            used: 256
+        }
+    );
+    // The hole stays unavailable.
+    assert_eq!(a.alloc(256, MB), Ok(2 * MB));
+    assert_eq!(a.alloc(256, MB), Ok(3 * MB));
+    assert_eq!(a.alloc(1, FRAME_SIZE), Err(AllocError::NoMemory));
+    a.free(MB - FRAME_SIZE, 1).unwrap();
+    assert_eq!(a.stats().used, 767);
+}
+
+#[test]
+fn add_free_does_not_free_a_frame_handed_out() {
+    let mut a = allocator(0, 4 * FRAME_SIZE);
+    let pa = a.alloc(1, FRAME_SIZE).unwrap();
+    assert_eq!(a.add_free(0, 4 * FRAME_SIZE), 0);
+    assert_eq!(a.stats(), FrameStats { total: 4, used: 1 });
+    assert_ne!(a.alloc(1, FRAME_SIZE), Ok(pa));
+    a.free(pa, 1).unwrap();
+}
+
+#[test]
 fn huge_runs_are_aligned_even_when_the_span_is_not() {
     // Span starts 12 KiB past a 2 MiB boundary.
     let base = 0x8000_3000;
