@@ -537,3 +537,48 @@ fn random_splits_keep_frames_and_data() {
         finish(s);
     }
 }
+
+/// A 1G leaf split at a 4K edge needs two page-table frames (1G -> 2M -> 4K).
+/// With only one free, every call that would split it fails with `NoMemory`
+/// and leaves the leaf whole: no half-done split (a 2M table left behind).
+#[test]
+fn half_a_1g_split_changes_nothing() {
+    const G1: usize = 1 << 30;
+    let mut s = space();
+    let l = s
+        .map_phys(PhysAddr::from(G1), G1, RW, false)
+        .unwrap()
+        .as_usize();
+    assert_eq!(l % G1, 0);
+    assert_eq!(s.translate(va(l)).unwrap().page_size, PageSize::Size1G);
+    let before = snapshot(&s);
+    let tables = s.stats().page_table_frames;
+    testing::set_limit(Some(testing::frames_in_use() + 1));
+    let mid = l + M2 + PAGE;
+    assert_eq!(s.munmap(va(mid), PAGE), Err(AxError::NoMemory));
+    assert_eq!(
+        s.mprotect(va(mid), PAGE, Prot::READ),
+        Err(AxError::NoMemory)
+    );
+    assert_eq!(s.mmap(Some(va(mid)), PAGE, RW, FIX), Err(AxError::NoMemory));
+    // The end of the range inside the leaf, the start on its boundary.
+    assert_eq!(s.munmap(va(l), M2 + PAGE), Err(AxError::NoMemory));
+    assert_eq!(snapshot(&s), before);
+    assert_eq!(s.stats().page_table_frames, tables);
+    for off in [0, mid - l, G1 - PAGE] {
+        let t = s.translate(va(l + off)).unwrap();
+        assert_eq!(t.page_size, PageSize::Size1G, "still one 1G leaf");
+        assert_eq!(t.paddr.as_usize(), G1 + off);
+    }
+    // With both frames the split succeeds and keeps the rest.
+    testing::set_limit(None);
+    s.munmap(va(mid), PAGE).unwrap();
+    assert!(s.translate(va(mid)).is_err());
+    let t = s.translate(va(mid + PAGE)).unwrap();
+    assert_eq!(
+        (t.paddr.as_usize(), t.page_size),
+        (G1 + M2 + 2 * PAGE, PageSize::Size4K)
+    );
+    assert_eq!(s.translate(va(l)).unwrap().page_size, PageSize::Size2M);
+    finish(s);
+}

@@ -77,7 +77,10 @@
 //! repeats until the edge falls on a leaf boundary (1G -> 2M -> 4K at most). The
 //! split is the only step that allocates, and it happens before any entry in the
 //! range changes: if it runs out of memory the operation fails with the mapping
-//! unchanged (already-split edges keep the same translation). Then the range is
+//! unchanged. The tables for one edge are all allocated before its leaf is
+//! replaced, so an edge is split fully or not at all (a 1G leaf is never left
+//! as 2M leaves by a failed 4K split); if the second edge fails, the first
+//! stays split, with the same translations. Then the range is
 //! walked once, touching only whole leaves and present subtrees: absent subtrees
 //! are skipped whole, so the cost follows what is mapped, not the range size.
 //!

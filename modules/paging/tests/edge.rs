@@ -398,7 +398,23 @@ fn out_of_memory_leaves_the_table_unchanged() {
         pt.cursor().unmap::<Size4K>(va(G1 + PAGE)),
         Err(UnmapError::NoMemory)
     );
-    assert_eq!(pt.query(va(G1 + PAGE)).unwrap().0, pa(G1 + PAGE));
+    // ... and the 1G leaf stays whole: no 2M table left behind.
+    assert_eq!(
+        pt.query(va(G1 + PAGE)).unwrap(),
+        (pa(G1 + PAGE), rw(), LeafSize::Size1G)
+    );
+    assert_eq!(testing::frames_in_use(), used);
+    testing::set_limit(Some(used + 2));
+    let leaf = pt.cursor().unmap::<Size4K>(va(G1 + M2 + PAGE)).unwrap();
+    assert_eq!(
+        (leaf.paddr, leaf.size),
+        (pa(G1 + M2 + PAGE), LeafSize::Size4K)
+    );
+    assert_eq!(pt.query(va(G1)).unwrap().2, LeafSize::Size2M);
+    assert_eq!(
+        pt.query(va(G1 + M2 + 2 * PAGE)).unwrap(),
+        (pa(G1 + M2 + 2 * PAGE), rw(), LeafSize::Size4K)
+    );
     testing::set_limit(None);
     drop(pt);
     testing::assert_no_leaks();
