@@ -4,6 +4,8 @@
 //! Growth takes whole runs of frames (at least [`GROW_MIN`]) and never gives them
 //! back; they count as frames in use.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use buddy_system_allocator::{Heap, LockedHeapWithRescue};
 use hal::Board;
 use page_table_multiarch::PagingHandler;
@@ -39,11 +41,23 @@ fn grow(heap: &mut Heap<32>, layout: &core::alloc::Layout) {
     }
 }
 
+/// Set by the first [`init`].
+static ARENA_GIVEN: AtomicBool = AtomicBool::new(false);
+
 /// Hands the static arena to the heap. Called once, first thing at boot.
+///
+/// # Panics
+///
+/// On a second call: the arena would be handed out twice.
 pub fn init() {
+    assert!(
+        !ARENA_GIVEN.swap(true, Ordering::Relaxed),
+        "kernel heap: init called twice"
+    );
     let start = (&raw mut ARENA) as usize;
-    // SAFETY: the arena is used by nothing else and stays valid forever; init is
-    // called once, before any allocation.
+    // SAFETY: `ARENA` is named nowhere else, is page aligned and lives forever, and
+    // the check above lets only the first call through, so the heap receives the
+    // arena once and owns it alone.
     unsafe { HEAP.lock().init(start, ARENA_SIZE) };
 }
 
