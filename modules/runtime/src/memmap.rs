@@ -137,24 +137,29 @@ fn kernel_sections() -> [(usize, usize, MemKind, &'static str); 5] {
     ]
 }
 
-/// The device tree's physical range, page aligned, if the board passed one.
+/// The device tree's physical range, page aligned and cut at the end of RAM, if
+/// the board passed one whose header carries the magic.
 fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
     let fdt = boot.fdt?.as_usize();
-    let ram = config::PHYS_MEMORY_BASE..config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE;
-    if !ram.contains(&fdt) {
+    let ram_end = config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE;
+    // The address comes from the firmware: check it before reading through it.
+    // A device tree is 8-byte aligned; its first two words are magic and size.
+    if fdt < config::PHYS_MEMORY_BASE || fdt.saturating_add(8) > ram_end || !fdt.is_multiple_of(8) {
         return None;
     }
     let header = (fdt + config::PHYS_VIRT_OFFSET) as *const u32;
-    // SAFETY: `fdt` lies in RAM, which the boot page table maps at the high-half
-    // offset; the header's first two words are magic and total size.
+    // SAFETY: the two aligned words at `fdt` lie in RAM, which the boot page table
+    // maps at the high-half offset; reading RAM has no side effect.
     let (magic, size) = unsafe {
         (
             u32::from_be(header.read_volatile()),
             u32::from_be(header.add(1).read_volatile()),
         )
     };
-    (magic == hal::KnownWord::FDT_MAGIC)
-        .then(|| (align_down_4k(fdt), align_up_4k(fdt + size as usize)))
+    (magic == hal::KnownWord::FDT_MAGIC).then(|| {
+        let end = fdt.saturating_add(size as usize).min(ram_end);
+        (align_down_4k(fdt), align_up_4k(end))
+    })
 }
 
 /// Builds the memory map, sorted by address.
