@@ -47,9 +47,14 @@ use counts::*;
 const AREA_PAGES: usize = 1000;
 
 /// A one-byte store to the first byte of each of `pages` pages from `base`.
-fn touch(base: usize, pages: usize) {
+///
+/// # Safety
+///
+/// `[base, base + pages * PAGE_SIZE)` is a read-write mapping this app made and
+/// uses for nothing else.
+unsafe fn touch(base: usize, pages: usize) {
     for p in 0..pages {
-        // SAFETY: callers pass a read-write mapping of at least `pages` pages.
+        // SAFETY: the page is in the read-write mapping the caller vouches for.
         unsafe { ((base + p * PAGE_SIZE) as *mut u8).write_volatile(1) };
     }
 }
@@ -74,9 +79,11 @@ fn lazy_fault() -> Ticks {
     let base = mm::mmap(None, PAGES * PAGE_SIZE, RW, MmapFlags::empty()).context("mmap")?;
     let before = mm::stats().faults_handled;
     let t0 = time::cycles();
-    touch(base, PAGES);
+    // SAFETY: `base` is the PAGES-page read-write mapping just made.
+    unsafe { touch(base, PAGES) };
     let t1 = time::cycles();
-    touch(base, PAGES);
+    // SAFETY: the same mapping, now faulted in.
+    unsafe { touch(base, PAGES) };
     let t2 = time::cycles();
     check_eq!(
         mm::stats().faults_handled - before,
@@ -101,7 +108,8 @@ fn populate_page() -> Ticks {
 fn life_cycle(flags: MmapFlags) -> Ticks {
     let t0 = time::cycles();
     let base = mm::mmap(None, PAGES * PAGE_SIZE, RW, flags).context("mmap")?;
-    touch(base, PAGES);
+    // SAFETY: `base` is the PAGES-page read-write mapping just made.
+    unsafe { touch(base, PAGES) };
     mm::munmap(base, PAGES * PAGE_SIZE).context("munmap")?;
     let t1 = time::cycles();
     Ok((t1 - t0) / PAGES as u64)

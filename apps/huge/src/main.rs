@@ -20,28 +20,21 @@ const RW: Prot = Prot::READ.union(Prot::WRITE);
 const M2: usize = 0x20_0000;
 const MIB: usize = 1 << 20;
 
-fn read(va: usize) -> u64 {
-    // SAFETY: callers pass addresses of readable pages the app mapped.
-    unsafe { (va as *const u64).read_volatile() }
-}
-
-fn write(va: usize, v: u64) {
-    // SAFETY: callers pass addresses of writable pages the app mapped (a lazy
-    // page is faulted in by the write).
-    unsafe { (va as *mut u64).write_volatile(v) }
-}
-
 /// Maps `len` bytes lazily with `flags`, writes every 4K page, and reports the
 /// faults handled and the page-table frames the region needed.
 fn touch(name: &str, len: usize, flags: MmapFlags) -> Result<(u64, usize), String> {
     let before = mm::stats();
     let base = mm::mmap(None, len, RW, flags).context("mmap")?;
     for off in (0..len).step_by(PAGE_SIZE) {
-        write(base + off, off as u64);
+        // SAFETY: inside the read-write mapping just made (the store faults the
+        // page in).
+        unsafe { mm::poke(base + off, off as u64) };
     }
     let during = mm::stats();
     for off in (0..len).step_by(64 * PAGE_SIZE) {
-        check_eq!(read(base + off), off as u64, "{name}: data at +{off:#x}");
+        // SAFETY: the same mapping, readable.
+        let data = unsafe { mm::peek(base + off) };
+        check_eq!(data, off as u64, "{name}: data at +{off:#x}");
     }
     let faults = during.faults_handled - before.faults_handled;
     let tables = during.page_table_frames - before.page_table_frames;
@@ -79,7 +72,9 @@ fn fallback() -> AppResult {
         }
     }
     let before = mm::stats();
-    write(huge, 42);
+    // SAFETY: the lazy read-write huge area mapped at the start; the store faults
+    // its first page in.
+    unsafe { mm::poke(huge, 42) };
     let after = mm::stats();
     let t = mm::translate(huge).context("translate")?;
     let fallbacks = after.huge_fallbacks - before.huge_fallbacks;
@@ -101,7 +96,8 @@ fn fallback() -> AppResult {
     mm::munmap(huge, M2).context("munmap huge")?;
     // With memory back, the same area gets a huge page again.
     let huge = mm::mmap(None, M2, RW, MmapFlags::HUGE_2M).context("mmap huge")?;
-    write(huge + PAGE_SIZE, 7);
+    // SAFETY: inside the lazy read-write huge area just mapped.
+    unsafe { mm::poke(huge + PAGE_SIZE, 7) };
     let t = mm::translate(huge).context("translate")?;
     println!(
         "after freeing: the fault mapped a {} page",
@@ -119,7 +115,8 @@ fn fallback() -> AppResult {
 fn splits() -> AppResult {
     let base = mm::mmap(None, M2, RW, MmapFlags::HUGE_2M | MmapFlags::POPULATE).context("mmap")?;
     for off in (0..M2).step_by(PAGE_SIZE) {
-        write(base + off, off as u64);
+        // SAFETY: inside the populated read-write huge page just mapped.
+        unsafe { mm::poke(base + off, off as u64) };
     }
     let pa = mm::translate(base).context("translate")?.paddr.as_usize();
     let data = mm::stats().data_frames;
@@ -142,7 +139,9 @@ fn splits() -> AppResult {
             "physical address of +{off:#x}"
         );
         check_eq!(t.page_size, PageSize::Size4K, "page size of +{off:#x}");
-        check_eq!(read(base + off), off as u64, "data at +{off:#x}");
+        // SAFETY: every page but the unmapped one (skipped) is still readable.
+        let data = unsafe { mm::peek(base + off) };
+        check_eq!(data, off as u64, "data at +{off:#x}");
     }
     let freed = data - mm::stats().data_frames;
     println!(
@@ -170,7 +169,7 @@ fn main() -> AppResult {
     fallback()?;
     splits()?;
     let end = mm::stats();
-    let leaked = end.frames_used as isize - start.frames_used as isize;
+    let leaked = end.frames_used_since(&start);
     println!("leaked frames: {leaked}");
     check_eq!(leaked, 0, "frames in use at the end");
     check_eq!(end.data_frames, start.data_frames, "anonymous frames");

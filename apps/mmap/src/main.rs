@@ -14,16 +14,6 @@ fn pattern(page: usize) -> u64 {
     0x5eed_0000_0000_0000 | (page as u64) << 8 | 0xa5
 }
 
-fn write(va: usize, v: u64) {
-    // SAFETY: callers pass addresses inside a mapping made read-write by this app.
-    unsafe { (va as *mut u64).write_volatile(v) }
-}
-
-fn read(va: usize) -> u64 {
-    // SAFETY: callers pass addresses inside a mapping made readable by this app.
-    unsafe { (va as *const u64).read_volatile() }
-}
-
 fn run(populate: bool) -> AppResult {
     let kind = if populate { "populated" } else { "lazy" };
     let flags = if populate {
@@ -37,7 +27,9 @@ fn run(populate: bool) -> AppResult {
     let mapped = mm::stats();
     println!("{kind}: mapped {PAGES} pages at {base:#x}");
     for page in (0..PAGES).step_by(2) {
-        write(base + page * PAGE_SIZE, pattern(page));
+        // SAFETY: `page` is one of the PAGES pages just mapped read-write, which
+        // only this loop and the reads below use.
+        unsafe { mm::poke(base + page * PAGE_SIZE, pattern(page)) };
     }
     let touched = mm::stats();
     let faults = touched.faults_handled - before.faults_handled;
@@ -60,18 +52,16 @@ fn run(populate: bool) -> AppResult {
     );
     for page in 0..PAGES {
         let want = if page % 2 == 0 { pattern(page) } else { 0 };
-        check_eq!(
-            read(base + page * PAGE_SIZE),
-            want,
-            "{kind}: page {page} reads back"
-        );
+        // SAFETY: still inside the read-write mapping made above.
+        let got = unsafe { mm::peek(base + page * PAGE_SIZE) };
+        check_eq!(got, want, "{kind}: page {page} reads back");
     }
     println!("{kind}: read back {PAGES} pages");
     mm::munmap(base, PAGES * PAGE_SIZE).context("munmap")?;
     let after = mm::stats();
     // Page tables the region needed may stay for later mappings; they are not leaks.
     let kept_tables = after.page_table_frames - before.page_table_frames;
-    let leaked = after.frames_used as isize - before.frames_used as isize - kept_tables as isize;
+    let leaked = after.frames_used_since(&before) - kept_tables as isize;
     println!("{kind}: unmapped; leaked frames: {leaked} (page-table frames kept: {kept_tables})");
     check_eq!(leaked, 0, "{kind}: frames in use after munmap");
     check_eq!(

@@ -27,7 +27,8 @@ fn spans(lo: usize, hi: usize) -> Vec<(usize, usize)> {
 #[derive(PartialEq, Debug)]
 struct Snapshot {
     areas: Vec<AreaInfo>,
-    frames_used: usize,
+    /// Frames in use but those the heap grew by (it keeps them for good).
+    frames_but_heap: usize,
     data_frames: usize,
     page_table_frames: usize,
 }
@@ -36,7 +37,7 @@ fn snapshot() -> Snapshot {
     let s = mm::stats();
     Snapshot {
         areas: mm::areas(),
-        frames_used: s.frames_used,
+        frames_but_heap: s.frames_used - s.heap_bytes / PAGE_SIZE,
         data_frames: s.data_frames,
         page_table_frames: s.page_table_frames,
     }
@@ -61,21 +62,15 @@ fn merging(base: usize) -> AppResult {
 fn fixed(base: usize) -> AppResult {
     let a = mm::mmap(Some(base), 4 * P, RW, FIX | MmapFlags::POPULATE).context("mmap")?;
     for i in 0..4 {
-        // SAFETY: the page was just mapped populated and writable.
-        unsafe { ((a + i * P) as *mut u64).write_volatile(0x77 + i as u64) };
+        // SAFETY: page i of the populated read-write mapping just made.
+        unsafe { mm::poke(a + i * P, 0x77 + i as u64) };
     }
     let r = mm::mmap(Some(a + P), P, RW, MmapFlags::FIXED_NOREPLACE);
     println!("FIXED_NOREPLACE over a mapping: {r:?}");
     check_eq!(r, Err(AxError::AlreadyExists), "NOREPLACE");
     mm::mmap(Some(a + P), 2 * P, RW, FIX).context("FIXED replace")?;
     // SAFETY: pages 0 and 3 are the old mapping's, still mapped; 1 is new (lazy).
-    let (p0, p1, p3) = unsafe {
-        (
-            (a as *const u64).read_volatile(),
-            ((a + P) as *const u64).read_volatile(),
-            ((a + 3 * P) as *const u64).read_volatile(),
-        )
-    };
+    let (p0, p1, p3) = unsafe { (mm::peek(a), mm::peek(a + P), mm::peek(a + 3 * P)) };
     println!("FIXED replace: old {p0:#x} {p3:#x}, new page {p1:#x}");
     check_eq!(
         (p0, p1, p3),
@@ -117,7 +112,6 @@ fn bad_calls(base: usize, window_end: usize) -> AppResult {
         })
         .map(|a| a.start.as_usize())
         .context_str("no kernel area")?;
-    let _ = snapshot();
     let before = snapshot();
     let inv = Err(AxError::InvalidInput);
     let m = |a: Option<usize>, len, prot, flags| mm::mmap(a, len, prot, flags).map(|_| ());
@@ -306,15 +300,15 @@ fn contiguous() -> AppResult {
     }
     println!("contiguous: 8 pages at consecutive frames: {consecutive}");
     check!(consecutive, "contiguous frames are not consecutive");
-    // SAFETY: mapped RW just above.
-    unsafe { ((a + 6 * P) as *mut u64).write_volatile(0xd3a) };
+    // SAFETY: page 6 of the read-write contiguous mapping just made.
+    unsafe { mm::poke(a + 6 * P, 0xd3a) };
     mm::munmap(a + 2 * P, 3 * P).context("munmap middle")?;
     let pa6 = mm::translate(a + 6 * P)
         .context("translate")?
         .paddr
         .as_usize();
     // SAFETY: page 6 is still mapped RW.
-    let v = unsafe { ((a + 6 * P) as *const u64).read_volatile() };
+    let v = unsafe { mm::peek(a + 6 * P) };
     let freed = before + 8 - mm::stats().data_frames;
     println!(
         "contiguous split: frame kept {}, data kept {}, {freed} frames freed",

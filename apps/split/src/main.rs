@@ -17,16 +17,6 @@ tessera::main!(main);
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const M2: usize = 0x20_0000;
 
-fn read(va: usize) -> u64 {
-    // SAFETY: callers pass addresses of readable pages the app mapped.
-    unsafe { (va as *const u64).read_volatile() }
-}
-
-fn write(va: usize, v: u64) {
-    // SAFETY: callers pass addresses of writable pages the app mapped.
-    unsafe { (va as *mut u64).write_volatile(v) }
-}
-
 fn size_name(t: &Translation) -> &'static str {
     match t.page_size.is_huge() {
         true if t.page_size as usize == M2 => "2M",
@@ -54,7 +44,10 @@ fn check_rest(base: usize, first: &[Translation; 4], when: &str) -> AppResult {
         check_eq!(t.paddr, was.paddr, "{when}: physical address of {va:#x}");
         check_eq!(t.flags, was.flags, "{when}: flags of {va:#x}");
         check_eq!(size_name(&t), "4K", "{when}: page size of {va:#x}");
-        check_eq!(read(va), va as u64 - base as u64, "{when}: data at {va:#x}");
+        // SAFETY: a witness page of the linear mapping, readable and never
+        // unmapped or protected; it aliases the app's own huge anonymous page.
+        let data = unsafe { mm::peek(va) };
+        check_eq!(data, va as u64 - base as u64, "{when}: data at {va:#x}");
     }
     println!(
         "{when}: first, neighbours and last page keep their physical addresses and flags (4K pages now)"
@@ -72,7 +65,8 @@ fn main() -> AppResult {
     let pa = t.paddr.as_usize();
     check!(pa % M2 == 0, "huge frame at {pa:#x} is not 2M aligned");
     for off in (0..M2).step_by(PAGE_SIZE) {
-        write(anon + off, off as u64);
+        // SAFETY: inside the read-write huge page just mapped for this app.
+        unsafe { mm::poke(anon + off, off as u64) };
     }
     // The same frames, mapped linearly.
     let base = mm::map_phys(pa, M2, RW, false).context("map_phys")?;
@@ -117,16 +111,14 @@ fn main() -> AppResult {
         mm::read_faults(mid)
     );
     check_rest(base, &first, "after munmap")?;
-    check_eq!(
-        read(anon + M2 / 2),
-        (M2 / 2) as u64,
-        "the frame itself is untouched"
-    );
+    // SAFETY: the anonymous huge page is still mapped read-write.
+    let data = unsafe { mm::peek(anon + M2 / 2) };
+    check_eq!(data, (M2 / 2) as u64, "the frame itself is untouched");
 
     mm::munmap(base, M2).context("munmap linear")?;
     mm::munmap(anon, M2).context("munmap anon")?;
     let after = mm::stats();
-    let leaked = after.frames_used as isize - before.frames_used as isize;
+    let leaked = after.frames_used_since(&before);
     println!("leaked frames: {leaked}");
     check_eq!(leaked, 0, "frames in use after munmap");
     println!("page-table frames back to {}", after.page_table_frames);

@@ -1,5 +1,6 @@
 //! Memory calls: mmap, munmap, mprotect, physical mappings, translation,
-//! statistics, the area dump, and access probes.
+//! statistics, the area dump, access probes, and volatile access to mapped
+//! memory ([`peek`], [`poke`]).
 //!
 //! Addresses are plain `usize` virtual addresses. App mappings live in the board's
 //! mapping window (`[mmap]` in its config); calls outside it return
@@ -62,8 +63,24 @@ pub struct Stats {
     pub frames_total: usize,
     /// Frames handed out (data, page tables, heap growth).
     pub frames_used: usize,
+    /// Bytes the kernel heap manages: its static arena plus every growth. The
+    /// heap grows by whole frames (counted in `frames_used`) and never gives
+    /// them back; see [`Stats::frames_used_since`].
+    pub heap_bytes: usize,
     /// The kernel address space's counters.
     pub space: MmStats,
+}
+
+impl Stats {
+    /// Frames in use now minus at `before`, not counting the frames the heap
+    /// grew by in between: what a leak check compares, since heap growth (a
+    /// `Vec` or a formatted message that happens to need more heap) keeps its
+    /// frames for good.
+    pub fn frames_used_since(&self, before: &Stats) -> isize {
+        let heap_frames = |s: &Stats| (s.heap_bytes / PAGE_SIZE) as isize;
+        (self.frames_used as isize - before.frames_used as isize)
+            - (heap_frames(self) - heap_frames(before))
+    }
 }
 
 impl core::ops::Deref for Stats {
@@ -80,6 +97,7 @@ pub fn stats() -> Stats {
     Stats {
         frames_total: f.total,
         frames_used: f.used,
+        heap_bytes: runtime::heap::usage().0,
         space: runtime::space::with(|s| s.stats()),
     }
 }
@@ -93,6 +111,45 @@ pub fn window() -> (usize, usize) {
 /// The areas of the address space, in address order.
 pub fn areas() -> Vec<AreaInfo> {
     runtime::space::describe_areas()
+}
+
+/// Reads the `u64` at `va` with one volatile load (a lazy page is faulted in).
+///
+/// # Safety
+///
+/// `va` lies in a mapping the app made with [`mmap`] or [`map_phys`] whose
+/// protection allows reads, and no Rust reference points into those 8 bytes
+/// while they are read. A fault the protection does not allow ends the run
+/// with a failing status (as in `apps/fault`).
+///
+/// # Panics
+///
+/// If `va` is not 8-byte aligned.
+pub unsafe fn peek(va: usize) -> u64 {
+    assert!(va.is_multiple_of(8), "peek: unaligned address {va:#x}");
+    // SAFETY: aligned (checked above); readable and not aliased by a Rust
+    // reference (the caller's contract).
+    unsafe { (va as *const u64).read_volatile() }
+}
+
+/// Writes `value` to the `u64` at `va` with one volatile store (a lazy page is
+/// faulted in).
+///
+/// # Safety
+///
+/// `va` lies in a mapping the app made with [`mmap`] or [`map_phys`] whose
+/// protection allows writes, no Rust reference points into those 8 bytes, and
+/// they hold nothing the kernel or the rest of the app relies on (a
+/// `map_phys` mapping can alias any physical memory, the kernel's included).
+///
+/// # Panics
+///
+/// If `va` is not 8-byte aligned.
+pub unsafe fn poke(va: usize, value: u64) {
+    assert!(va.is_multiple_of(8), "poke: unaligned address {va:#x}");
+    // SAFETY: aligned (checked above); writable, not aliased and owned by the
+    // caller (the caller's contract).
+    unsafe { (va as *mut u64).write_volatile(value) }
 }
 
 /// Whether a one-byte read at `va` faults (a lazy page is faulted in: no fault).
