@@ -141,10 +141,10 @@ fn kernel_sections() -> [(usize, usize, MemKind, &'static str); 5] {
 /// the board passed one whose header carries the magic.
 fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
     let fdt = boot.fdt?.as_usize();
-    let ram_end = config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE;
+    let ram = config::PHYS_MEMORY_BASE..config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE;
     // The address comes from the firmware: check it before reading through it.
     // A device tree is 8-byte aligned; its first two words are magic and size.
-    if fdt < config::PHYS_MEMORY_BASE || fdt.saturating_add(8) > ram_end || !fdt.is_multiple_of(8) {
+    if !ram.contains(&fdt) || fdt.saturating_add(8) > ram.end || !fdt.is_multiple_of(8) {
         return None;
     }
     let header = (fdt + config::PHYS_VIRT_OFFSET) as *const u32;
@@ -157,7 +157,7 @@ fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
         )
     };
     (magic == hal::KnownWord::FDT_MAGIC).then(|| {
-        let end = fdt.saturating_add(size as usize).min(ram_end);
+        let end = fdt.saturating_add(size as usize).min(ram.end);
         (align_down_4k(fdt), align_up_4k(end))
     })
 }
