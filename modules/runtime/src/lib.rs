@@ -1,9 +1,10 @@
 //! Boot glue between a board and an app.
 //!
-//! Order at boot (`entry::kernel_main`, called by the board through
-//! `hal::kernel::kernel_main`): console logger -> heap -> physical memory map ->
-//! frame allocator -> kernel address space (built from the map, then activated
-//! with a full TLB flush) -> the app's `main` -> exit status.
+//! Order at boot (`__tessera_kernel_main` in [`entry`], called by the board through
+//! `hal::kernel::kernel_main`): heap (its static arena) -> console logger -> boot
+//! info -> physical memory map -> frame allocator -> kernel address space (built
+//! from the map, then activated with a full TLB flush) -> the app's `main` -> exit
+//! status.
 //!
 //! Where things go:
 //! - [`board`]: the one place the board is chosen for the target;

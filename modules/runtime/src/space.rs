@@ -43,8 +43,10 @@ pub fn init(regions: &[MemRegion]) -> Result<(), axerrno::AxError> {
     space.map_kernel(regions, config::PHYS_VIRT_OFFSET)?;
     let root = space.page_table_root();
     // SAFETY: `map_kernel` mapped the kernel image (text, rodata, data, bss and the
-    // stacks; not their guard pages, which nothing touches), all RAM and the devices at `physical + PHYS_VIRT_OFFSET`, which
-    // is where the kernel runs; the table lives as long as `SPACE` holds it.
+    // stacks; not their guard pages, which nothing touches), all RAM and the
+    // devices at `physical + PHYS_VIRT_OFFSET`, which is where the kernel runs; the
+    // table lives as long as `SPACE` holds it (a later `init` activates its own
+    // table before this one is dropped).
     unsafe { Current::activate_page_table(root) };
     *SPACE.lock() = Some(space);
     Ok(())
@@ -133,7 +135,6 @@ pub fn describe_areas() -> Vec<mm::AreaInfo> {
 
 /// Audits the live kernel page table: W^X and the NULL page.
 pub fn audit() -> mm::audit::Audit {
-    use crate::board::Current;
     let root = with(|s| s.page_table_root());
     mm::audit::audit::<
         <Current as Board>::PagingMeta,

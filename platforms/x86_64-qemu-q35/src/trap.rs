@@ -5,7 +5,7 @@
 //! trap stack, above its own unmapped guard page) and an IDT whose 32 exception
 //! vectors point at small stubs. Interrupts stay disabled: the kernel
 //! takes exceptions only, and an IDT slot past 31 is not present (a stray
-//! interrupt raises #GP, which is reported).
+//! interrupt raises #NP for that gate, which is reported).
 //!
 //! Each stub pushes a zero error code if the CPU pushes none, then the vector,
 //! and jumps to `tessera_trap_common`, which saves the general registers into a
