@@ -45,6 +45,31 @@ pub struct BootInfo {
     pub fdt: Option<PhysAddr>,
 }
 
+/// [`core::fmt::Write`] over a board's console: for the boards' trap reports and
+/// the kernel's `print!`. Writing never fails (the console blocks until the bytes
+/// are sent), so the `fmt::Result` of a write is always `Ok`.
+pub struct ConsoleWriter<B: Board>(core::marker::PhantomData<B>);
+
+impl<B: Board> ConsoleWriter<B> {
+    /// A writer to `B`'s console.
+    pub const fn new() -> Self {
+        Self(core::marker::PhantomData)
+    }
+}
+
+impl<B: Board> Default for ConsoleWriter<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B: Board> core::fmt::Write for ConsoleWriter<B> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        B::console_write(s.as_bytes());
+        Ok(())
+    }
+}
+
 /// A 32-bit value at a physical address that the board knows in advance: what the
 /// `linear` app maps and reads to prove a linear mapping of a physical range.
 #[derive(Debug, Clone, Copy)]

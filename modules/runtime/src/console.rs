@@ -2,7 +2,7 @@
 
 use core::fmt::{self, Write};
 
-use hal::Board;
+use hal::ConsoleWriter;
 use spin::Mutex;
 
 use crate::board::Current;
@@ -10,25 +10,17 @@ use crate::board::Current;
 /// Serialises console output (one hart prints at a time).
 static LOCK: Mutex<()> = Mutex::new(());
 
-struct Console;
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        Current::console_write(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// Prints formatted text to the console.
 pub fn print_fmt(args: fmt::Arguments<'_>) {
     let _guard = LOCK.lock();
-    let _ = Console.write_fmt(args);
+    print_unlocked(args);
 }
 
 /// Prints to the console without taking the lock: for the panic and fault
 /// reports, which may run while the lock is held.
 pub fn print_unlocked(args: fmt::Arguments<'_>) {
-    let _ = Console.write_fmt(args);
+    // The console cannot fail (see `hal::ConsoleWriter`): the result carries nothing.
+    let _ = ConsoleWriter::<Current>::new().write_fmt(args);
 }
 
 /// Prints to the console.

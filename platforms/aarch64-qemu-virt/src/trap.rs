@@ -38,7 +38,7 @@ use core::arch::global_asm;
 use core::fmt::Write;
 
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1, Readable, VBAR_EL1, Writeable};
-use hal::{Access, Board, ExitStatus, FaultOutcome, PageFault, RawCause};
+use hal::{Access, Board, ConsoleWriter, ExitStatus, FaultOutcome, PageFault, RawCause};
 
 use crate::ArmVirt;
 
@@ -368,33 +368,26 @@ extern "C" fn handle_trap(tf: &mut TrapFrame, slot: u64) {
     }
 }
 
-struct Console;
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        ArmVirt::console_write(s.as_bytes());
-        Ok(())
-    }
-}
-
 fn fatal_trap(tf: &TrapFrame, slot: u64, sync: Option<(u64, u64)>) -> ! {
-    let _ = write!(Console, "\nunexpected trap: {}", slot_name(slot));
+    // The console cannot fail (see `hal::ConsoleWriter`): the results carry nothing.
+    let mut out = ConsoleWriter::<ArmVirt>::new();
+    let _ = write!(out, "\nunexpected trap: {}", slot_name(slot));
     if let Some((esr, far)) = sync {
         let ec = esr >> 26;
         let _ = write!(
-            Console,
+            out,
             ": {} (ESR_EL1 {esr:#x}, EC {ec:#x}, ISS {:#x}), FAR_EL1 {far:#x}",
             ec_name(ec),
             esr & 0x1ff_ffff
         );
     }
     let _ = writeln!(
-        Console,
+        out,
         "\n  at pc {:#x}, lr {:#x}, sp {:#x}, SPSR_EL1 {:#x}",
         tf.elr, tf.regs[30], tf.sp, tf.spsr
     );
     if trap_stack_exhausted(tf.sp) {
-        let _ = writeln!(Console, "  (taken with sp at the trap stack's guard page)");
+        let _ = writeln!(out, "  (taken with sp at the trap stack's guard page)");
     }
     ArmVirt::exit(ExitStatus::Fail)
 }

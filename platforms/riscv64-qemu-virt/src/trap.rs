@@ -33,7 +33,7 @@
 use core::arch::global_asm;
 use core::fmt::Write;
 
-use hal::{Access, Board, ExitStatus, FaultOutcome, PageFault, RawCause};
+use hal::{Access, Board, ConsoleWriter, ExitStatus, FaultOutcome, PageFault, RawCause};
 
 use crate::RiscvVirt;
 
@@ -245,28 +245,21 @@ extern "C" fn handle_trap(tf: &mut TrapFrame) {
     }
 }
 
-struct Console;
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        RiscvVirt::console_write(s.as_bytes());
-        Ok(())
-    }
-}
-
 fn fatal_trap(tf: &TrapFrame, scause: usize, stval: usize, exhausted: bool) -> ! {
     let what = if scause & SCAUSE_INTERRUPT != 0 {
         "unexpected interrupt"
     } else {
         exception_name(scause)
     };
+    // The console cannot fail (see `hal::ConsoleWriter`): the results carry nothing.
+    let mut out = ConsoleWriter::<RiscvVirt>::new();
     let _ = writeln!(
-        Console,
+        out,
         "\nunexpected trap: {what} (scause {scause:#x}) at pc {:#x}, stval {stval:#x}, ra {:#x}, sp {:#x}",
         tf.sepc, tf.regs[1], tf.regs[2]
     );
     if exhausted {
-        let _ = writeln!(Console, "  (taken with sp at the trap stack's guard page)");
+        let _ = writeln!(out, "  (taken with sp at the trap stack's guard page)");
     }
     RiscvVirt::exit(ExitStatus::Fail)
 }

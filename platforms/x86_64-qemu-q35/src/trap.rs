@@ -35,7 +35,7 @@
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
 
-use hal::{Access, ExitStatus, FaultOutcome, PageFault, RawCause};
+use hal::{Access, ConsoleWriter, ExitStatus, FaultOutcome, PageFault, RawCause};
 
 use crate::boot::{KERNEL_CS, KERNEL_DS};
 
@@ -418,23 +418,15 @@ extern "C" fn handle_trap(tf: &mut TrapFrame) {
     }
 }
 
-struct Console;
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        crate::console::write(s.as_bytes());
-        Ok(())
-    }
-}
-
 fn fatal_trap(tf: &TrapFrame) -> ! {
     let name = if tf.vector == PAGE_FAULT {
         "page fault with a reserved bit set in a page-table entry"
     } else {
         exception_name(tf.vector)
     };
+    // The console cannot fail (see `hal::ConsoleWriter`): the result carries nothing.
     let _ = writeln!(
-        Console,
+        ConsoleWriter::<crate::X86Q35>::new(),
         "\nunexpected exception: {name} (vector {}, error code {:#x}) at rip {:#x}, rsp {:#x}, cr2 {:#x}, rflags {:#x}",
         tf.vector,
         tf.error_code,
