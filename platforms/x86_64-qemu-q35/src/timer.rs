@@ -4,7 +4,9 @@
 //! capabilities register states its period in femtoseconds. The first call of
 //! [`tsc_hz`] starts the HPET's main counter if it is stopped, counts TSC ticks
 //! over 10 ms of HPET time and caches the result; later calls return the cached
-//! rate. Without a usable HPET the rate is unknown (`None`).
+//! rate. Without a usable HPET (no sane period, or a counter that stops moving for
+//! [`STALL_READS`] reads) the rate is unknown (`None`), found within about a
+//! million register reads rather than after billions.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +25,9 @@ const COUNTER: usize = 0x0f0;
 const WINDOW_FS: u64 = 10_000_000_000_000;
 /// The HPET specification's upper bound for the period (100 ns).
 const MAX_PERIOD_FS: u64 = 100_000_000;
+/// Reads of an unchanged counter after which it counts as stopped. A running
+/// counter ticks at least every 100 ns, far less than this many register reads.
+const STALL_READS: u64 = 1 << 20;
 
 /// The measured TSC rate; 0 until measured, `u64::MAX` if it cannot be.
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
@@ -63,12 +68,17 @@ fn measure() -> Option<u64> {
         let hpet0 = reg(COUNTER).read_volatile();
         let tsc0 = rdtsc();
         let mut hpet1 = hpet0;
-        let mut spins = 0u64;
+        let mut unchanged = 0u64;
         while hpet1.wrapping_sub(hpet0) < ticks {
-            hpet1 = reg(COUNTER).read_volatile();
-            spins += 1;
-            if spins > 1 << 32 {
-                return None; // the counter does not run
+            let now = reg(COUNTER).read_volatile();
+            if now != hpet1 {
+                hpet1 = now;
+                unchanged = 0;
+            } else {
+                unchanged += 1;
+                if unchanged > STALL_READS {
+                    return None; // the counter does not run
+                }
             }
         }
         let tsc1 = rdtsc();
