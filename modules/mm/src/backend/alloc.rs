@@ -20,7 +20,7 @@ use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
 use paging::{Leaf, Size1G, Size2M, Size4K};
 
 use super::mapper::{Mapper, Slot, block_end, zero_frames};
-use super::{BackendKind, map_err, page_bytes};
+use super::{BackendKind, infallible, map_err, page_bytes};
 use crate::area::Populate;
 use crate::error::MapError;
 use crate::flags::accessible;
@@ -239,14 +239,14 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             {
                 let mut c = self.pt.cursor();
                 let r = c.unmap_region(from.into(), va - from, |l: Leaf<VirtAddr>| {
+                    // The walk above counted these leaves: at most BATCH.
+                    debug_assert!(k < BATCH, "more leaves than counted");
                     if k < BATCH {
                         frames[k] = (l.paddr, l.size.bytes() / PAGE_SIZE_4K);
                         k += 1;
                     }
                 });
-                if r.is_err() {
-                    log::warn!("unmap of [{from:#x}, {va:#x}) failed: a huge page straddles it");
-                }
+                infallible(r, "unmap", from, va);
             } // cursor dropped: TLB flushed, retired tables freed
             for &(pa, n) in &frames[..k] {
                 H::dealloc_frames(pa, n);
@@ -273,9 +273,12 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             return;
         }
         let mut c = self.pt.cursor();
-        if c.protect_region(start.into(), end - start, flags).is_err() {
-            log::warn!("protect of [{start:#x}, {end:#x}) failed: a huge page straddles it");
-        }
+        infallible(
+            c.protect_region(start.into(), end - start, flags),
+            "protect",
+            start,
+            end,
+        );
         let mut from = VirtAddr::from(start);
         let until = VirtAddr::from(end);
         while let Some((&page, &pa)) = self.parked.range(from..until).next() {
@@ -338,9 +341,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                         parked.insert(l.vaddr + i * PAGE_SIZE_4K, l.paddr + i * PAGE_SIZE_4K);
                     }
                 });
-                if r.is_err() {
-                    log::warn!("unmap of [{s:#x}, {e:#x}) failed: a huge page straddles it");
-                }
+                infallible(r, "unmap", s, e);
             }
         }
     }

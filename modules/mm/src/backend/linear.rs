@@ -13,8 +13,8 @@ use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 
-use super::map_err;
 use super::mapper::Mapper;
+use super::{infallible, map_err};
 use crate::error::MapError;
 use crate::flags::accessible;
 
@@ -45,9 +45,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             .pt
             .cursor()
             .unmap_region(start.into(), end - start, |_| {});
-        if r.is_err() {
-            log::warn!("unmap of [{start:#x}, {end:#x}) failed: a huge page straddles it");
-        }
+        infallible(r, "unmap", start, end);
     }
 
     /// New flags for a linear range: remove pages for flags without access,
@@ -63,8 +61,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             .pt
             .cursor()
             .protect_region(start.into(), end - start, flags);
-        if r.is_err() {
-            log::warn!("protect of [{start:#x}, {end:#x}) failed: a huge page straddles it");
-        }
+        infallible(r, "protect", start, end);
     }
 }

@@ -190,6 +190,25 @@ pub(crate) fn flush_one<M: PagingMetaData<VirtAddr = VirtAddr>>(va: VirtAddr) {
     <Meta<M> as PagingMetaData>::flush_tlb(Some(va));
 }
 
+/// Checks a page-table operation that cannot fail: a region unmap or protect
+/// whose ends are leaf boundaries already (`Mapper::split_edges`), or a change
+/// the area set guarantees. A failure is a broken invariant: a panic in debug
+/// builds (tests, fuzzing), logged as an error otherwise.
+#[track_caller]
+pub(crate) fn infallible<E: core::fmt::Debug>(
+    r: Result<(), E>,
+    op: &str,
+    start: usize,
+    end: usize,
+) {
+    if let Err(e) = r {
+        if cfg!(debug_assertions) {
+            panic!("{op} of [{start:#x}, {end:#x}) failed: {e:?}");
+        }
+        log::error!("{op} of [{start:#x}, {end:#x}) failed: {e:?}");
+    }
+}
+
 /// The mapper's error for a failed page-table map.
 fn map_err(e: paging::MapError) -> MapError {
     match e {

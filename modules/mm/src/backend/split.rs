@@ -21,6 +21,7 @@ use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 
+use super::infallible;
 use super::mapper::{ENTRIES, Mapper, block_end, read_pte, shift};
 use crate::error::MapError;
 
@@ -117,14 +118,14 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     /// table frames as re-creating the huge leaf needs, so this cannot run out.
     pub(crate) fn unsplit(&mut self, splits: Splits) {
         for s in splits.into_iter().rev().flatten() {
-            let _ = self.pt.cursor().unmap_region(s.base.into(), s.size, |_| {});
+            let end = s.base + s.size;
+            let r = self.pt.cursor().unmap_region(s.base.into(), s.size, |_| {});
+            infallible(r, "unmap of a split huge page", s.base, end);
             let r = self
                 .pt
                 .cursor()
                 .map_region(s.base.into(), s.paddr, s.size, s.flags, true);
-            if r.is_err() {
-                log::error!("could not restore the huge page at {:#x}", s.base);
-            }
+            infallible(r, "restore of a huge page", s.base, end);
         }
     }
 }

@@ -11,7 +11,7 @@ use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 
 use super::AddrSpace;
-use crate::backend::Backend;
+use crate::backend::{Backend, infallible};
 use crate::flags::accessible;
 
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
@@ -84,7 +84,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 for &(s, e) in &done {
                     // The regions were mapped whole by this call: their ends are
                     // leaf boundaries, so nothing needs splitting.
-                    let _ = self.set.unmap(s, e, &mut self.mapper);
+                    let r = self.set.unmap(s, e, &mut self.mapper);
+                    infallible(r, "map_kernel rollback", s, e);
                 }
                 return Err(e);
             }
