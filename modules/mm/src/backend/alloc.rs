@@ -17,11 +17,10 @@
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
-use paging::{Leaf, Size1G, Size2M, Size4K};
+use paging::{Leaf, Size1G, Size2M};
 
 use super::mapper::{Mapper, Slot, block_end, zero_frames};
 use super::{BackendKind, infallible, map_err, page_bytes};
-use crate::area::Populate;
 use crate::error::MapError;
 use crate::flags::accessible;
 
@@ -78,28 +77,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                 .next()
                 .is_none();
         if fits {
-            let frames = bytes / PAGE_SIZE_4K;
-            match H::alloc_frames(frames, bytes) {
+            match H::alloc_frames(bytes / PAGE_SIZE_4K, bytes) {
                 Some(pa) => {
-                    zero_frames::<H>(pa, frames);
-                    let va = VirtAddr::from(base);
-                    let mut c = self.pt.cursor();
-                    let r = match size {
-                        PageSize::Size1G => c.map::<Size1G>(va, pa, flags),
-                        _ => c.map::<Size2M>(va, pa, flags),
-                    };
-                    drop(c);
-                    return match r {
-                        Ok(()) => {
-                            self.data_frames += frames;
-                            self.huge_faults += 1;
-                            Ok(())
-                        }
-                        Err(e) => {
-                            H::dealloc_frames(pa, frames);
-                            Err(map_err(e))
-                        }
-                    };
+                    self.map_huge_run(base, pa, size, flags)?;
+                    self.huge_faults += 1;
+                    return Ok(());
                 }
                 None => {
                     // Counted only if the 4K page is mapped: a fault that
@@ -111,6 +93,35 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             }
         }
         self.fault_alloc(page, flags)
+    }
+
+    /// Zeroes the aligned run at `pa` and maps it with one `page`-size leaf
+    /// at `va`; on failure frees the run (never mapped) and changes nothing.
+    fn map_huge_run(
+        &mut self,
+        va: usize,
+        pa: PhysAddr,
+        page: PageSize,
+        flags: MappingFlags,
+    ) -> Result<(), MapError> {
+        let frames = page_bytes(page) / PAGE_SIZE_4K;
+        zero_frames::<H>(pa, frames);
+        let mut c = self.pt.cursor();
+        let r = match page {
+            PageSize::Size1G => c.map::<Size1G>(va.into(), pa, flags),
+            _ => c.map::<Size2M>(va.into(), pa, flags),
+        };
+        drop(c);
+        match r {
+            Ok(()) => {
+                self.data_frames += frames;
+                Ok(())
+            }
+            Err(e) => {
+                H::dealloc_frames(pa, frames);
+                Err(map_err(e))
+            }
+        }
     }
 
     // ------------------------------------------------------------ alloc
@@ -174,19 +185,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         let mut fallbacks = 0;
         'blocks: while va < end {
             if let Some((pa, frames)) = self.huge_pool.pop() {
-                zero_frames::<H>(pa, frames);
-                let mut c = self.pt.cursor();
-                let r = match page {
-                    PageSize::Size1G => c.map::<Size1G>(va.into(), pa, flags),
-                    _ => c.map::<Size2M>(va.into(), pa, flags),
-                };
-                drop(c);
-                if let Err(e) = r {
-                    H::dealloc_frames(pa, frames);
-                    failure = Some(map_err(e));
+                debug_assert_eq!(frames, bytes / PAGE_SIZE_4K);
+                if let Err(e) = self.map_huge_run(va, pa, page, flags) {
+                    failure = Some(e);
                     break;
                 }
-                self.data_frames += frames;
                 va += bytes;
                 continue;
             }
@@ -255,40 +258,28 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         }
     }
 
-    /// New flags for an allocated range: present pages get the new flags, or are
-    /// parked (4K each) when the flags allow no access; parked pages are
-    /// re-mapped when the flags allow access (a page that cannot be re-mapped
-    /// stays parked and is re-mapped on its next fault; `mprotect` re-maps them
-    /// before changing anything, see [`Self::reopen`]).
+    /// New flags for an allocated range: present pages get the new flags, or
+    /// are parked (4K each) when the flags allow no access. Parked pages are
+    /// not re-mapped here: `mprotect` maps them before it changes any area (see
+    /// [`Self::reopen`]), so an accessible range has none left (and the fault
+    /// path would re-map one it found).
     pub(super) fn protect_alloc(&mut self, start: usize, end: usize, flags: MappingFlags) {
         if !accessible(flags) {
-            self.close(
-                BackendKind::Alloc {
-                    populate: Populate::Lazy,
-                    page: PageSize::Size4K,
-                },
-                start,
-                end,
-            );
+            self.park(start, end);
             return;
         }
-        let mut c = self.pt.cursor();
-        infallible(
-            c.protect_region(start.into(), end - start, flags),
-            "protect",
-            start,
-            end,
+        debug_assert!(
+            self.parked
+                .range(VirtAddr::from(start)..VirtAddr::from(end))
+                .next()
+                .is_none(),
+            "parked pages in [{start:#x}, {end:#x}) not re-opened"
         );
-        let mut from = VirtAddr::from(start);
-        let until = VirtAddr::from(end);
-        while let Some((&page, &pa)) = self.parked.range(from..until).next() {
-            from = page + PAGE_SIZE_4K;
-            if c.map::<Size4K>(page, pa, flags).is_ok() {
-                self.parked.remove(&page);
-            } else {
-                log::debug!("protect: page {page:?} stays parked");
-            }
-        }
+        let r = self
+            .pt
+            .cursor()
+            .protect_region(start.into(), end - start, flags);
+        infallible(r, "protect", start, end);
     }
 
     // ------------------------------------------------------------ mprotect
@@ -334,15 +325,19 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     pub(crate) fn close(&mut self, kind: BackendKind, s: usize, e: usize) {
         match kind {
             BackendKind::Linear { .. } | BackendKind::Contiguous { .. } => self.unmap_linear(s, e),
-            BackendKind::Alloc { .. } => {
-                let parked = &mut self.parked;
-                let r = self.pt.cursor().unmap_region(s.into(), e - s, |l| {
-                    for i in 0..l.size.bytes() / PAGE_SIZE_4K {
-                        parked.insert(l.vaddr + i * PAGE_SIZE_4K, l.paddr + i * PAGE_SIZE_4K);
-                    }
-                });
-                infallible(r, "unmap", s, e);
-            }
+            BackendKind::Alloc { .. } => self.park(s, e),
         }
+    }
+
+    /// Unmaps the allocated pages of `[s, e)` and parks their frames (4K each;
+    /// a huge leaf's pieces), keeping their data.
+    fn park(&mut self, s: usize, e: usize) {
+        let parked = &mut self.parked;
+        let r = self.pt.cursor().unmap_region(s.into(), e - s, |l| {
+            for i in 0..l.size.bytes() / PAGE_SIZE_4K {
+                parked.insert(l.vaddr + i * PAGE_SIZE_4K, l.paddr + i * PAGE_SIZE_4K);
+            }
+        });
+        infallible(r, "unmap", s, e);
     }
 }
