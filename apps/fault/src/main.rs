@@ -9,15 +9,11 @@ use tessera::{AppResult, boot, println};
 tessera::main!(main);
 
 fn main() -> AppResult {
-    // A page in the middle of the app window that nothing maps.
-    let window = mm::areas()
-        .iter()
-        .map(|a| a.end.as_usize())
-        .max()
-        .unwrap_or(0);
+    // A page of the app window that nothing maps.
+    let (start, end) = mm::window();
     let target = unmapped_target();
     println!(
-        "fault: writing to unmapped {target:#x} on {} (areas end at {window:#x})",
+        "fault: writing to unmapped {target:#x} on {} (mapping window [{start:#x}, {end:#x}))",
         boot::board_name()
     );
     // SAFETY: deliberately invalid: this write must fault, and the kernel must end
