@@ -145,17 +145,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     /// what it got and fails.
     pub(crate) fn fill_pool(&mut self, pages: usize) -> Result<(), MapError> {
         self.drain_pool();
-        self.pool
-            .try_reserve_exact(pages)
-            .map_err(|_| MapError::NoMemory)?;
-        for _ in 0..pages {
-            match H::alloc_frame() {
-                Some(pa) => self.pool.push(pa),
-                None => {
-                    self.drain_pool();
-                    return Err(MapError::NoMemory);
-                }
-            }
+        if !take_frames::<H>(&mut self.pool, pages) {
+            self.drain_pool();
+            return Err(MapError::NoMemory);
         }
         Ok(())
     }
@@ -174,9 +166,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                 self.huge_pool.push((pa, frames));
                 continue;
             }
-            let ok = self.pool.try_reserve(frames).is_ok()
-                && (0..frames).all(|_| H::alloc_frame().map(|pa| self.pool.push(pa)).is_some());
-            if !ok {
+            if !take_frames::<H>(&mut self.pool, frames) {
                 self.drain_pool();
                 return Err(MapError::NoMemory);
             }
@@ -230,17 +220,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     ) -> Result<(), MapError> {
         self.release_reserve();
         let n = self.tables_needed(start, end, leaf_h);
-        if self.reserve.try_reserve_exact(n).is_err() {
+        if !take_frames::<H>(&mut self.reserve, n) {
+            self.release_reserve();
             return Err(MapError::NoMemory);
-        }
-        for _ in 0..n {
-            match H::alloc_frame() {
-                Some(pa) => self.reserve.push(pa),
-                None => {
-                    self.release_reserve();
-                    return Err(MapError::NoMemory);
-                }
-            }
         }
         Ok(())
     }
@@ -265,6 +247,13 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             .map::<Size4K>(va, pa, flags)
             .map_err(map_err)
     }
+}
+
+/// Appends `n` frames from the handler to `v`. `false` if the vector could not
+/// grow or a frame ran out; the frames taken so far are then left in `v` for
+/// the caller to free.
+fn take_frames<H: PagingHandler>(v: &mut Vec<PhysAddr>, n: usize) -> bool {
+    v.try_reserve(n).is_ok() && (0..n).all(|_| H::alloc_frame().map(|pa| v.push(pa)).is_some())
 }
 
 /// Reads entry `idx` of the table at `table`.
