@@ -457,6 +457,12 @@ def main() -> int:
     print()
     print(text)
     print(f"bench: wrote {out} in {time.monotonic() - started:.0f} s")
+    # The report is written either way (failures show as "failed" in it), but a
+    # part that failed must not look like a finished benchmark run.
+    failed = [b for b, r in res.get("qemu", {}).items() if "error" in r]
+    if failed or res["notes"]:
+        print(f"bench: INCOMPLETE: failed boards {failed or 'none'}; notes: {res['notes']}", file=sys.stderr)
+        return 1
     return 0
 
 
