@@ -213,10 +213,16 @@ pub fn load(arch: &str) -> Result<Config, String> {
         ("kernel-paddr", cfg.kernel_paddr),
         ("mmap base", cfg.mmap_base),
         ("mmap size", cfg.mmap_size),
+        // The linker script puts the boot stack's top at its bottom + this size:
+        // page aligned keeps the initial stack pointer aligned as every ABI wants.
+        ("stack-size", cfg.stack_size),
     ] {
         if v % 4096 != 0 {
             return Err(err(format!("{what} {v:#x} is not page aligned")));
         }
+    }
+    if cfg.stack_size == 0 {
+        return Err(err("stack-size is 0".into()));
     }
     Ok(cfg)
 }
