@@ -31,16 +31,21 @@ unsafe extern "C" {
 
 /// Loads the byte at `addr`; true if the load faulted and was not resolved.
 pub fn read(addr: usize) -> bool {
-    // SAFETY: per the contract above, the board's routine loads one byte into a
-    // scratch register and returns in every case (a denied fault is fixed up by
-    // the trap handler); it touches no Rust-visible memory.
+    // SAFETY: per the contract above, the board's routine clobbers only
+    // caller-saved registers (which the C ABI of the declaration already assumes),
+    // loads one byte into one of them and returns in every case (a denied fault is
+    // fixed up by the trap handler); it writes no memory. A load from a device
+    // register may act on the device: that is the caller's choice of `addr`, not a
+    // memory-safety matter.
     unsafe { tessera_probe_read(addr) != 0 }
 }
 
 /// Loads the byte at `addr` and stores it back; true if either access faulted.
 pub fn write(addr: usize) -> bool {
     // SAFETY: as for `read`; the store writes back the value just loaded, so a
-    // successful probe changes no memory (one CPU, no concurrent writer).
+    // successful probe changes no memory: one CPU with interrupts disabled, and a
+    // fault the kernel resolves between the load and the store changes mappings,
+    // not the byte's value.
     unsafe { tessera_probe_write(addr) != 0 }
 }
 
