@@ -34,7 +34,7 @@ say() { echo "deps: $*" >&2; }
 die() { echo "deps: error: $*" >&2; exit 1; }
 
 toolchain() {
-    sed -n 's/^[[:space:]]*channel[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$ROOT/rust-toolchain.toml" | head -n1
+    sed -n 's/^[[:space:]]*channel[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$ROOT/rust-toolchain.toml" | sed -n 1p
 }
 
 deps_rust() {
@@ -42,7 +42,7 @@ deps_rust() {
     local tc
     tc="$(toolchain)"
     [ -n "$tc" ] || die "no channel in rust-toolchain.toml"
-    if ! rustup toolchain list | grep -q "^$tc-"; then
+    if ! grep -q "^$tc-" <<<"$(rustup toolchain list)"; then
         say "installing toolchain $tc"
         rustup toolchain install --profile minimal "$tc"
     fi
