@@ -69,6 +69,8 @@ RUN_ARGS := --board '$(BOARD)' --elf '$(ELF)' --mem '$(MEM)' --smp '$(SMP)'
 
 # `make test` narrows to PLAT_CONFIG/PLATFORM, else ARCH, if given; APPS= narrows apps.
 TEST_FILTER := $(if $(PLAT_CONFIG_SET)$(PLATFORM_SET),--plat-config '$(BOARD)',$(if $(ARCH_SET),--arch $(ARCH)))
+# The RAM size of the second `hello` pass of test-qemu (large enough to split q35's RAM).
+BIG_MEM ?= 4G
 TEST_ARGS := $(TEST_FILTER) --apps '$(APPS)' --mode $(MODE) --mem '$(MEM)' --smp '$(SMP)' \
 	--log $(LOG) --timeout $(TIMEOUT)
 
@@ -134,12 +136,18 @@ test: test-host test-qemu
 
 test-host: deps-rust
 	cargo test
+	cargo test -p config --features build
 	@echo "paging: differential test, $(PAGING_DIFF_OPS) operations per PTE format (x86_64, Sv39, Sv48, AArch64)"
 	RUSTC_WRAPPER='$(ROOT)/modules/paging/scripts/rustc-all-formats.sh' CARGO_TARGET_DIR='$(TARGET_DIR)/all-formats' \
 		PAGING_DIFF_OPS=$(PAGING_DIFF_OPS) cargo test -p paging --release --test differential
 
 test-qemu: deps-rust deps-qemu test-tools
 	@$(QEMU_PY) test $(TEST_ARGS)
+ifeq ($(APPS),)
+	@echo "test-qemu: hello again with MEM=$(BIG_MEM): every RAM range reachable (q35 splits RAM above 4 GiB)"
+	@$(QEMU_PY) test $(TEST_FILTER) --apps hello --mode $(MODE) --mem '$(BIG_MEM)' --smp '$(SMP)' \
+		--log $(LOG) --timeout $(TIMEOUT)
+endif
 
 test-tools:
 	@out="$$($(QEMU_PY) selftest 2>&1)" || { echo "$$out" >&2; echo "test-tools: scripts/qemu.py selftest FAILED" >&2; exit 1; }; \
@@ -148,6 +156,7 @@ test-tools:
 clippy: deps-rust
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy -p hostbench --all-targets -- -D warnings
+	cargo clippy -p config --features build --all-targets -- -D warnings
 	@apps="$$($(QEMU_PY) apps)"; \
 	boards="$$($(QEMU_PY) boards $(if $(ARCH_SET),--arch $(ARCH)))"; \
 	for b in $$boards; do \

@@ -56,8 +56,25 @@ fn main() {
     .unwrap();
     writeln!(
         out,
-        "/// Size of RAM.\npub const PHYS_MEMORY_SIZE: usize = {:#x};",
+        "/// Size of RAM, all ranges together.\npub const PHYS_MEMORY_SIZE: usize = {:#x};",
         cfg.phys_size
+    )
+    .unwrap();
+    let ram: Vec<String> = cfg
+        .ram()
+        .iter()
+        .map(|(start, size)| format!("({start:#x}, {size:#x})"))
+        .collect();
+    writeln!(
+        out,
+        "/// RAM as (start, size), lowest first, disjoint; the first starts at\n/// [`PHYS_MEMORY_BASE`].\npub const RAM: &[(usize, usize)] = &[{}];",
+        ram.join(", ")
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// One past the highest RAM address.\npub const PHYS_MEMORY_END: usize = {:#x};",
+        cfg.ram_end()
     )
     .unwrap();
     writeln!(

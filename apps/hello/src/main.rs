@@ -1,10 +1,12 @@
 //! Boots, prints the physical memory map and the kernel's areas, and checks the
-//! kernel page table: W^X, the NULL page and the stacks' guard pages unmapped.
+//! kernel page table: W^X, the NULL page and the stacks' guard pages unmapped,
+//! and every free RAM frame reachable through the physical-memory window (all RAM
+//! ranges, those above 4 GiB included when `MEM=` is large).
 #![no_std]
 #![no_main]
 
 use tessera::boot::{self, MemKind};
-use tessera::{check, mm, println};
+use tessera::{check, check_eq, mm, println};
 
 tessera::main!(main);
 
@@ -28,6 +30,41 @@ fn main() -> tessera::AppResult {
             "no {kind:?} region in the memory map"
         );
     }
+    let ram = boot::ram();
+    for &(start, size) in ram {
+        println!("RAM [{:#x}, {:#x}) {} MiB", start, start + size, size >> 20);
+    }
+    for r in map.iter().filter(|r| r.kind == MemKind::Free) {
+        let (start, end) = (r.paddr.as_usize(), r.paddr.as_usize() + r.size);
+        check!(
+            ram.iter().any(|&(b, s)| b <= start && end <= b + s),
+            "free region [{start:#x}, {end:#x}) is not inside one RAM range"
+        );
+        // First and last byte of every free region: mapped in the window at the
+        // right frame, readable and writable (the write probe stores the byte back).
+        for pa in [start, end - 1] {
+            let va = boot::phys_to_virt(pa);
+            check_eq!(
+                mm::translate(va).map(|t| t.paddr.as_usize()),
+                Ok(pa),
+                "free RAM {pa:#x} in the window at {va:#x}"
+            );
+            check!(
+                !mm::read_faults(va) && !mm::write_faults(va),
+                "free RAM {pa:#x} at {va:#x} is not read-writable"
+            );
+        }
+    }
+    let free_bytes: usize = map
+        .iter()
+        .filter(|r| r.kind == MemKind::Free)
+        .map(|r| r.size)
+        .sum();
+    println!(
+        "free RAM reachable: {} MiB in {} RAM range(s)",
+        free_bytes >> 20,
+        ram.len()
+    );
     println!("kernel areas:");
     let areas = mm::areas();
     for a in &areas {

@@ -21,6 +21,17 @@ pub fn memory_map() -> &'static [MemRegion] {
     runtime::entry::memory_map()
 }
 
+/// RAM as (start, size) physical ranges, lowest first (from the board file and
+/// `MEM=`; a board may split large RAM around a device window).
+pub fn ram() -> &'static [(usize, usize)] {
+    config::RAM
+}
+
+/// Where the kernel's physical-memory window shows physical address `pa`.
+pub fn phys_to_virt(pa: usize) -> usize {
+    pa.wrapping_add(config::PHYS_VIRT_OFFSET)
+}
+
 /// Boot information (CPU id, device tree).
 pub fn boot_info() -> &'static BootInfo {
     runtime::boot_info()

@@ -5,6 +5,20 @@
 
 include!(concat!(env!("OUT_DIR"), "/config.rs"));
 
+/// Whether physical address `pa` is RAM (in one of the [`RAM`] ranges).
+#[cfg(not(feature = "build"))]
+pub const fn is_ram(pa: usize) -> bool {
+    let mut i = 0;
+    while i < RAM.len() {
+        let (start, size) = RAM[i];
+        if pa >= start && pa - start < size {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The parser, for the boards' build scripts.
 #[cfg(feature = "build")]
 pub mod model;

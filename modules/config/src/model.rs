@@ -24,6 +24,21 @@ pub struct Range {
     pub name: String,
 }
 
+/// How the machine lays out RAM of a given size when it does not fit at
+/// `phys-base` (the `[memory.split]` table): from `min-size` bytes of RAM on,
+/// `low-size` bytes stay at `phys-base` and the rest starts at `high-base`.
+/// (QEMU's q35 keeps 2 GiB below 4 GiB and moves the rest above 4 GiB once RAM
+/// reaches 0xb000_0000 bytes, where its PCIe window begins.)
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    /// RAM sizes from this one up are split.
+    pub min_size: u64,
+    /// Bytes kept at `phys-base`.
+    pub low_size: u64,
+    /// Where the rest of RAM starts.
+    pub high_base: u64,
+}
+
 /// The parsed configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,8 +50,10 @@ pub struct Config {
     pub platform: String,
     /// Start of RAM.
     pub phys_base: u64,
-    /// Size of RAM.
+    /// Size of RAM (all ranges together).
     pub phys_size: u64,
+    /// How RAM is split when it is large (see [`Split`]).
+    pub split: Option<Split>,
     /// Where the kernel image is loaded.
     pub kernel_paddr: u64,
     /// virtual = physical + offset, for the kernel and the physical-memory window.
@@ -71,17 +88,21 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A variable of the process environment, `None` if unset or empty.
+fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
 /// The file chosen by the environment (see the module docs) for `arch`.
 pub fn config_path(arch: &str) -> PathBuf {
-    if let Ok(p) = std::env::var("TESSERA_PLAT_CONFIG")
-        && !p.is_empty()
-    {
+    config_path_with(arch, &process_env)
+}
+
+fn config_path_with(arch: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(p) = env("TESSERA_PLAT_CONFIG") {
         return PathBuf::from(p);
     }
-    let name = std::env::var("TESSERA_PLATFORM")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| default_platform(arch).to_string());
+    let name = env("TESSERA_PLATFORM").unwrap_or_else(|| default_platform(arch).to_string());
     workspace_root().join(format!("configs/platforms/{name}.toml"))
 }
 
@@ -146,7 +167,13 @@ fn ranges(t: &toml::Table, key: &str) -> Result<Vec<Range>, String> {
 
 /// Loads the configuration for `arch` as the environment selects it.
 pub fn load(arch: &str) -> Result<Config, String> {
-    let path = config_path(arch);
+    load_with(arch, &process_env)
+}
+
+/// [`load`] with the environment variables read through `env` (`None` for
+/// unset or empty).
+fn load_with(arch: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+    let path = config_path_with(arch, env);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let t: toml::Table = text
         .parse()
@@ -166,6 +193,7 @@ pub fn load(arch: &str) -> Result<Config, String> {
         platform: s("platform")?,
         phys_base: field(mem, "phys-base").map_err(err)?,
         phys_size: field(mem, "phys-size").map_err(err)?,
+        split: split(mem).map_err(err)?,
         kernel_paddr: field(mem, "kernel-paddr").map_err(err)?,
         phys_virt_offset: field(mem, "phys-virt-offset").map_err(err)?,
         reserved: ranges(mem, "reserved").map_err(err)?,
@@ -187,21 +215,15 @@ pub fn load(arch: &str) -> Result<Config, String> {
             cfg.arch
         )));
     }
-    if let Ok(m) = std::env::var("TESSERA_MEM")
-        && !m.is_empty()
-    {
+    if let Some(m) = env("TESSERA_MEM") {
         cfg.phys_size = parse_num(&m).ok_or_else(|| format!("TESSERA_MEM: bad size {m:?}"))?;
     }
-    if let Ok(n) = std::env::var("TESSERA_SMP")
-        && !n.is_empty()
-    {
+    if let Some(n) = env("TESSERA_SMP") {
         cfg.smp = n
             .parse()
             .map_err(|_| format!("TESSERA_SMP: bad count {n:?}"))?;
     }
-    if let Ok(l) = std::env::var("TESSERA_LOG")
-        && !l.is_empty()
-    {
+    if let Some(l) = env("TESSERA_LOG") {
         cfg.log = l.to_lowercase();
     }
     if !["off", "error", "warn", "info", "debug", "trace"].contains(&cfg.log.as_str()) {
@@ -224,7 +246,91 @@ pub fn load(arch: &str) -> Result<Config, String> {
     if cfg.stack_size == 0 {
         return Err(err("stack-size is 0".into()));
     }
+    if cfg.phys_size == 0 {
+        return Err(err("RAM size is 0".into()));
+    }
+    cfg.check_ram().map_err(err)?;
     Ok(cfg)
+}
+
+fn split(mem: &toml::Table) -> Result<Option<Split>, String> {
+    let Some(t) = mem.get("split") else {
+        return Ok(None);
+    };
+    let t = t.as_table().ok_or("[memory.split]: expected a table")?;
+    let f = |k: &str| field(t, k).map_err(|e| format!("[memory.split]: {e}"));
+    let s = Split {
+        min_size: f("min-size")?,
+        low_size: f("low-size")?,
+        high_base: f("high-base")?,
+    };
+    if s.low_size == 0
+        || s.low_size > s.min_size
+        || !s.low_size.is_multiple_of(4096)
+        || !s.high_base.is_multiple_of(4096)
+    {
+        return Err(format!(
+            "[memory.split]: low-size must be page aligned and in (0, min-size], high-base page aligned: {s:?}"
+        ));
+    }
+    Ok(Some(s))
+}
+
+impl Config {
+    /// RAM as (start, size) ranges, lowest first: one range at `phys-base`, or two
+    /// when the size reaches the board's split.
+    pub fn ram(&self) -> Vec<(u64, u64)> {
+        match self.split {
+            Some(s) if self.phys_size >= s.min_size => vec![
+                (self.phys_base, s.low_size),
+                (s.high_base, self.phys_size - s.low_size),
+            ],
+            _ => vec![(self.phys_base, self.phys_size)],
+        }
+    }
+
+    /// One past the highest RAM address.
+    pub fn ram_end(&self) -> u64 {
+        self.ram()
+            .iter()
+            .map(|&(start, size)| start + size)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// RAM ranges are ordered and disjoint, miss every device window, and reach
+    /// no address that the physical-memory window cannot show.
+    fn check_ram(&self) -> Result<(), String> {
+        let ram = self.ram();
+        let mut prev_end = 0;
+        for &(start, size) in &ram {
+            let end = start.checked_add(size).ok_or("RAM wraps around")?;
+            if start < prev_end {
+                return Err(format!("RAM ranges overlap at {start:#x}"));
+            }
+            if end > u64::MAX - self.phys_virt_offset {
+                return Err(format!(
+                    "RAM up to {end:#x} does not fit above phys-virt-offset {:#x}",
+                    self.phys_virt_offset
+                ));
+            }
+            for m in &self.mmio {
+                if m.start < end && start < m.start.saturating_add(m.size) {
+                    let hint = if self.split.is_some() {
+                        ""
+                    } else {
+                        " (the board has no [memory.split]: use a smaller MEM)"
+                    };
+                    return Err(format!(
+                        "RAM [{start:#x}, {end:#x}) overlaps the device window {} at {:#x}{hint}",
+                        m.name, m.start
+                    ));
+                }
+            }
+            prev_end = end;
+        }
+        Ok(())
+    }
 }
 
 /// The environment variables whose change must rebuild what reads the config.
@@ -235,3 +341,87 @@ pub const ENV_VARS: &[&str] = &[
     "TESSERA_SMP",
     "TESSERA_LOG",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loads the board file `name` with `MEM=mem`.
+    fn board(name: &str, mem: &str) -> Result<Config, String> {
+        let arch = name.split('-').next().unwrap();
+        let (name, mem) = (name.to_string(), mem.to_string());
+        load_with(arch, &move |k| match k {
+            "TESSERA_PLATFORM" => Some(name.clone()),
+            "TESSERA_MEM" => Some(mem.clone()),
+            _ => None,
+        })
+    }
+
+    const G: u64 = 1 << 30;
+
+    #[test]
+    fn every_board_file_loads_with_one_ram_range_by_default() {
+        for name in ["x86_64-qemu-q35", "riscv64-qemu-virt", "aarch64-qemu-virt"] {
+            let cfg = board(name, "128M").unwrap();
+            assert_eq!(cfg.ram(), vec![(cfg.phys_base, 128 << 20)], "{name}");
+            assert_eq!(cfg.ram_end(), cfg.phys_base + (128 << 20), "{name}");
+        }
+    }
+
+    #[test]
+    fn q35_splits_ram_from_2816m_on_as_qemu_does() {
+        let below = board("x86_64-qemu-q35", "2815M").unwrap();
+        assert_eq!(below.ram(), vec![(0, 2815 << 20)]);
+        let at = board("x86_64-qemu-q35", "2816M").unwrap();
+        assert_eq!(at.ram(), vec![(0, 2 * G), (4 * G, (2816 << 20) - 2 * G)]);
+        let big = board("x86_64-qemu-q35", "8G").unwrap();
+        assert_eq!(big.ram(), vec![(0, 2 * G), (4 * G, 6 * G)]);
+        assert_eq!(big.ram_end(), 10 * G);
+        assert_eq!(big.phys_size, 8 * G);
+    }
+
+    #[test]
+    fn boards_without_a_split_keep_large_ram_in_one_range() {
+        let cfg = board("riscv64-qemu-virt", "8G").unwrap();
+        assert_eq!(cfg.ram(), vec![(0x8000_0000, 8 * G)]);
+    }
+
+    #[test]
+    fn ram_over_a_device_window_or_empty_is_refused() {
+        let mut cfg = board("riscv64-qemu-virt", "128M").unwrap();
+        cfg.phys_base = 0;
+        let e = cfg.check_ram().unwrap_err();
+        assert!(e.contains("overlaps the device window"), "{e}");
+        assert!(
+            board("riscv64-qemu-virt", "0")
+                .unwrap_err()
+                .contains("RAM size is 0")
+        );
+        assert!(
+            board("riscv64-qemu-virt", "12X")
+                .unwrap_err()
+                .contains("bad size")
+        );
+    }
+
+    #[test]
+    fn ram_past_the_physical_window_is_refused() {
+        let mut cfg = board("x86_64-qemu-q35", "128M").unwrap();
+        cfg.phys_size = 1 << 40; // 1 TiB above 0xffff_ff80_0000_0000 wraps around
+        cfg.split = None;
+        cfg.mmio.clear();
+        let e = cfg.check_ram().unwrap_err();
+        assert!(e.contains("does not fit above phys-virt-offset"), "{e}");
+    }
+
+    #[test]
+    fn bad_split_tables_are_refused() {
+        let t: toml::Table =
+            "split = { min-size = \"1G\", low-size = \"2G\", high-base = 0x1_0000_0000 }"
+                .parse()
+                .unwrap();
+        assert!(split(&t).unwrap_err().contains("low-size"));
+        let t: toml::Table = "split = { min-size = \"1G\" }".parse().unwrap();
+        assert!(split(&t).unwrap_err().contains("missing low-size"));
+    }
+}

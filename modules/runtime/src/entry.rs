@@ -38,8 +38,11 @@ fn __tessera_kernel_main(boot: &BootInfo) -> ! {
     frames::global::set_phys_virt_offset(config::PHYS_VIRT_OFFSET);
 
     let map = MEMORY_MAP.call_once(|| crate::memmap::build(boot));
-    let mut allocator =
-        frames::FrameAllocator::new(config::PHYS_MEMORY_BASE, config::PHYS_MEMORY_SIZE);
+    // One bitmap over all RAM ranges; the holes between them are never added.
+    let mut allocator = frames::FrameAllocator::new(
+        config::PHYS_MEMORY_BASE,
+        config::PHYS_MEMORY_END - config::PHYS_MEMORY_BASE,
+    );
     for r in map.iter().filter(|r| r.kind == MemKind::Free) {
         allocator.add_free(r.paddr.as_usize(), r.size);
     }
@@ -50,10 +53,11 @@ fn __tessera_kernel_main(boot: &BootInfo) -> ! {
         Current::exit(ExitStatus::Fail);
     }
     log::info!(
-        "{} ({}), {} MiB RAM, {} frames free",
+        "{} ({}), {} MiB RAM in {} range(s), {} frames free",
         Current::NAME,
         config::ARCH,
         config::PHYS_MEMORY_SIZE >> 20,
+        config::RAM.len(),
         frames::global::stats().free()
     );
     // SAFETY: defined by the app crate through `tessera::main!` with this signature.

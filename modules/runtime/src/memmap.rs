@@ -137,14 +137,17 @@ fn kernel_sections() -> [(usize, usize, MemKind, &'static str); 5] {
     ]
 }
 
-/// The device tree's physical range, page aligned and cut at the end of RAM, if
+/// The device tree's physical range, page aligned and cut at the end of its RAM range, if
 /// the board passed one whose header carries the magic.
 fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
     let fdt = boot.fdt?.as_usize();
-    let ram = config::PHYS_MEMORY_BASE..config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE;
     // The address comes from the firmware: check it before reading through it.
     // A device tree is 8-byte aligned; its first two words are magic and size.
-    if !ram.contains(&fdt) || fdt.saturating_add(8) > ram.end || !fdt.is_multiple_of(8) {
+    let &(base, size) = config::RAM
+        .iter()
+        .find(|&&(b, s)| (b..b + s).contains(&fdt))?;
+    let ram = base..base + size;
+    if fdt.saturating_add(8) > ram.end || !fdt.is_multiple_of(8) {
         return None;
     }
     let header = (fdt + config::PHYS_VIRT_OFFSET) as *const u32;
@@ -191,16 +194,18 @@ pub fn build(boot: &BootInfo) -> Vec<MemRegion> {
     for &(start, size, name) in config::MMIO {
         map.push(region(start, start + size, MemKind::Mmio, name));
     }
-    // Free RAM: the gaps between taken ranges inside RAM.
+    // Free RAM: the gaps between taken ranges inside each RAM range.
     taken.sort_unstable();
-    let mut cursor = config::PHYS_MEMORY_BASE;
-    let ram_end = config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE;
-    for (start, end) in taken.iter().copied().chain([(ram_end, ram_end)]) {
-        let start = start.clamp(cursor, ram_end);
-        if start > cursor {
-            map.push(region(cursor, start, MemKind::Free, "free"));
+    for &(ram_start, ram_size) in config::RAM {
+        let ram_end = ram_start + ram_size;
+        let mut cursor = ram_start;
+        for (start, end) in taken.iter().copied().chain([(ram_end, ram_end)]) {
+            let start = start.clamp(cursor, ram_end);
+            if start > cursor {
+                map.push(region(cursor, start, MemKind::Free, "free"));
+            }
+            cursor = cursor.max(end.min(ram_end));
         }
-        cursor = cursor.max(end.min(ram_end));
     }
     map.sort_unstable_by_key(|r| r.paddr);
     map

@@ -88,7 +88,7 @@ pub const SCTLR_MMU_ON: u64 = SCTLR_MMU_OFF | (1 << 0) | (1 << 2) | (1 << 12);
 const GIB: usize = 1 << 30;
 /// The GiBs of physical memory that hold RAM: `[RAM_FIRST_GIB, RAM_END_GIB)`.
 const RAM_FIRST_GIB: usize = config::PHYS_MEMORY_BASE / GIB;
-const RAM_END_GIB: usize = (config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE).div_ceil(GIB);
+const RAM_END_GIB: usize = config::PHYS_MEMORY_END.div_ceil(GIB);
 // One level-1 table covers 512 GiB; the devices' GiB is the first.
 const _: () = assert!(RAM_FIRST_GIB >= 1 && RAM_END_GIB <= 512);
 
@@ -196,8 +196,7 @@ pub const FDT_MAGIC: u32 = hal::KnownWord::FDT_MAGIC;
 
 /// Whether a device-tree header is at physical `pa` (in RAM, 8-byte aligned).
 fn fdt_at(pa: usize) -> bool {
-    let ram = config::PHYS_MEMORY_BASE..config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE;
-    if !pa.is_multiple_of(8) || !ram.contains(&pa) {
+    if !pa.is_multiple_of(8) || !config::is_ram(pa) {
         return false;
     }
     let header = (pa + config::PHYS_VIRT_OFFSET) as *const u32;

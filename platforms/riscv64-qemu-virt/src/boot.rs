@@ -30,7 +30,7 @@ const GIB: usize = 1 << 30;
 const HIGH_SLOT: usize = (config::PHYS_VIRT_OFFSET >> 30) & 511;
 /// The GiBs of physical memory that hold RAM: `[RAM_FIRST_GIB, RAM_END_GIB)`.
 const RAM_FIRST_GIB: usize = config::PHYS_MEMORY_BASE / GIB;
-const RAM_END_GIB: usize = (config::PHYS_MEMORY_BASE + config::PHYS_MEMORY_SIZE).div_ceil(GIB);
+const RAM_END_GIB: usize = config::PHYS_MEMORY_END.div_ceil(GIB);
 // The high half must be a whole number of root slots and hold the image.
 const _: () = assert!(config::PHYS_VIRT_OFFSET.is_multiple_of(GIB));
 // Sv39 addresses are 39-bit sign-extended: the high half lives in slots 256..512,
