@@ -36,6 +36,7 @@ ROOT = qemu.ROOT
 SIZES = (1_000, 10_000, 100_000)
 AREA_OPS = (
     ("area_mmap", "mmap (1 page into a hole)"),
+    ("area_mmap_anywhere", "mmap without address, 8 pages (first fit past every area)"),
     ("area_munmap_split", "munmap 1 page mid-area (split)"),
     ("area_mprotect_split", "mprotect 1 page mid-area (split)"),
     ("area_lookup", "area lookup, scrambled order"),

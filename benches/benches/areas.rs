@@ -5,6 +5,9 @@
 //!
 //! `area_lookup` walks the areas in a scrambled order (each lookup a likely
 //! cache miss at 100k areas); `area_lookup_seq` walks them in address order.
+//! `area_mmap_anywhere` is an mmap without an address of 8 pages, more than any
+//! hole between the areas holds, so first-fit placement must get past all `n`
+//! areas (tessera: its gap index; memory_set: `find_free_area`, then `map`).
 //!
 //! Every operation that changes the set is undone after it, outside the timed
 //! part (`iter_custom`): operations run in batches of [`BATCH`] on distinct areas
@@ -21,9 +24,10 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
 use hal::Access;
 use hostbench::{
-    AREA_PAGES, AnchorSet, PAGE, RW, TrackedSpace, Trivial, anchor_map_area, anchor_with_areas,
-    area_start, map_area, space_with_areas, va, walk,
+    AREA_PAGES, AnchorSet, PAGE, RW, STRIDE_PAGES, TrackedSpace, Trivial, WIN, WSIZE,
+    anchor_map_area, anchor_with_areas, area_start, map_area, space_with_areas, va, walk,
 };
+use memory_addr::VirtAddrRange;
 use memory_set::MemoryArea;
 use mm::{MappingFlags, MmapFlags, Prot};
 
@@ -74,6 +78,37 @@ fn batched<S>(
     total
 }
 
+/// Pages of an `area_mmap_anywhere` mapping: more than a hole of the layout.
+const ANYWHERE_PAGES: usize = STRIDE_PAGES;
+
+/// Times `op` `iters` times, in batches of [`BATCH`] each followed (untimed) by
+/// `undo`.
+fn batched_plain<S>(
+    state: &mut S,
+    iters: u64,
+    mut op: impl FnMut(&mut S),
+    mut undo: impl FnMut(&mut S),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let batch = left.min(BATCH);
+        let t = Instant::now();
+        for _ in 0..batch {
+            op(state);
+        }
+        total += t.elapsed();
+        undo(state);
+        left -= batch;
+    }
+    total
+}
+
+/// Where the free space above the `n` areas of the layout begins.
+fn top_of_layout(n: usize) -> usize {
+    area_start(n - 1) + AREA_PAGES * PAGE
+}
+
 /// Replaces whatever an operation left of area `i` by the original area.
 fn restore(s: &mut TrackedSpace, i: usize) {
     s.munmap(va(area_start(i)), AREA_PAGES * PAGE).unwrap();
@@ -113,6 +148,19 @@ fn bench_tessera(c: &mut Criterion, n: usize, s: &mut TrackedSpace, order: &[usi
                     s.munmap(va(area_start(i) + (AREA_PAGES + 1) * PAGE), PAGE)
                         .unwrap()
                 },
+            )
+        })
+    });
+    group(c, "area_mmap_anywhere").bench_function(id(), |b| {
+        let top = top_of_layout(n);
+        b.iter_custom(|iters| {
+            batched_plain(
+                s,
+                iters,
+                |s| {
+                    black_box(s.mmap(None, ANYWHERE_PAGES * PAGE, RW, MmapFlags::empty())).unwrap();
+                },
+                |s| s.munmap(va(top), WIN + WSIZE - top).unwrap(),
             )
         })
     });
@@ -194,6 +242,23 @@ fn bench_anchor(c: &mut Criterion, n: usize, set: &mut AnchorSet, order: &[usize
                     set.unmap(va(area_start(i) + (AREA_PAGES + 1) * PAGE), PAGE, &mut ())
                         .unwrap()
                 },
+            )
+        })
+    });
+    group(c, "area_mmap_anywhere").bench_function(id(), |b| {
+        let top = top_of_layout(n);
+        let window = VirtAddrRange::from_start_size(va(WIN), WSIZE);
+        b.iter_custom(|iters| {
+            batched_plain(
+                set,
+                iters,
+                |set| {
+                    let size = ANYWHERE_PAGES * PAGE;
+                    let at = set.find_free_area(va(WIN), size, window, PAGE).unwrap();
+                    black_box(set.map(MemoryArea::new(at, size, rw, Trivial), &mut (), false))
+                        .unwrap()
+                },
+                |set| set.unmap(va(top), WIN + WSIZE - top, &mut ()).unwrap(),
             )
         })
     });

@@ -5,7 +5,8 @@
 //! This replaces `memory_set` 0.4, which the first version of this crate used:
 //! - its `MappingBackend` answers `bool`, so the reason of a failure was lost
 //!   (we had to smuggle it through the page-table object);
-//! - its `unmap` and `protect` visit every area of the set (O(n) per call);
+//! - its `unmap` and `protect` visit every area of the set (O(n) per call), and
+//!   its `find_free_area` walks every area below the free range it returns;
 //! - it never merges areas, so an address space fragments without bound;
 //! - its backends are cloned on a split, so state that depends on the position
 //!   (an offset into an object, the first frame of a physical run) cannot stay
@@ -26,14 +27,17 @@
 //!   [`AreaSet::merge_range`]).
 //! - An area's backend state describes exactly `[start, end)` of that area.
 //!
-//! Finding a free range ([`AreaSet::find_free_aligned`]) walks the gaps from the lower
-//! bound up: O(n) in the worst case (no gap-size augmentation yet).
+//! Finding a free range ([`AreaSet::find_free_aligned`]) asks the free-gap index
+//! (`gaps.rs`), which the set brings up to date with the complement of its areas
+//! when a placement asks: O(log n) expected per change and per gap tried while
+//! placements happen, nothing while they do not.
 
 use alloc::collections::BTreeMap;
 
 use page_table_entry::MappingFlags;
 
 use crate::error::{InsertError, MapError, ProtectError, SplitError, UnmapError};
+use crate::gaps::LazyGaps;
 
 /// What an area maps to, and how that state follows the area through splits
 /// and merges. `Ctx` is what the operations act on (the page table).
@@ -88,12 +92,16 @@ pub(crate) struct Area<B> {
 /// The areas of an address space, by start address.
 pub(crate) struct AreaSet<B> {
     areas: BTreeMap<usize, Area<B>>,
+    /// The ranges no area covers (told only where the union of the areas
+    /// changes: insert, unmap, clear; splits and merges keep it).
+    gaps: LazyGaps,
 }
 
 impl<B: AreaBackend> AreaSet<B> {
     pub(crate) const fn new() -> Self {
         Self {
             areas: BTreeMap::new(),
+            gaps: LazyGaps::new(),
         }
     }
 
@@ -153,17 +161,17 @@ impl<B: AreaBackend> AreaSet<B> {
         true
     }
 
-    /// The lowest `size`-byte gap inside `[lo, hi)`. O(n) worst case.
+    /// The lowest `size`-byte gap inside `[lo, hi)`.
     #[cfg(test)]
-    pub(crate) fn find_free(&self, lo: usize, hi: usize, size: usize) -> Option<usize> {
+    pub(crate) fn find_free(&mut self, lo: usize, hi: usize, size: usize) -> Option<usize> {
         self.find_free_aligned(lo, hi, size, 1, 0)
     }
 
     /// The lowest start `x` of a `size`-byte gap inside `[lo, hi)` with
     /// `x % align == phase` (`align` a power of two, `phase < align`).
-    /// O(n) worst case.
+    /// O(log n) expected per gap of at least `size` bytes that is tried.
     pub(crate) fn find_free_aligned(
-        &self,
+        &mut self,
         lo: usize,
         hi: usize,
         size: usize,
@@ -175,20 +183,10 @@ impl<B: AreaBackend> AreaSet<B> {
             let x = at.checked_add(phase.wrapping_sub(at) & (align - 1))?;
             (limit.checked_sub(x)? >= size).then_some(x)
         };
-        let mut at = match self.find(lo) {
-            Some((_, a)) => a.end,
-            None => lo,
-        };
-        for (&s, a) in self.areas.range(at..) {
-            if s >= hi {
-                break;
-            }
-            if let Some(x) = fit(at, s) {
-                return Some(x);
-            }
-            at = at.max(a.end);
-        }
-        fit(at, hi)
+        let areas = &self.areas;
+        self.gaps
+            .get(|| areas.iter().map(|(&s, a)| (s, a.end)))
+            .first_fit(lo, hi, size, fit)
     }
 
     /// Inserts the area `[start, end)` after mapping it with its backend.
@@ -216,6 +214,7 @@ impl<B: AreaBackend> AreaSet<B> {
                 backend,
             },
         );
+        self.gaps.occupy(start, end, self.areas.len());
         self.merge_range(start, end);
         Ok(())
     }
@@ -300,6 +299,7 @@ impl<B: AreaBackend> AreaSet<B> {
         self.split_range(start, end, ctx)?;
         while let Some((&s, _)) = self.areas.range(start..end).next() {
             let mut area = self.areas.remove(&s).expect("found above");
+            self.gaps.release(s, area.end, self.areas.len());
             area.backend.unmap(s, area.end, ctx);
         }
         Ok(())
@@ -338,6 +338,7 @@ impl<B: AreaBackend> AreaSet<B> {
         while let Some((s, mut area)) = self.areas.pop_first() {
             area.backend.unmap(s, area.end, ctx);
         }
+        self.gaps.clear();
     }
 }
 
@@ -393,10 +394,28 @@ mod tests {
         }
     }
 
+    /// The gap index is the complement of the areas.
+    fn check_gaps(s: &mut AreaSet<Obj>) {
+        let areas = &s.areas;
+        let gaps = s.gaps.get(|| areas.iter().map(|(&st, a)| (st, a.end)));
+        gaps.check();
+        let mut want = Vec::new();
+        let mut at = 0;
+        for (&st, a) in areas {
+            if st > at {
+                want.push((at, st));
+            }
+            at = a.end;
+        }
+        want.push((at, crate::gaps::TOP));
+        assert_eq!(gaps.to_vec(), want);
+    }
+
     const R: MappingFlags = MappingFlags::READ;
     const RW: MappingFlags = MappingFlags::READ.union(MappingFlags::WRITE);
 
-    fn dump(s: &AreaSet<Obj>) -> Vec<(usize, usize, usize)> {
+    fn dump(s: &mut AreaSet<Obj>) -> Vec<(usize, usize, usize)> {
+        check_gaps(s);
         s.iter()
             .map(|(st, a)| (st, a.end, a.backend.offset))
             .collect()
@@ -416,7 +435,7 @@ mod tests {
         s.insert(0x1000, 0x9000, RW, obj(0), &mut c).unwrap();
         s.protect(0x3000, 0x5000, |_| R, &mut c).unwrap();
         assert_eq!(
-            dump(&s),
+            dump(&mut s),
             [
                 (0x1000, 0x3000, 0),
                 (0x3000, 0x5000, 0x2000),
@@ -424,13 +443,16 @@ mod tests {
             ]
         );
         s.protect(0x3000, 0x5000, |_| RW, &mut c).unwrap();
-        assert_eq!(dump(&s), [(0x1000, 0x9000, 0)]);
+        assert_eq!(dump(&mut s), [(0x1000, 0x9000, 0)]);
         // Unmap the middle: the right part keeps its offset.
         s.unmap(0x2000, 0x4000, &mut c).unwrap();
-        assert_eq!(dump(&s), [(0x1000, 0x2000, 0), (0x4000, 0x9000, 0x3000)]);
+        assert_eq!(
+            dump(&mut s),
+            [(0x1000, 0x2000, 0), (0x4000, 0x9000, 0x3000)]
+        );
         // Re-inserting the same object range merges back into one area.
         s.insert(0x2000, 0x4000, RW, obj(0x1000), &mut c).unwrap();
-        assert_eq!(dump(&s), [(0x1000, 0x9000, 0)]);
+        assert_eq!(dump(&mut s), [(0x1000, 0x9000, 0)]);
         // Incompatible offset: no merge.
         s.insert(0x9000, 0xa000, RW, obj(0), &mut c).unwrap();
         assert_eq!(s.len(), 2);
@@ -496,7 +518,7 @@ mod tests {
             &mut c,
         )
         .unwrap();
-        let before = dump(&s);
+        let before = dump(&mut s);
         assert_eq!(
             s.unmap(0x0, 0x11000, &mut c),
             Err(UnmapError::Split(SplitError::HugePage))
@@ -505,11 +527,12 @@ mod tests {
             s.protect(0x10000, 0x11000, |_| R, &mut c),
             Err(ProtectError::Split(SplitError::HugePage))
         );
-        assert_eq!(dump(&s), before);
+        assert_eq!(dump(&mut s), before);
         // Unmap across areas and holes.
         s.unmap(0x2000, 0x10000, &mut c).unwrap();
-        assert_eq!(dump(&s), [(0x1000, 0x2000, 0), (0x10000, 0x20000, 0)]);
+        assert_eq!(dump(&mut s), [(0x1000, 0x2000, 0), (0x10000, 0x20000, 0)]);
         s.clear(&mut c);
+        check_gaps(&mut s);
         assert_eq!(s.len(), 0);
     }
 }

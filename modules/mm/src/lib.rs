@@ -16,6 +16,7 @@
 //! | `space/mmap.rs` | the app calls: `mmap`, `munmap`, `mprotect`, `map_phys`; atomic `FIXED` replacement |
 //! | `space/kernel.rs` | the kernel calls: `map_linear`, `map_kernel` |
 //! | `areas.rs`, `area.rs` | the area set (lookups, splits, merges; why not `memory_set`) and the public area description |
+//! | `gaps.rs` | the free-gap index behind placement without a fixed address (first fit in O(log n)) |
 //! | `backend/mod.rs` | [`Backend`], [`BackendKind`] and their area-set hooks; the mapper's state and flush rules |
 //! | `backend/mapper.rs` | [`Mapper`]: the page table, lookups, frame pools, contiguous runs, the `FIXED` reserve |
 //! | `backend/split.rs` | huge-leaf splits at range edges and their undo; page-table frames a mapping needs |
@@ -184,6 +185,7 @@ pub mod audit;
 mod backend;
 mod error;
 mod flags;
+mod gaps;
 mod space;
 
 pub use area::{AreaInfo, AreaKind, Populate};

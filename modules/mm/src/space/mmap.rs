@@ -147,7 +147,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
 
     /// The lowest free range of `size` bytes in the window whose start is
     /// `phase` modulo `align` (a power of two).
-    fn find_free_aligned(&self, size: usize, align: usize, phase: usize) -> AxResult<usize> {
+    fn find_free_aligned(&mut self, size: usize, align: usize, phase: usize) -> AxResult<usize> {
         self.set
             .find_free_aligned(
                 self.window.start.as_usize(),
