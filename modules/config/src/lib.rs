@@ -5,18 +5,24 @@
 
 include!(concat!(env!("OUT_DIR"), "/config.rs"));
 
-/// Whether physical address `pa` is RAM (in one of the [`RAM`] ranges).
+/// The RAM range holding physical address `pa`, as (start, end).
 #[cfg(not(feature = "build"))]
-pub const fn is_ram(pa: usize) -> bool {
+pub const fn ram_range(pa: usize) -> Option<(usize, usize)> {
     let mut i = 0;
     while i < RAM.len() {
         let (start, size) = RAM[i];
         if pa >= start && pa - start < size {
-            return true;
+            return Some((start, start + size));
         }
         i += 1;
     }
-    false
+    None
+}
+
+/// Whether physical address `pa` is RAM (in one of the [`RAM`] ranges).
+#[cfg(not(feature = "build"))]
+pub const fn is_ram(pa: usize) -> bool {
+    ram_range(pa).is_some()
 }
 
 /// The parser, for the boards' build scripts.

@@ -35,9 +35,8 @@ const NIL: u32 = u32::MAX;
 /// The top of the tiled space: the byte at `usize::MAX` is never handed out.
 pub(crate) const TOP: usize = usize::MAX;
 
-/// One gap; 48 bytes, aligned to a cache line so that a visit costs one miss.
+/// One gap and its place in the tree.
 #[derive(Clone, Copy)]
-#[repr(C, align(64))]
 struct Node {
     start: usize,
     end: usize,

@@ -143,11 +143,8 @@ fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
     let fdt = boot.fdt?.as_usize();
     // The address comes from the firmware: check it before reading through it.
     // A device tree is 8-byte aligned; its first two words are magic and size.
-    let &(base, size) = config::RAM
-        .iter()
-        .find(|&&(b, s)| (b..b + s).contains(&fdt))?;
-    let ram = base..base + size;
-    if fdt.saturating_add(8) > ram.end || !fdt.is_multiple_of(8) {
+    let (_, ram_end) = config::ram_range(fdt)?;
+    if fdt.saturating_add(8) > ram_end || !fdt.is_multiple_of(8) {
         return None;
     }
     let header = (fdt + config::PHYS_VIRT_OFFSET) as *const u32;
@@ -160,7 +157,7 @@ fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
         )
     };
     (magic == hal::KnownWord::FDT_MAGIC).then(|| {
-        let end = fdt.saturating_add(size as usize).min(ram.end);
+        let end = fdt.saturating_add(size as usize).min(ram_end);
         (align_down_4k(fdt), align_up_4k(end))
     })
 }
