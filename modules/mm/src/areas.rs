@@ -215,7 +215,9 @@ impl<B: AreaBackend> AreaSet<B> {
             },
         );
         self.gaps.occupy(start, end, self.areas.len());
-        self.merge_range(start, end);
+        // A new area has two boundaries: with the next area, then the previous.
+        self.merge_at(end);
+        self.merge_at(start);
         Ok(())
     }
 

@@ -102,7 +102,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 m.free_contiguous(run, pages);
             }
         };
-        if fixed && self.set.overlaps(start, end) {
+        // (FIXED_NOREPLACE checked above that nothing is there.)
+        if fixed && !noreplace && self.set.overlaps(start, end) {
             // 2. Split the old mapping's huge pages at the ends, and hold the
             //    frames the new mapping's page tables will need.
             let splits = match self.mapper.split_edges(start, end) {
