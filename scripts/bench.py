@@ -413,7 +413,10 @@ HOW = """## How it is measured
   backend. Criterion, flat sampling, 10 samples, 1 s per benchmark; the figure is the median
   sample. At 100k areas the set no longer fits in the CPU caches: a lookup in scrambled order
   is bound by cache misses more than by the number of comparisons, which is why the address-order
-  lookup is shown next to it.
+  lookup is shown next to it. "mmap without address" asks for 8 pages, more than any hole of the
+  layout, so first fit must get past all `n` areas: tessera through its free-gap index
+  (`modules/mm/src/gaps.rs`), memory_set through `find_free_area` followed by `map`; each batch
+  of 64 placements is undone by one munmap above the layout.
 - **Fault path** (`benches/src/bin/faultcount.rs`): one lazy area of 2000 pages, a write fault
   on each through an unmangled never-inlined wrapper of `handle_page_fault`, frames from a
   free-list mock handler filled up front. `valgrind --tool=callgrind
