@@ -147,6 +147,9 @@ ifeq ($(APPS),)
 	@echo "test-qemu: hello again with MEM=$(BIG_MEM): every RAM range reachable (q35 splits RAM above 4 GiB)"
 	@$(QEMU_PY) test $(TEST_FILTER) --apps hello --mode $(MODE) --mem '$(BIG_MEM)' --smp '$(SMP)' \
 		--log $(LOG) --timeout $(TIMEOUT)
+	@echo "test-qemu: hello built for MEM=$(BIG_MEM) on a machine with 128M: only the RAM the firmware reports is used"
+	@$(QEMU_PY) test $(TEST_FILTER) --apps hello --mode $(MODE) --mem '$(BIG_MEM)' --qemu-mem 128M \
+		--smp '$(SMP)' --log $(LOG) --timeout $(TIMEOUT) --no-build
 endif
 
 test-tools:

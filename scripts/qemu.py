@@ -382,7 +382,7 @@ def cmd_test(a: argparse.Namespace) -> int:
             if not elf.is_file():
                 report(False, app, board, f"no kernel image at {elf}")
                 continue
-            cmd = qemu_command(board, elf, a.mem, a.smp)
+            cmd = qemu_command(board, elf, a.qemu_mem or a.mem, a.smp)
             status, raw, secs = run_captured(cmd, a.timeout)
             out = clean_output(raw)
             why = judge(exp, out, status, board.pass_status)
@@ -508,6 +508,8 @@ def main() -> int:
     s.add_argument("--apps", default="", help="only these apps (comma or space separated)")
     s.add_argument("--mode", choices=["debug", "release"], default="release")
     s.add_argument("--mem", default="128M")
+    s.add_argument("--qemu-mem", default="",
+                   help="RAM given to QEMU if not --mem (the kernels are built for --mem)")
     s.add_argument("--smp", default="1")
     s.add_argument("--log", default="warn")
     s.add_argument("--timeout", type=float, default=60.0, help="seconds per run")

@@ -34,11 +34,23 @@ fn main() -> tessera::AppResult {
     for &(start, size) in ram {
         println!("RAM [{:#x}, {:#x}) {} MiB", start, start + size, size >> 20);
     }
+    let firmware = boot::firmware_ram();
+    for &(start, end) in firmware.ranges() {
+        println!("firmware RAM [{start:#x}, {end:#x})");
+    }
+    check!(
+        !firmware.is_empty(),
+        "the firmware's RAM ranges were not found (multiboot memory map or device tree)"
+    );
     for r in map.iter().filter(|r| r.kind == MemKind::Free) {
         let (start, end) = (r.paddr.as_usize(), r.paddr.as_usize() + r.size);
         check!(
             ram.iter().any(|&(b, s)| b <= start && end <= b + s),
             "free region [{start:#x}, {end:#x}) is not inside one RAM range"
+        );
+        check!(
+            firmware.contains(start, end),
+            "free region [{start:#x}, {end:#x}) is not usable RAM per the firmware"
         );
         // First and last byte of every free region: mapped in the window at the
         // right frame, readable and writable (the write probe stores the byte back).

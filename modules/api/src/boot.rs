@@ -1,7 +1,7 @@
 //! What the board reported at boot.
 
 use hal::Board;
-pub use hal::{BootInfo, KnownWord, MemKind, MemRegion};
+pub use hal::{BootInfo, FirmwareRam, KnownWord, MemKind, MemRegion};
 pub use runtime::memmap::{GUARD_SIZE, GuardedStack};
 
 use runtime::board::Current;
@@ -25,6 +25,13 @@ pub fn memory_map() -> &'static [MemRegion] {
 /// `MEM=`; a board may split large RAM around a device window).
 pub fn ram() -> &'static [(usize, usize)] {
     config::RAM
+}
+
+/// The usable RAM the firmware reported at boot (the multiboot memory map, the
+/// device tree's `/memory` nodes); empty if it said nothing. Free RAM is the
+/// configured RAM cut down to it.
+pub fn firmware_ram() -> &'static FirmwareRam {
+    runtime::entry::firmware_ram()
 }
 
 /// Where the kernel's physical-memory window shows physical address `pa`.

@@ -21,7 +21,7 @@ pub mod mem;
 pub mod probe;
 
 pub use fault::{Access, FaultOutcome, PageFault, RawCause};
-pub use mem::{MemKind, MemRegion};
+pub use mem::{FirmwareRam, MemKind, MemRegion};
 
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::GenericPTE;
@@ -43,6 +43,9 @@ pub struct BootInfo {
     pub cpu_id: usize,
     /// Physical address of the flattened device tree, if the firmware passed one.
     pub fdt: Option<PhysAddr>,
+    /// Usable RAM as the board's boot protocol reported it (multiboot); empty if
+    /// the board has none of its own (the kernel then reads the device tree).
+    pub firmware_ram: FirmwareRam,
 }
 
 /// [`core::fmt::Write`] over a board's console: for the boards' trap reports and

@@ -3,7 +3,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use hal::{Board, BootInfo, ExitStatus, MemKind, MemRegion};
+use hal::{Board, BootInfo, ExitStatus, FirmwareRam, MemKind, MemRegion};
 use spin::Once;
 
 use crate::board::Current;
@@ -14,6 +14,7 @@ pub type AppResult = Result<(), String>;
 
 static BOOT: Once<BootInfo> = Once::new();
 static MEMORY_MAP: Once<Vec<MemRegion>> = Once::new();
+static FIRMWARE_RAM: Once<FirmwareRam> = Once::new();
 
 unsafe extern "Rust" {
     /// Defined by the app through `tessera::main!`.
@@ -23,6 +24,12 @@ unsafe extern "Rust" {
 /// What the board reported at boot.
 pub fn boot_info() -> &'static BootInfo {
     BOOT.get().expect("boot info is set before the app runs")
+}
+
+/// The usable RAM the firmware reported at boot (empty if it said nothing).
+pub fn firmware_ram() -> &'static FirmwareRam {
+    static NONE: FirmwareRam = FirmwareRam::new();
+    FIRMWARE_RAM.get().unwrap_or(&NONE)
 }
 
 /// The physical memory map built at boot.
@@ -37,7 +44,9 @@ fn __tessera_kernel_main(boot: &BootInfo) -> ! {
     BOOT.call_once(|| *boot);
     frames::global::set_phys_virt_offset(config::PHYS_VIRT_OFFSET);
 
-    let map = MEMORY_MAP.call_once(|| crate::memmap::build(boot));
+    let firmware = FIRMWARE_RAM.call_once(|| crate::memmap::firmware_ram(boot));
+    report_firmware_ram(firmware);
+    let map = MEMORY_MAP.call_once(|| crate::memmap::build(boot, firmware));
     // One bitmap over all RAM ranges; the holes between them are never added.
     let mut allocator = frames::FrameAllocator::new(
         config::PHYS_MEMORY_BASE,
@@ -72,6 +81,43 @@ fn __tessera_kernel_main(boot: &BootInfo) -> ! {
     // SAFETY: defined by the app crate through `tessera::main!` with this signature.
     let status = unsafe { __tessera_app_main() };
     Current::exit(status)
+}
+
+/// Logs what the firmware said about RAM, and warns when it reports clearly less
+/// than the kernel was built for (`MEM=`): that RAM is then left out.
+fn report_firmware_ram(firmware: &FirmwareRam) {
+    if firmware.is_empty() {
+        log::warn!("the firmware reported no RAM ranges: using RAM as configured");
+        return;
+    }
+    if firmware.dropped() > 0 {
+        log::warn!(
+            "the firmware reported more than {} RAM ranges: {} left out",
+            FirmwareRam::CAPACITY,
+            firmware.dropped()
+        );
+    }
+    let configured: usize = config::RAM.iter().map(|&(_, size)| size).sum();
+    let present: usize = config::RAM
+        .iter()
+        .flat_map(|&(start, size)| firmware.clip(start, start + size))
+        .map(|(s, e)| e - s)
+        .sum();
+    log::info!(
+        "firmware: {} MiB usable RAM in {} range(s); {} KiB of the configured RAM is not usable",
+        firmware.total() >> 20,
+        firmware.ranges().len(),
+        (configured - present) >> 10
+    );
+    // Firmware keeps a few hundred KiB (BIOS area, ACPI tables); more is missing RAM.
+    if configured - present >= 1 << 20 {
+        log::warn!(
+            "the machine has {} MiB less usable RAM than the kernel was built for (MEM={} MiB): \
+             the missing part is left out",
+            (configured - present) >> 20,
+            config::PHYS_MEMORY_SIZE >> 20
+        );
+    }
 }
 
 /// Runs an app's main and prints its verdict: `<app>: ok` or `<app>: FAILED: <why>`.

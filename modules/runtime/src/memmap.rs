@@ -27,10 +27,14 @@
 //!
 //! Free RAM is RAM minus the kernel image (guard pages included), the configured
 //! reserved ranges and the device tree; it is what the frame allocator hands out.
+//! RAM here is the board config's RAM (built for `MEM=`) cut down to what the
+//! firmware reports as usable ([`firmware_ram`]: the multiboot memory map, the
+//! device tree's `/memory` nodes), when it reports anything: firmware-reserved
+//! RAM stays out, and so does configured RAM the machine does not have.
 
 use alloc::vec::Vec;
 
-use hal::{BootInfo, MemKind, MemRegion};
+use hal::{BootInfo, FirmwareRam, MemKind, MemRegion};
 use memory_addr::{PhysAddr, align_down_4k, align_up_4k};
 
 unsafe extern "C" {
@@ -162,8 +166,39 @@ fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
     })
 }
 
-/// Builds the memory map, sorted by address.
-pub fn build(boot: &BootInfo) -> Vec<MemRegion> {
+/// The usable RAM the firmware reported: the board's own list (multiboot), else
+/// the device tree's `/memory` nodes, else nothing.
+pub fn firmware_ram(boot: &BootInfo) -> FirmwareRam {
+    if !boot.firmware_ram.is_empty() {
+        return boot.firmware_ram;
+    }
+    let mut ram = FirmwareRam::new();
+    let Some((fdt_start, _)) = fdt_range(boot) else {
+        return ram;
+    };
+    let ptr = (fdt_start + config::PHYS_VIRT_OFFSET) as *const u8;
+    // SAFETY: `fdt_range` checked that a device-tree header with the magic sits
+    // there, in RAM that the boot page table maps at the high-half offset, and cut
+    // its size to that RAM; the parser reads `totalsize` bytes from it and nothing
+    // writes the device tree.
+    let Ok(fdt) = (unsafe { fdt::Fdt::from_ptr(ptr) }) else {
+        log::warn!("device tree at {fdt_start:#x} does not parse: RAM as configured");
+        return ram;
+    };
+    for node in fdt.all_nodes() {
+        if node.name != "memory" && !node.name.starts_with("memory@") {
+            continue;
+        }
+        for r in node.reg().into_iter().flatten() {
+            ram.add(r.starting_address as usize, r.size.unwrap_or(0));
+        }
+    }
+    ram
+}
+
+/// Builds the memory map, sorted by address, from the config, the linker
+/// symbols, the device tree's place and `firmware` (see the module docs).
+pub fn build(boot: &BootInfo, firmware: &FirmwareRam) -> Vec<MemRegion> {
     let mut map = Vec::new();
     let mut taken: Vec<(usize, usize)> = Vec::new();
     for (start, end, kind, name) in kernel_sections() {
@@ -191,10 +226,24 @@ pub fn build(boot: &BootInfo) -> Vec<MemRegion> {
     for &(start, size, name) in config::MMIO {
         map.push(region(start, start + size, MemKind::Mmio, name));
     }
-    // Free RAM: the gaps between taken ranges inside each RAM range.
+    // Free RAM: the gaps between taken ranges inside each RAM range, where the
+    // firmware (if it said anything) agrees that it is usable RAM.
     taken.sort_unstable();
-    for &(ram_start, ram_size) in config::RAM {
-        let ram_end = ram_start + ram_size;
+    let usable = |start: usize, end: usize| -> Vec<(usize, usize)> {
+        if firmware.is_empty() {
+            alloc::vec![(start, end)]
+        } else {
+            firmware
+                .clip(start, end)
+                .map(|(s, e)| (align_up_4k(s), align_down_4k(e)))
+                .filter(|&(s, e)| s < e)
+                .collect()
+        }
+    };
+    let ram = config::RAM
+        .iter()
+        .flat_map(|&(start, size)| usable(start, start + size));
+    for (ram_start, ram_end) in ram {
         let mut cursor = ram_start;
         for (start, end) in taken.iter().copied().chain([(ram_end, ram_end)]) {
             let start = start.clamp(cursor, ram_end);

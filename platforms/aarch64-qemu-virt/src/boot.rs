@@ -241,6 +241,7 @@ extern "C" fn rust_entry(x0: usize, mpidr: usize, entry_el: usize) -> ! {
     let boot = BootInfo {
         cpu_id: mpidr & 0xff_00ff_ffff, // Aff3..Aff0
         fdt: find_fdt(x0),
+        firmware_ram: hal::FirmwareRam::new(),
     };
     hal::kernel::kernel_main(&boot)
 }

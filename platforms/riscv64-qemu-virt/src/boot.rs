@@ -107,6 +107,7 @@ extern "C" fn rust_entry(hart_id: usize, fdt: usize) -> ! {
     let boot = BootInfo {
         cpu_id: hart_id,
         fdt: (fdt != 0).then(|| fdt.into()),
+        firmware_ram: hal::FirmwareRam::new(),
     };
     hal::kernel::kernel_main(&boot)
 }

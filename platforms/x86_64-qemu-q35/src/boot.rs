@@ -25,7 +25,7 @@
 
 use core::arch::global_asm;
 
-use hal::BootInfo;
+use hal::{BootInfo, FirmwareRam};
 
 /// Multiboot 1 header magic.
 const MULTIBOOT_MAGIC: u32 = 0x1bad_b002;
@@ -182,7 +182,7 @@ const _: () = assert!(
 );
 
 /// First Rust code: in the high half, on the boot stack, bss cleared.
-extern "C" fn rust_entry(magic: u32, _multiboot_info: u32) -> ! {
+extern "C" fn rust_entry(magic: u32, multiboot_info: u32) -> ! {
     crate::console::init();
     // The firmware's banner does not end its last line.
     crate::console::write(b"\n");
@@ -191,9 +191,79 @@ extern "C" fn rust_entry(magic: u32, _multiboot_info: u32) -> ! {
         // Not fatal: nothing here depends on the multiboot information.
         crate::console::write(b"warning: not entered by a multiboot loader\n");
     }
+    let firmware_ram = if magic == MULTIBOOT_BOOTLOADER_MAGIC {
+        multiboot_ram(multiboot_info as usize)
+    } else {
+        FirmwareRam::new()
+    };
     let boot = BootInfo {
         cpu_id: crate::cpu::apic_id(),
         fdt: None,
+        firmware_ram,
     };
     hal::kernel::kernel_main(&boot)
+}
+
+/// `flags` bit of the multiboot information: `mmap_addr`/`mmap_length` are valid.
+const MULTIBOOT_INFO_MMAP: u32 = 1 << 6;
+/// Memory-map entry type of usable RAM.
+const MULTIBOOT_MEMORY_AVAILABLE: u32 = 1;
+
+/// Reads a little-endian `u32`/`u64` at physical `pa` (below 4 GiB) through the
+/// boot table's high-half mapping.
+///
+/// # Safety
+///
+/// `pa..pa + size_of::<T>()` must lie below 4 GiB (mapped by the boot table) and
+/// hold RAM or ROM the loader wrote (no device register).
+unsafe fn read_phys<T: Copy>(pa: usize) -> T {
+    let va = (pa + config::PHYS_VIRT_OFFSET) as *const T;
+    // SAFETY: the caller guarantees the range is mapped memory without side
+    // effects; the multiboot structures are only 4-byte aligned, hence unaligned.
+    unsafe { va.read_unaligned() }
+}
+
+/// The usable RAM of the multiboot memory map at `info` (the `ebx` of the
+/// loader), or nothing if the loader gave none. Written by hand: the map is a
+/// list of 24-byte records behind two words of the information block, and the
+/// multiboot crates want an allocator-backed memory adapter for that.
+fn multiboot_ram(info: usize) -> FirmwareRam {
+    let mut ram = FirmwareRam::new();
+    // The information block and the map are below 4 GiB, where the boot table
+    // maps everything; check before reading through it.
+    const LIMIT: usize = 1 << 32;
+    if info == 0 || info + 52 > LIMIT {
+        return ram;
+    }
+    // SAFETY: `info..info + 52` is below 4 GiB (checked) and is the block the
+    // multiboot loader wrote (the magic was checked by the caller).
+    let (flags, len, addr) = unsafe {
+        (
+            read_phys::<u32>(info),
+            read_phys::<u32>(info + 44) as usize,
+            read_phys::<u32>(info + 48) as usize,
+        )
+    };
+    if flags & MULTIBOOT_INFO_MMAP == 0 || addr.saturating_add(len) > LIMIT {
+        return ram;
+    }
+    let mut at = addr;
+    while at + 24 <= addr + len {
+        // SAFETY: the record `at..at + 24` lies inside the map the loader wrote,
+        // below 4 GiB (checked above).
+        let (size, base, length, kind) = unsafe {
+            (
+                read_phys::<u32>(at) as usize,
+                read_phys::<u64>(at + 4) as usize,
+                read_phys::<u64>(at + 12) as usize,
+                read_phys::<u32>(at + 20),
+            )
+        };
+        if kind == MULTIBOOT_MEMORY_AVAILABLE {
+            ram.add(base, length);
+        }
+        // `size` counts the record without its own field; a bogus 0 would loop.
+        at += size.max(20) + 4;
+    }
+    ram
 }
