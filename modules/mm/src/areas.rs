@@ -33,6 +33,7 @@
 //! placements happen, nothing while they do not.
 
 use alloc::collections::BTreeMap;
+use core::cell::Cell;
 
 use page_table_entry::MappingFlags;
 
@@ -44,6 +45,13 @@ use crate::gaps::LazyGaps;
 pub(crate) trait AreaBackend: Sized {
     /// The object the operations change (the page table and its side state).
     type Ctx;
+
+    /// What the fault path needs to know of the backend, by value (kept in the
+    /// set's last-hit cache, see [`AreaSet::lookup`]).
+    type View: Copy;
+
+    /// The backend's [`AreaBackend::View`].
+    fn view(&self) -> Self::View;
 
     /// Maps `[start, end)` with `flags`. On error nothing of the range is left
     /// mapped and nothing the backend owns was released.
@@ -82,6 +90,16 @@ pub(crate) trait AreaBackend: Sized {
     fn try_merge(&mut self, start: usize, mid: usize, next: &Self, end: usize) -> bool;
 }
 
+/// A copy of what an area is, for the fault path: start, end, flags and the
+/// backend's view.
+#[derive(Clone, Copy)]
+pub(crate) struct AreaView<V> {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) flags: MappingFlags,
+    pub(crate) backend: V,
+}
+
 /// One area: `[start, end)` with `flags`; the start is the map key.
 pub(crate) struct Area<B> {
     pub(crate) end: usize,
@@ -90,11 +108,15 @@ pub(crate) struct Area<B> {
 }
 
 /// The areas of an address space, by start address.
-pub(crate) struct AreaSet<B> {
+pub(crate) struct AreaSet<B: AreaBackend> {
     areas: BTreeMap<usize, Area<B>>,
     /// The ranges no area covers (told only where the union of the areas
     /// changes: insert, unmap, clear; splits and merges keep it).
     gaps: LazyGaps,
+    /// The area [`AreaSet::lookup`] found last. Every `&mut self` method clears
+    /// it first, so it never outlives a change of the set (the fault path only
+    /// reads the set; faults in one area come in runs).
+    last: Cell<Option<AreaView<B::View>>>,
 }
 
 impl<B: AreaBackend> AreaSet<B> {
@@ -102,6 +124,7 @@ impl<B: AreaBackend> AreaSet<B> {
         Self {
             areas: BTreeMap::new(),
             gaps: LazyGaps::new(),
+            last: Cell::new(None),
         }
     }
 
@@ -141,6 +164,32 @@ impl<B: AreaBackend> AreaSet<B> {
             .map(|(&s, a)| (s, a))
     }
 
+    /// The area containing `va`, by value: O(1) when it is the area found last,
+    /// else O(log n).
+    pub(crate) fn lookup(&self, va: usize) -> Option<AreaView<B::View>> {
+        if let Some(v) = self.last.get()
+            && v.start <= va
+            && va < v.end
+        {
+            return Some(v);
+        }
+        let (start, a) = self.find(va)?;
+        let v = AreaView {
+            start,
+            end: a.end,
+            flags: a.flags,
+            backend: a.backend.view(),
+        };
+        self.last.set(Some(v));
+        Some(v)
+    }
+
+    /// Forgets the last-hit area: called first by every method that changes
+    /// the set.
+    fn changing(&mut self) {
+        self.last.set(None);
+    }
+
     /// Whether any area intersects `[start, end)`. O(log n).
     pub(crate) fn overlaps(&self, start: usize, end: usize) -> bool {
         self.areas
@@ -178,6 +227,7 @@ impl<B: AreaBackend> AreaSet<B> {
         align: usize,
         phase: usize,
     ) -> Option<usize> {
+        self.changing();
         // The lowest x >= at with x = phase (mod align) that leaves `size` bytes below `limit`.
         let fit = |at: usize, limit: usize| -> Option<usize> {
             let x = at.checked_add(phase.wrapping_sub(at) & (align - 1))?;
@@ -199,6 +249,7 @@ impl<B: AreaBackend> AreaSet<B> {
         mut backend: B,
         ctx: &mut B::Ctx,
     ) -> Result<(), InsertError> {
+        self.changing();
         if start >= end {
             return Err(InsertError::Empty);
         }
@@ -223,6 +274,7 @@ impl<B: AreaBackend> AreaSet<B> {
 
     /// Makes `at` an area boundary if it lies strictly inside an area.
     fn split_at(&mut self, at: usize, ctx: &B::Ctx) -> Result<(), SplitError> {
+        self.changing();
         let Some((&start, area)) = self.areas.range_mut(..at).next_back() else {
             return Ok(());
         };
@@ -256,6 +308,7 @@ impl<B: AreaBackend> AreaSet<B> {
     /// Merges the area ending at `at` with the one starting there, if their
     /// flags are equal and the backends agree.
     fn merge_at(&mut self, at: usize) {
+        self.changing();
         let mut it = self.areas.range_mut(..=at);
         let (Some((&n, next)), Some((&start, prev))) = (it.next_back(), it.next_back()) else {
             return;
@@ -273,6 +326,7 @@ impl<B: AreaBackend> AreaSet<B> {
     /// Merges at every area boundary in `[start, end]` (both ends included).
     /// O(k log n) for k boundaries.
     pub(crate) fn merge_range(&mut self, start: usize, end: usize) {
+        self.changing();
         let mut at = start;
         while at <= end {
             let Some(&key) = self.areas.range(at..=end).next().map(|(k, _)| k) else {
@@ -295,6 +349,7 @@ impl<B: AreaBackend> AreaSet<B> {
         end: usize,
         ctx: &mut B::Ctx,
     ) -> Result<(), UnmapError> {
+        self.changing();
         if start >= end {
             return Ok(());
         }
@@ -317,6 +372,7 @@ impl<B: AreaBackend> AreaSet<B> {
         update: impl Fn(MappingFlags) -> MappingFlags,
         ctx: &mut B::Ctx,
     ) -> Result<(), ProtectError> {
+        self.changing();
         if start >= end {
             return Ok(());
         }
@@ -337,6 +393,7 @@ impl<B: AreaBackend> AreaSet<B> {
 
     /// Unmaps and removes every area.
     pub(crate) fn clear(&mut self, ctx: &mut B::Ctx) {
+        self.changing();
         while let Some((s, mut area)) = self.areas.pop_first() {
             area.backend.unmap(s, area.end, ctx);
         }
@@ -365,6 +422,10 @@ mod tests {
 
     impl AreaBackend for Obj {
         type Ctx = Ctx;
+        type View = usize;
+        fn view(&self) -> usize {
+            self.offset
+        }
         fn map(
             &mut self,
             s: usize,

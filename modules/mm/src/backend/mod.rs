@@ -221,6 +221,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     for Backend<M, PTE, H>
 {
     type Ctx = Mapper<M, PTE, H>;
+    type View = BackendKind;
+
+    fn view(&self) -> BackendKind {
+        self.kind
+    }
 
     fn map(
         &mut self,

@@ -23,7 +23,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
 {
     /// Resolves a page fault at `va` for `access`, or says why it cannot.
     ///
-    /// Order: area lookup (O(log n); none: [`FaultError::NoArea`]); the area's
+    /// Order: area lookup (O(1) for the area of the previous fault, else
+    /// O(log n); none: [`FaultError::NoArea`]); the area's
     /// current flags must allow the access (else [`FaultError::Denied`]); a page
     /// already mapped with flags allowing the access is a stale TLB entry: it is
     /// flushed and counted in
@@ -35,9 +36,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// here. Allocates nothing but the frame (and page tables), logs at trace
     /// level only.
     pub fn handle_page_fault(&mut self, va: VirtAddr, access: Access) -> Result<(), FaultError> {
-        let (start, area) = self.set.find(va.as_usize()).ok_or(FaultError::NoArea)?;
-        let (flags, end) = (area.flags, area.end);
-        let kind = area.backend.kind();
+        let area = self.set.lookup(va.as_usize()).ok_or(FaultError::NoArea)?;
+        let (start, end, flags, kind) = (area.start, area.end, area.flags, area.backend);
         if !allows(flags, access) {
             return Err(self.denied(start));
         }
