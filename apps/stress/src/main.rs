@@ -6,8 +6,9 @@
 //! cached), then unmapped or made read-only without a flush, would still be
 //! readable or writable here. Before every munmap and mprotect the run reads a
 //! page of the range, so that its translation is cached; right after, it probes
-//! that page. At the end everything is unmapped and the data and page-table
-//! frames must be back to where they were.
+//! that page. Some mappings are 2 MiB pages, which later calls split. At the
+//! end everything is unmapped and the data and page-table frames must be back
+//! to where they were.
 #![no_std]
 #![no_main]
 
@@ -16,8 +17,10 @@ use tessera::{AppResult, AxError, Context, Vec, check, check_eq, println};
 
 tessera::main!(main);
 
-/// Pages of the stretch of the window the run works in.
-const PAGES: usize = 256;
+/// Pages of the stretch of the window the run works in: two 2 MiB blocks.
+const PAGES: usize = 1024;
+/// Pages of a 2 MiB page.
+const HUGE_PAGES: usize = 512;
 /// Random operations.
 const OPS: usize = 3000;
 const SEED: u64 = 0x5eed_7e55_e7a0_0001;
@@ -55,6 +58,8 @@ struct Run {
     /// Probes that saw a page the model says is gone or read-only (stale TLB
     /// entries or wrong flags): must stay 0.
     checks: usize,
+    /// 2 MiB mappings made.
+    huge_maps: usize,
 }
 
 const R: Prot = Prot::READ;
@@ -119,7 +124,24 @@ impl Run {
 
     fn step(&mut self) -> AppResult {
         let (p, n) = self.random_range();
-        match self.rng.below(10) {
+        match self.rng.below(11) {
+            // A 2 MiB mapping over one of the two blocks (populated: 2 MiB pages).
+            10 => {
+                let block = self.rng.below(PAGES / HUGE_PAGES) * HUGE_PAGES;
+                let prot = self.random_prot();
+                let mut flags = MmapFlags::FIXED | MmapFlags::HUGE_2M;
+                if self.rng.below(2) == 0 {
+                    flags |= MmapFlags::POPULATE;
+                }
+                self.prime(block + p % HUGE_PAGES)?;
+                let at = self.addr(block);
+                mm::mmap(Some(at), HUGE_PAGES * PAGE_SIZE, prot, flags).context("mmap 2M")?;
+                self.huge_maps += 1;
+                for q in block..block + HUGE_PAGES {
+                    self.model[q] = Page::Mapped { prot, value: 0 };
+                }
+                self.check_page(block + p % HUGE_PAGES)?;
+            }
             // mmap FIXED over whatever is there, lazy or populated.
             0 | 1 => {
                 let prot = self.random_prot();
@@ -192,7 +214,12 @@ fn main() -> AppResult {
         model: (0..PAGES).map(|_| Page::Unmapped).collect(),
         rng: Rng(SEED),
         checks: 0,
+        huge_maps: 0,
     };
+    check!(
+        window.is_multiple_of(HUGE_PAGES * PAGE_SIZE),
+        "the window start {window:#x} is not 2 MiB aligned"
+    );
     println!("{OPS} random operations on {PAGES} pages at {window:#x} (seed {SEED:#x})");
     for i in 0..OPS {
         run.step().map_err(|e| tessera::format!("step {i}: {e}"))?;
@@ -202,8 +229,9 @@ fn main() -> AppResult {
     }
     let mid = mm::stats();
     println!(
-        "{} page checks against the model passed; faults handled {}, spurious {}",
+        "{} page checks against the model passed; {} 2 MiB mappings; faults handled {}, spurious {}",
         run.checks,
+        run.huge_maps,
         mid.faults_handled - before.faults_handled,
         mid.spurious_faults - before.spurious_faults
     );
