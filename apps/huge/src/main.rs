@@ -1,8 +1,9 @@
 //! Anonymous huge pages: the same memory touched with 4K pages and with 2M
 //! pages (faults handled and page-table frames for each), the 4K fallback when
-//! no aligned 2M run of frames is free, and a partial `mprotect`/`munmap` that
-//! splits a huge page while the rest keeps its frames and data. Every frame
-//! comes back at the end.
+//! no aligned 2M run of frames is free, a partial `mprotect`/`munmap` that
+//! splits a huge page while the rest keeps its frames and data, and an
+//! `mprotect` round trip after which the split page is one huge page again.
+//! Every frame comes back at the end.
 #![no_std]
 #![no_main]
 
@@ -111,6 +112,59 @@ fn fallback() -> AppResult {
     mm::munmap(huge, M2).context("munmap huge")
 }
 
+/// An mprotect round trip on one 4K page of a populated huge page: split, then
+/// one 2M page again, with the same frames, data and page-table frames.
+fn collapse() -> AppResult {
+    let base = mm::mmap(None, M2, RW, MmapFlags::HUGE_2M | MmapFlags::POPULATE).context("mmap")?;
+    for off in (0..M2).step_by(PAGE_SIZE) {
+        // SAFETY: inside the populated read-write huge page just mapped.
+        unsafe { mm::poke(base + off, !(off as u64)) };
+    }
+    let before = mm::stats();
+    let pa = mm::translate(base).context("translate")?.paddr.as_usize();
+    let page = base + 77 * PAGE_SIZE;
+    mm::mprotect(page, PAGE_SIZE, Prot::READ).context("mprotect R")?;
+    check_eq!(
+        mm::translate(base).context("translate")?.page_size,
+        PageSize::Size4K,
+        "page size after the split"
+    );
+    check_eq!(
+        mm::stats().page_table_frames,
+        before.page_table_frames + 1,
+        "page-table frames after the split"
+    );
+    mm::mprotect(page, PAGE_SIZE, RW).context("mprotect RW")?;
+    let after = mm::stats();
+    for off in (0..M2).step_by(PAGE_SIZE) {
+        let t = mm::translate(base + off).context("translate")?;
+        check_eq!(
+            (t.paddr.as_usize(), t.page_size),
+            (pa + off, PageSize::Size2M),
+            "+{off:#x} after the round trip"
+        );
+        // SAFETY: the page is mapped read-write again.
+        let data = unsafe { mm::peek(base + off) };
+        check_eq!(data, !(off as u64), "data at +{off:#x}");
+    }
+    check!(!mm::write_faults(page), "the page is writable again");
+    check_eq!(
+        after.page_table_frames,
+        before.page_table_frames,
+        "page-table frames"
+    );
+    check_eq!(
+        after.huge_collapses,
+        before.huge_collapses + 1,
+        "collapses counted"
+    );
+    println!(
+        "collapse: mprotect R and back to RW of one 4K page: one 2M page again, same frames and data, page-table frames back to {}",
+        after.page_table_frames
+    );
+    mm::munmap(base, M2).context("munmap")
+}
+
 /// A partial mprotect and munmap of a populated huge page.
 fn splits() -> AppResult {
     let base = mm::mmap(None, M2, RW, MmapFlags::HUGE_2M | MmapFlags::POPULATE).context("mmap")?;
@@ -168,6 +222,7 @@ fn main() -> AppResult {
     );
     fallback()?;
     splits()?;
+    collapse()?;
     let end = mm::stats();
     let leaked = end.frames_used_since(&start);
     println!("leaked frames: {leaked}");

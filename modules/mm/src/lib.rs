@@ -74,6 +74,16 @@
 //! that map it. A `PROT_NONE` on part of a huge data page parks its 4K pieces;
 //! they come back as 4K pages.
 //!
+//! A split is undone when it no longer matters: after an `mprotect` to an
+//! accessible protection, every 2M block it touched that lies whole in one
+//! 2M allocated area and is a table of 512 4K leaves with equal flags over one
+//! aligned run of frames (what a split or a park of a 2M page leaves) becomes
+//! one 2M leaf again, and its table frame is freed after the flush
+//! ([`MmStats::huge_collapses`]). So an `mprotect` round trip on one page of a
+//! huge page costs no lasting TLB reach (Linux leaves the split to a background
+//! thread, khugepaged, to collapse later). Blocks whose frames are not that run
+//! (a page was unmapped and mapped again, a 4K fallback) stay 4K.
+//!
 //! # Merging
 //! After every insert, unmap and protect, the areas at the boundaries of the
 //! touched range merge with their neighbours when they are adjacent, have

@@ -262,18 +262,24 @@ fn run(seed: u64, ops: usize) {
     );
     if ops >= 10_000 {
         assert!(
-            m.huge_faults > 0 && m.huge_fallbacks > 0 && huge_maps > 0 && splits > 0,
-            "the sequence maps, splits and falls back from huge pages: {} {} {huge_maps} {splits}",
+            m.huge_faults > 0
+                && m.huge_fallbacks > 0
+                && huge_maps > 0
+                && splits > 0
+                && m.huge_collapses > 0,
+            "the sequence maps, splits, collapses and falls back from huge pages: \
+             {} {} {huge_maps} {splits} {}",
             m.huge_faults,
-            m.huge_fallbacks
+            m.huge_fallbacks,
+            m.huge_collapses
         );
     }
     eprintln!(
         "seed {seed}: {ops} ops, {fresh} fresh and {stale} spurious faults, \
          {pressure_failures} out-of-frames failures, {contiguous_maps} contiguous and \
          {huge_maps} huge mmaps, {} huge faults, {} huge fallbacks, {splits} huge splits, \
-         {} areas at the end",
-        m.huge_faults, m.huge_fallbacks, st.areas
+         {} collapses, {} areas at the end",
+        m.huge_faults, m.huge_fallbacks, m.huge_collapses, st.areas
     );
     drop(s);
     testing::assert_no_leaks();

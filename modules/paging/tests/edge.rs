@@ -572,3 +572,88 @@ fn shared_kernel_half() {
     drop(kernel);
     testing::assert_no_leaks();
 }
+
+#[test]
+fn a_split_2m_leaf_collapses_back_once_its_pages_agree() {
+    testing::reset();
+    let mut pt = Pt::try_new().unwrap();
+    let (v, p) = (5 * G1 + 8 * M2, 3 * G1 + 22 * M2);
+    pt.cursor().map::<Size2M>(va(v), pa(p), rw()).unwrap();
+    let tables = pt.table_frames();
+    let page = v + 300 * PAGE;
+    pt.cursor().protect::<Size4K>(va(page), F::READ).unwrap();
+    assert_eq!(leaf_counts(&pt), [512, 0, 0]);
+    assert_eq!(pt.table_frames(), tables + 1);
+    // Mixed flags: nothing changes.
+    assert!(!pt.cursor().collapse_2m(va(v)));
+    check_pages(&pt, v, p, M2, page, rw(), Some(F::READ));
+    // Back to one set of flags: one 2M leaf again, the table freed after the flush.
+    pt.cursor().protect::<Size4K>(va(page), rw()).unwrap();
+    let before = flushes();
+    let mut c = pt.cursor();
+    assert!(c.collapse_2m(va(v)));
+    assert_eq!(
+        testing::frames_in_use(),
+        tables + 1,
+        "freed before the flush"
+    );
+    drop(c);
+    assert_eq!(flushes(), before + 1);
+    assert_eq!(testing::frames_in_use(), tables);
+    assert_eq!(leaf_counts(&pt), [0, 1, 0]);
+    assert_eq!(
+        pt.query(va(page)).map(|(a, f, s)| (a.as_usize(), f, s)),
+        Ok((p + 300 * PAGE, rw(), LeafSize::Size2M))
+    );
+    // Already a leaf, unaligned, unmapped: nothing to do.
+    assert!(!pt.cursor().collapse_2m(va(v)));
+    assert!(!pt.cursor().collapse_2m(va(v + PAGE)));
+    assert!(!pt.cursor().collapse_2m(va(v + M2)));
+    drop(pt);
+    testing::assert_no_leaks();
+}
+
+#[test]
+fn only_a_uniform_run_of_frames_collapses() {
+    testing::reset();
+    let mut pt = Pt::try_new().unwrap();
+    let v = 7 * G1;
+    let map_run = |pt: &mut Pt, base: usize, skip: Option<usize>, swap: Option<usize>| {
+        let mut c = pt.cursor();
+        for i in 0..512 {
+            if Some(i) == skip {
+                continue;
+            }
+            // `swap` exchanges the frames of pages i and i + 1.
+            let j = match swap {
+                Some(s) if i == s => s + 1,
+                Some(s) if i == s + 1 => s,
+                _ => i,
+            };
+            c.map::<Size4K>(va(base + i * PAGE), pa(G1 + j * PAGE), rw())
+                .unwrap();
+        }
+    };
+    // A hole, two swapped frames, a run that does not start 2M-aligned.
+    map_run(&mut pt, v, Some(511), None);
+    map_run(&mut pt, v + M2, None, Some(100));
+    {
+        let mut c = pt.cursor();
+        for i in 0..512 {
+            c.map::<Size4K>(va(v + 2 * M2 + i * PAGE), pa(G1 + PAGE + i * PAGE), rw())
+                .unwrap();
+        }
+    }
+    for b in 0..3 {
+        assert!(!pt.cursor().collapse_2m(va(v + b * M2)), "block {b}");
+    }
+    assert_eq!(leaf_counts(&pt), [511 + 512 + 512, 0, 0]);
+    // A uniform run built page by page collapses too.
+    map_run(&mut pt, v + 3 * M2, None, None);
+    assert!(pt.cursor().collapse_2m(va(v + 3 * M2)));
+    assert_eq!(leaf_counts(&pt), [511 + 512 + 512, 1, 0]);
+    pt.cursor().unmap_region(va(v), 4 * M2, |_| ()).unwrap();
+    assert_eq!(pt.table_frames(), 1);
+    drop(pt);
+    testing::assert_no_leaks();
+}

@@ -13,6 +13,11 @@
 //! After a split, the frames of a huge data page are freed piecewise (the frame
 //! allocator accepts that).
 //!
+//! [`Mapper::collapse_2m`] is the inverse: once an `mprotect` has given every
+//! page of a split 2M block the same flags again, the table of 512 leaves over
+//! one aligned run of frames becomes a 2M leaf again (no allocation; the table
+//! frame is freed after the flush).
+//!
 //! [`Mapper::tables_needed`] counts, by walking the table, the frames a `FIXED`
 //! replacement's new page tables will need ([`Mapper::reserve_tables`] holds
 //! them).
@@ -111,6 +116,20 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                 Err(e)
             }
         }
+    }
+
+    /// Turns every 2M block in `[start, end)` (both 2M aligned) that is a table
+    /// of 4K leaves over one aligned run of frames with equal flags back into a
+    /// 2M leaf. Returns how many it collapsed. One cursor: one flush at the end,
+    /// then the freed tables go back.
+    pub(crate) fn collapse_2m(&mut self, start: usize, end: usize) -> u64 {
+        const M2: usize = 1 << 21;
+        let mut c = self.pt.cursor();
+        let mut n = 0;
+        for block in (start..end).step_by(M2) {
+            n += u64::from(c.collapse_2m(VirtAddr::from(block)));
+        }
+        n
     }
 
     /// Puts back the huge leaves of [`Self::split_edges`] (when the operation

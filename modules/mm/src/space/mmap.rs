@@ -25,7 +25,7 @@ use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
 
 use super::{AddrSpace, page_len};
 use crate::area::Populate;
-use crate::backend::{Backend, Mapper, page_bytes};
+use crate::backend::{Backend, BackendKind, Mapper, page_bytes};
 use crate::error::ProtectError;
 use crate::flags::{ACCESS_BITS, MmapFlags, Prot, accessible};
 
@@ -215,7 +215,35 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         }
         self.set
             .protect(s, e, |old| mflags | (old - ACCESS_BITS), &mut self.mapper)
-            .map_err(AxError::from)
+            .map_err(AxError::from)?;
+        if accessible(mflags) {
+            self.collapse_huge(s, e);
+        }
+        Ok(())
+    }
+
+    /// After an `mprotect` of `[s, e)`: the 2M blocks it touched that lie whole
+    /// in one huge (2M) allocated area and were split into 4K leaves become 2M
+    /// pages again where their 512 pages agree (same flags, the original run of
+    /// frames). Huge pages are not left split after a protection round trip.
+    fn collapse_huge(&mut self, s: usize, e: usize) {
+        const M2: usize = 1 << 21;
+        let (lo, hi) = (s & !(M2 - 1), e.next_multiple_of(M2));
+        for (start, area) in self.set.range(lo, hi) {
+            let BackendKind::Alloc {
+                page: PageSize::Size2M,
+                ..
+            } = area.backend.kind()
+            else {
+                continue;
+            };
+            // The whole blocks of this area inside [lo, hi).
+            let from = start.max(lo).next_multiple_of(M2);
+            let to = area.end.min(hi) & !(M2 - 1);
+            if from < to {
+                self.huge_collapses += self.mapper.collapse_2m(from, to);
+            }
+        }
     }
 
     /// Maps `[paddr, paddr + len)` (rounded up to pages) into a free range of the

@@ -54,6 +54,9 @@ pub struct MmStats {
     /// free: a fault in a huge area (the faulting 4K page is mapped) or a
     /// block of a huge `POPULATE` (all its pages get 4K frames).
     pub huge_fallbacks: u64,
+    /// Split 2M blocks of huge areas that became one 2M page again, after an
+    /// `mprotect` gave all their pages the same protection.
+    pub huge_collapses: u64,
     /// Number of areas.
     pub areas: usize,
 }
@@ -65,6 +68,7 @@ pub struct AddrSpace<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H:
     window: AddrRange<VirtAddr>,
     faults_handled: u64,
     spurious_faults: u64,
+    huge_collapses: u64,
 }
 
 /// Rounds `len` up to whole pages; `None` for 0 or overflow.
@@ -102,6 +106,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             window,
             faults_handled: 0,
             spurious_faults: 0,
+            huge_collapses: 0,
         })
     }
 
@@ -161,6 +166,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             page_table_frames: self.mapper.table_frames(),
             faults_handled: self.faults_handled,
             spurious_faults: self.spurious_faults,
+            huge_collapses: self.huge_collapses,
             areas: self.set.len(),
         }
     }

@@ -112,6 +112,12 @@ pub struct Model {
     pub pages: BTreeMap<usize, Page>,
     /// First page index of each 2M block mapped by one huge leaf.
     pub huge: BTreeSet<usize>,
+    /// Blocks that were one huge leaf and are now 4K pieces (split or parked)
+    /// of that same aligned run of frames: an mprotect that gives all their
+    /// pages one accessible protection makes them one huge leaf again.
+    pub split_runs: BTreeSet<usize>,
+    /// Expected `MmStats::huge_collapses`.
+    pub huge_collapses: u64,
     /// Expected `MmStats::huge_faults`.
     pub huge_faults: u64,
     /// Expected `MmStats::huge_fallbacks`.
@@ -204,12 +210,17 @@ impl Model {
         self.unhuge(p, n);
     }
 
-    /// Forgets the huge leaves of the blocks that intersect `[p, p + n)`.
+    /// Forgets the huge leaves (and split runs) of the blocks that intersect
+    /// `[p, p + n)`, whose pages are being removed.
     fn unhuge(&mut self, p: usize, n: usize) {
         let lo = p.saturating_sub(BLOCK - 1);
         let gone: Vec<usize> = self.huge.range(lo..p + n).copied().collect();
         for b in gone {
             self.huge.remove(&b);
+        }
+        let gone: Vec<usize> = self.split_runs.range(lo..p + n).copied().collect();
+        for b in gone {
+            self.split_runs.remove(&b);
         }
     }
 
@@ -374,6 +385,25 @@ impl Model {
         for b in touched {
             if b < p || b + BLOCK > p + n || prot.is_empty() {
                 self.huge.remove(&b);
+                self.split_runs.insert(b);
+            }
+        }
+        // Split runs whose pages now agree, in one huge area, become huge again.
+        if prot.is_empty() {
+            return;
+        }
+        let touched: Vec<usize> = self.split_runs.range(lo..p + n).copied().collect();
+        for b in touched {
+            let first = self.pages[&b];
+            let agree = (b..b + BLOCK).all(|q| {
+                self.pages
+                    .get(&q)
+                    .is_some_and(|x| x.prot == first.prot && x.kind == first.kind)
+            });
+            if agree && first.kind.huge() && !first.prot.is_empty() {
+                self.split_runs.remove(&b);
+                self.huge.insert(b);
+                self.huge_collapses += 1;
             }
         }
     }
@@ -538,9 +568,9 @@ impl Model {
             "{what}: frames in use"
         );
         assert_eq!(
-            (st.huge_faults, st.huge_fallbacks),
-            (self.huge_faults, self.huge_fallbacks),
-            "{what}: huge faults and fallbacks"
+            (st.huge_faults, st.huge_fallbacks, st.huge_collapses),
+            (self.huge_faults, self.huge_fallbacks, self.huge_collapses),
+            "{what}: huge faults, fallbacks and collapses"
         );
     }
 

@@ -6,7 +6,8 @@
 //! - `entry`: index math and by-value entry access (the only raw-pointer code);
 //! - `cursor`: [`Cursor`], the flush-on-drop guard, and single-page operations;
 //! - `region`: map/unmap/protect over ranges, skipping absent subtrees;
-//! - `split`: range checks and splitting huge leaves at a range's edges.
+//! - `split`: range checks and splitting huge leaves at a range's edges;
+//! - `collapse`: the inverse of a 2M split, once the 512 leaves agree again.
 //!
 //! Invariants kept here: reads (`query`, `for_each_leaf`, `table_frames`) take
 //! `&self` and never write an entry; a shared root slot is never counted as
@@ -23,6 +24,7 @@ use crate::size::LeafSize;
 
 use entry::{ENTRIES, PAGE, index, is_leaf, leaf_size, shift, span};
 
+mod collapse;
 mod cursor;
 mod entry;
 mod region;
