@@ -547,17 +547,21 @@ mod tests {
             .map(|(s, _)| s)
     }
 
-    #[test]
-    fn random_occupy_release_against_a_model() {
-        let mut g = Gaps::from_sorted(&[(0, TOP)]);
-        let mut areas: BTreeMap<usize, usize> = BTreeMap::new();
-        let mut x: u64 = 0x1234_5678;
-        let mut rnd = |n: usize| {
+    /// A seeded xorshift64: `rnd(n)` is in `0..n`.
+    fn xorshift(mut x: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             (x % n as u64) as usize
-        };
+        }
+    }
+
+    #[test]
+    fn random_occupy_release_against_a_model() {
+        let mut g = Gaps::from_sorted(&[(0, TOP)]);
+        let mut areas: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut rnd = xorshift(0x1234_5678);
         for step in 0..20_000 {
             let s = rnd(512) * 16;
             let e = s + (1 + rnd(8)) * 16;
@@ -592,13 +596,7 @@ mod tests {
     fn lazy_index_follows_the_areas_through_logs_drops_and_rebuilds() {
         let mut lazy = LazyGaps::new();
         let mut areas: BTreeMap<usize, usize> = BTreeMap::new();
-        let mut x: u64 = 0x9abc_def0;
-        let mut rnd = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut rnd = xorshift(0x9abc_def0);
         let (mut rebuilt, mut dropped) = (0, 0);
         for step in 0..20_000 {
             let s = rnd(4096) * 16;
