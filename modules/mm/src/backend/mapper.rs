@@ -39,6 +39,9 @@ pub struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: Pa
     pub(super) data_frames: usize,
     pub(super) huge_faults: u64,
     pub(super) huge_fallbacks: u64,
+    /// Set when a protect gave a 2M allocated area accessible flags: the caller
+    /// then looks for split 2M blocks to collapse (and clears it).
+    pub(crate) huge_protected: bool,
 }
 
 /// What the table holds for one address.
@@ -83,6 +86,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             data_frames: 0,
             huge_faults: 0,
             huge_fallbacks: 0,
+            huge_protected: false,
         })
     }
 

@@ -273,7 +273,12 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             BackendKind::Linear { .. } | BackendKind::Contiguous { .. } => {
                 m.protect_linear(s, e, flags)
             }
-            BackendKind::Alloc { .. } => m.protect_alloc(s, e, flags),
+            BackendKind::Alloc { page, .. } => {
+                m.protect_alloc(s, e, flags);
+                if page == PageSize::Size2M && crate::flags::accessible(flags) {
+                    m.huge_protected = true;
+                }
+            }
         }
     }
 

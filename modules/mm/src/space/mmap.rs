@@ -213,23 +213,31 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 return Err(ProtectError::NoMemory.into());
             }
         }
+        self.mapper.huge_protected = false;
         self.set
             .protect(s, e, |old| mflags | (old - ACCESS_BITS), &mut self.mapper)
             .map_err(AxError::from)?;
-        if accessible(mflags) {
+        // Candidates: a 2M area got new accessible flags, or this call split a
+        // huge leaf at an edge (even when no flags changed).
+        let split = splits.iter().any(Option::is_some);
+        if core::mem::take(&mut self.mapper.huge_protected) || (split && accessible(mflags)) {
             self.collapse_huge(s, e);
         }
         Ok(())
     }
 
-    /// After an `mprotect` of `[s, e)`: the 2M blocks it touched that lie whole
+    /// After an `mprotect` of `[s, e)` that gave a 2M allocated area accessible
+    /// flags (the backend says so through `Mapper::huge_protected`) or split a
+    /// huge leaf at an edge: the 2M blocks it touched that lie whole
     /// in one huge (2M) allocated area and were split into 4K leaves become 2M
     /// pages again where their 512 pages agree (same flags, the original run of
     /// frames). Huge pages are not left split after a protection round trip.
     fn collapse_huge(&mut self, s: usize, e: usize) {
         const M2: usize = 1 << 21;
         let (lo, hi) = (s & !(M2 - 1), e.next_multiple_of(M2));
-        for (start, area) in self.set.range(lo, hi) {
+        // A block touched by [s, e) that lies whole in an area makes that area
+        // intersect [s, e): only those areas are visited.
+        for (start, area) in self.set.range(s, e) {
             let BackendKind::Alloc {
                 page: PageSize::Size2M,
                 ..
