@@ -105,6 +105,7 @@ help:
 	@echo '  MODE=$(MODE)    debug | release'
 	@echo '  LOG=$(LOG)          off | error | warn | info | debug | trace'
 	@echo '  SMP=$(SMP)  MEM=$(MEM)  TIMEOUT=$(TIMEOUT) (seconds per QEMU test run)'
+	@echo '  BIG_MEM=$(BIG_MEM)  RAM of test-qemu'"'"'s extra hello passes (with APPS unset)'
 	@echo '  QEMU_ARGS=$(QEMU_ARGS)   extra QEMU arguments for run/debug'
 	@echo 'Board file: $(BOARD)$(if $(wildcard $(BOARD)),, (missing))'
 
