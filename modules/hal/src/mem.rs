@@ -99,6 +99,51 @@ impl FirmwareRam {
         self.len += 1;
     }
 
+    /// Takes `[start, start + size)` out of the usable RAM (a firmware
+    /// reservation inside it). A range cut in two needs a free slot; if the list
+    /// is full the upper piece is dropped (and counted): RAM is only ever lost,
+    /// never invented.
+    pub fn remove(&mut self, start: usize, size: usize) {
+        let end = start.saturating_add(size);
+        if start >= end {
+            return;
+        }
+        let mut i = 0;
+        while i < self.len {
+            let (rs, re) = self.ranges[i];
+            if re <= start || end <= rs {
+                i += 1;
+                continue;
+            }
+            // Overlap: keep what lies below and above the hole.
+            let (below, above) = (
+                (rs < start).then_some((rs, start)),
+                (end < re).then_some((end, re)),
+            );
+            match (below, above) {
+                (Some(b), Some(a)) => {
+                    self.ranges[i] = b;
+                    if self.len == Self::CAPACITY {
+                        self.dropped += 1;
+                    } else {
+                        self.ranges.copy_within(i + 1..self.len, i + 2);
+                        self.ranges[i + 1] = a;
+                        self.len += 1;
+                    }
+                    return;
+                }
+                (Some(piece), None) | (None, Some(piece)) => {
+                    self.ranges[i] = piece;
+                    i += 1;
+                }
+                (None, None) => {
+                    self.ranges.copy_within(i + 1..self.len, i);
+                    self.len -= 1;
+                }
+            }
+        }
+    }
+
     /// The ranges as (start, end), sorted, disjoint and not touching.
     pub fn ranges(&self) -> &[(usize, usize)] {
         &self.ranges[..self.len]
@@ -157,6 +202,22 @@ mod tests {
         assert!(r.contains(0x1000, 0x7fe_0000) && !r.contains(0x1000, 0x7fe_1000));
         let clipped: Vec<_> = r.clip(0x7f0_0000, 0x900_0000).collect();
         assert_eq!(clipped, [(0x7f0_0000, 0x7fe_0000)]);
+    }
+
+    #[test]
+    fn reservations_cut_holes() {
+        let mut r = FirmwareRam::new();
+        r.add(0x8000_0000, 0x800_0000);
+        r.remove(0x8000_0000, 0x4_0000); // at the start
+        r.remove(0x8100_0000, 0x1000); // in the middle: two pieces
+        r.remove(0x87ff_f000, 0x10_0000); // over the end
+        r.remove(0x9000_0000, 0x1000); // outside: nothing
+        assert_eq!(
+            r.ranges(),
+            [(0x8004_0000, 0x8100_0000), (0x8100_1000, 0x87ff_f000)]
+        );
+        r.remove(0, usize::MAX); // everything
+        assert!(r.is_empty());
     }
 
     #[test]

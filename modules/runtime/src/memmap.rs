@@ -167,7 +167,7 @@ fn fdt_range(boot: &BootInfo) -> Option<(usize, usize)> {
 }
 
 /// The usable RAM the firmware reported: the board's own list (multiboot), else
-/// the device tree's `/memory` nodes, else nothing.
+/// the device tree's `/memory` nodes minus its reservations, else nothing.
 pub fn firmware_ram(boot: &BootInfo) -> FirmwareRam {
     if !boot.firmware_ram.is_empty() {
         return boot.firmware_ram;
@@ -191,6 +191,18 @@ pub fn firmware_ram(boot: &BootInfo) -> FirmwareRam {
         }
         for r in node.reg().into_iter().flatten() {
             ram.add(r.starting_address as usize, r.size.unwrap_or(0));
+        }
+    }
+    // What the firmware keeps for itself (the header's reservation block and the
+    // `/reserved-memory` children, e.g. OpenSBI's) is not usable RAM.
+    for r in fdt.memory_reservations() {
+        ram.remove(r.address() as usize, r.size());
+    }
+    if let Some(reserved) = fdt.find_node("/reserved-memory") {
+        for child in reserved.children() {
+            for r in child.reg().into_iter().flatten() {
+                ram.remove(r.starting_address as usize, r.size.unwrap_or(0));
+            }
         }
     }
     ram
