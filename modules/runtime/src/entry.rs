@@ -98,9 +98,8 @@ fn report_firmware_ram(firmware: &FirmwareRam) {
         );
     }
     let configured: usize = config::RAM.iter().map(|&(_, size)| size).sum();
-    let present: usize = config::RAM
+    let present: usize = crate::memmap::usable_ram(firmware)
         .iter()
-        .flat_map(|&(start, size)| firmware.clip(start, start + size))
         .map(|(s, e)| e - s)
         .sum();
     log::info!(

@@ -29,7 +29,8 @@
 //! reserved ranges and the device tree; it is what the frame allocator hands out.
 //! RAM here is the board config's RAM (built for `MEM=`) cut down to what the
 //! firmware reports as usable ([`firmware_ram`]: the multiboot memory map, the
-//! device tree's `/memory` nodes), when it reports anything: firmware-reserved
+//! device tree's `/memory` nodes minus its reservations; [`usable_ram`]), when
+//! it reports anything: firmware-reserved
 //! RAM stays out, and so does configured RAM the machine does not have.
 
 use alloc::vec::Vec;
@@ -208,6 +209,26 @@ pub fn firmware_ram(boot: &BootInfo) -> FirmwareRam {
     ram
 }
 
+/// The configured RAM ranges cut down to what `firmware` reports usable (all of
+/// it if the firmware said nothing), as page-aligned (start, end), lowest first.
+pub fn usable_ram(firmware: &FirmwareRam) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for &(start, size) in config::RAM {
+        let end = start + size;
+        if firmware.is_empty() {
+            out.push((start, end));
+            continue;
+        }
+        out.extend(
+            firmware
+                .clip(start, end)
+                .map(|(s, e)| (align_up_4k(s), align_down_4k(e)))
+                .filter(|&(s, e)| s < e),
+        );
+    }
+    out
+}
+
 /// Builds the memory map, sorted by address, from the config, the linker
 /// symbols, the device tree's place and `firmware` (see the module docs).
 pub fn build(boot: &BootInfo, firmware: &FirmwareRam) -> Vec<MemRegion> {
@@ -241,21 +262,7 @@ pub fn build(boot: &BootInfo, firmware: &FirmwareRam) -> Vec<MemRegion> {
     // Free RAM: the gaps between taken ranges inside each RAM range, where the
     // firmware (if it said anything) agrees that it is usable RAM.
     taken.sort_unstable();
-    let usable = |start: usize, end: usize| -> Vec<(usize, usize)> {
-        if firmware.is_empty() {
-            alloc::vec![(start, end)]
-        } else {
-            firmware
-                .clip(start, end)
-                .map(|(s, e)| (align_up_4k(s), align_down_4k(e)))
-                .filter(|&(s, e)| s < e)
-                .collect()
-        }
-    };
-    let ram = config::RAM
-        .iter()
-        .flat_map(|&(start, size)| usable(start, start + size));
-    for (ram_start, ram_end) in ram {
+    for (ram_start, ram_end) in usable_ram(firmware) {
         let mut cursor = ram_start;
         for (start, end) in taken.iter().copied().chain([(ram_end, ram_end)]) {
             let start = start.clamp(cursor, ram_end);

@@ -10,7 +10,7 @@
 //! consecutive addresses is left alone; shared root slots are never touched.
 
 use memory_addr::PhysAddr;
-use page_table_multiarch::{GenericPTE, PagingHandler, PagingMetaData};
+use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
 
 use super::entry::{ENTRIES, PAGE, index, is_leaf, span};
 use super::{Cursor, Pt};
@@ -60,7 +60,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
 
     /// The first frame and the flags of a table of 4K leaves that map one
     /// 2M-aligned run of consecutive frames with equal flags, if it is one.
-    fn uniform_run(child: PhysAddr) -> Option<(PhysAddr, page_table_multiarch::MappingFlags)> {
+    fn uniform_run(child: PhysAddr) -> Option<(PhysAddr, MappingFlags)> {
         let first = Pt::<M, PTE, H>::read(child, 0);
         let base = first.paddr();
         if !first.is_present() || !base.as_usize().is_multiple_of(span(H2M)) {
