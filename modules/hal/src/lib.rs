@@ -8,9 +8,10 @@
 //!
 //! The board calls into the kernel through the functions of [`kernel`]: the
 //! kernel entry after early boot, the page-fault hook, the fatal-fault report, and
-//! the question whether an address lies in a stack's guard page.
-//! They are resolved at link time, so a board cannot forget to deliver a fault and
-//! the kernel cannot forget to handle one: a missing side is a link error.
+//! the question whether an address lies in a stack's guard page. The kernel
+//! implements them as one trait, [`kernel::KernelIf`] (with `crate_interface`), so
+//! the compiler checks their signatures on both sides, and an image without the
+//! kernel's side does not link.
 //!
 //! Everything here is plain data or a trait, so it builds and is tested on the host.
 #![no_std]

@@ -37,8 +37,9 @@ pub fn memory_map() -> &'static [MemRegion] {
     MEMORY_MAP.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
-#[unsafe(no_mangle)]
-fn __tessera_kernel_main(boot: &BootInfo) -> ! {
+/// The kernel's side of `hal::kernel::kernel_main` (through
+/// [`hal::kernel::KernelIf`], implemented in [`crate::board`]).
+pub(crate) fn kernel_main(boot: &BootInfo) -> ! {
     crate::heap::init();
     crate::console::init_logger();
     BOOT.call_once(|| *boot);

@@ -1,8 +1,8 @@
 //! The kernel address space and the page-fault hooks the board calls.
 //!
 //! A page fault goes: board trap entry -> `hal::kernel::page_fault` ->
-//! [`__tessera_page_fault`] here -> `mm::AddrSpace::handle_page_fault`. A denied
-//! fault that is not a probe comes back to [`__tessera_fatal_page_fault`], which
+//! `page_fault` here -> `mm::AddrSpace::handle_page_fault`. A denied
+//! fault that is not a probe comes back to `fatal_page_fault`, which
 //! prints the report (address, access, the area or "no area", the reason) and ends
 //! the machine with a failing status.
 //!
@@ -12,7 +12,8 @@
 //! The boards make sure the report runs at all: their trap entries move to the
 //! trap stack when the interrupted stack is at its guard page (riscv64, aarch64),
 //! or take the double fault that follows on its own stack and ask
-//! `__tessera_stack_guard` whether CR2 is a guard page (x86_64).
+//! `stack_guard` (through `hal::kernel::stack_guard`) whether CR2 is a guard
+//! page (x86_64).
 //!
 //! Locking: one spin lock around the address space. The fault path only
 //! `try_lock`s it: a fault taken while the lock is held (a bug in kernel code) is
@@ -64,8 +65,9 @@ pub fn with<R>(f: impl FnOnce(&mut AddrSpace) -> R) -> R {
         .expect("the kernel address space is not built yet"))
 }
 
-#[unsafe(no_mangle)]
-fn __tessera_page_fault(fault: &PageFault) -> FaultOutcome {
+/// The kernel's side of `hal::kernel::page_fault` (through
+/// [`hal::kernel::KernelIf`], implemented in [`crate::board`]).
+pub(crate) fn page_fault(fault: &PageFault) -> FaultOutcome {
     let denial = match SPACE.try_lock() {
         None => Denial::Busy,
         Some(mut guard) => match guard.as_mut() {
@@ -80,13 +82,13 @@ fn __tessera_page_fault(fault: &PageFault) -> FaultOutcome {
     FaultOutcome::Denied
 }
 
-#[unsafe(no_mangle)]
-fn __tessera_stack_guard(addr: usize) -> Option<core::ops::Range<usize>> {
+/// The kernel's side of `hal::kernel::stack_guard`.
+pub(crate) fn stack_guard(addr: usize) -> Option<core::ops::Range<usize>> {
     crate::memmap::guard_of(addr).map(|s| s.guard..s.bottom)
 }
 
-#[unsafe(no_mangle)]
-fn __tessera_fatal_page_fault(fault: &PageFault) -> ! {
+/// The kernel's side of `hal::kernel::fatal_page_fault`.
+pub(crate) fn fatal_page_fault(fault: &PageFault) -> ! {
     if let Some(stack) = crate::memmap::guard_of(fault.addr) {
         println_unlocked!(
             "\nstack overflow: the {}'s guard page at {:#x} was hit ({} at {:#x}, pc {:#x})",
