@@ -10,7 +10,6 @@ ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 PYTHON ?= python3
 QEMU_PY := $(PYTHON) $(ROOT)/scripts/qemu.py
 BOARDS_DIR := $(ROOT)/configs/platforms
-ARCHES := x86_64 riscv64 aarch64
 
 # Which of ARCH / PLATFORM / PLAT_CONFIG the caller gave (command line or environment):
 # `make test` narrows to them; otherwise it runs every app on every board.
@@ -19,16 +18,6 @@ PLATFORM_SET := $(if $(strip $(PLATFORM)),1)
 PLAT_CONFIG_SET := $(if $(strip $(PLAT_CONFIG)),1)
 
 # ---- variables ------------------------------------------------------------------------------
-# ARCH defaults to x86_64, or to riscv64 while the x86_64 board file does not exist yet.
-ifeq ($(strip $(ARCH)),)
-  override ARCH := $(if $(wildcard $(BOARDS_DIR)/x86_64-qemu-q35.toml),x86_64,riscv64)
-endif
-DEFAULT_PLATFORM_x86_64 := x86_64-qemu-q35
-DEFAULT_PLATFORM_riscv64 := riscv64-qemu-virt
-DEFAULT_PLATFORM_aarch64 := aarch64-qemu-virt
-ifeq ($(strip $(PLATFORM)),)
-  override PLATFORM := $(DEFAULT_PLATFORM_$(ARCH))
-endif
 APP ?= mmap
 APPS ?=
 LOG ?= warn
@@ -40,19 +29,21 @@ QEMU_ARGS ?=
 # Operations per PTE format in the paging differential test run by test-host.
 PAGING_DIFF_OPS ?= 100000
 
-# The board file: PLAT_CONFIG if given, else configs/platforms/$(PLATFORM).toml. Its `arch`
-# key then sets ARCH, and its `target` key the Rust target.
-BOARD := $(if $(PLAT_CONFIG_SET),$(abspath $(PLAT_CONFIG)),$(BOARDS_DIR)/$(PLATFORM).toml)
-BOARD_INFO := $(if $(wildcard $(BOARD)),$(shell $(QEMU_PY) board '$(BOARD)' arch platform target))
-ifneq ($(BOARD_INFO),)
-  override ARCH := $(word 1,$(BOARD_INFO))
-  override PLATFORM := $(word 2,$(BOARD_INFO))
-  TARGET := $(word 3,$(BOARD_INFO))
+# The board: PLAT_CONFIG (a file) if given, else PLATFORM (configs/platforms/<PLATFORM>.toml),
+# else ARCH's default board, else the default arch's (configs/arches.toml). `qemu.py resolve`
+# reads the list of arches and boards; an unknown arch or board, or a board of another arch
+# than ARCH, stops make with a message naming the known ones. The board file then sets ARCH,
+# PLATFORM and the Rust target.
+RESOLVED := $(shell $(QEMU_PY) resolve --arch '$(strip $(ARCH))' --platform '$(strip $(PLATFORM))' \
+	--plat-config '$(if $(PLAT_CONFIG_SET),$(abspath $(PLAT_CONFIG)))' 2>&1)
+ifneq ($(word 1,$(RESOLVED)),ok)
+  $(error $(or $(RESOLVED),scripts/qemu.py resolve printed nothing))
 endif
+override ARCH := $(word 2,$(RESOLVED))
+override PLATFORM := $(word 3,$(RESOLVED))
+TARGET := $(word 4,$(RESOLVED))
+BOARD := $(word 5,$(RESOLVED))
 
-ifeq ($(filter $(ARCH),$(ARCHES)),)
-  $(error ARCH=$(ARCH): must be one of $(ARCHES))
-endif
 ifeq ($(filter $(MODE),debug release),)
   $(error MODE=$(MODE): must be debug or release)
 endif
@@ -75,7 +66,7 @@ TEST_ARGS := $(TEST_FILTER) --apps '$(APPS)' --mode $(MODE) --mem '$(MEM)' --smp
 	--log $(LOG) --timeout $(TIMEOUT)
 
 .PHONY: help deps deps-rust deps-qemu build run debug test test-host test-qemu test-tools \
-	clippy fmt fmt-check doc bench clean distclean board-check
+	clippy fmt fmt-check doc bench clean distclean app-check
 
 # ---- targets --------------------------------------------------------------------------------
 help:
@@ -97,8 +88,9 @@ help:
 	@echo '  clean       cargo clean              distclean  also remove .tools/'
 	@echo
 	@echo 'Variables (current value):'
-	@echo '  ARCH=$(ARCH)        x86_64 | riscv64 | aarch64 (set by the board file when one is found)'
-	@echo '  PLATFORM=$(PLATFORM)  board name: configs/platforms/<name>.toml'
+	@echo "  ARCH=$(ARCH)        $$($(QEMU_PY) arches | sed 's/ / | /g') (configs/arches.toml; the board file sets it)"
+	@echo "  PLATFORM=$(PLATFORM)  board name: configs/platforms/<name>.toml, one of:" \
+		"$$(cd '$(BOARDS_DIR)' && ls *.toml | sed 's/\.toml$$//' | tr '\n' ' ')"
 	@echo '  PLAT_CONFIG=$(PLAT_CONFIG)  any board TOML; overrides PLATFORM'
 	@echo '  APP=$(APP)          app to build/run: apps/<APP>'
 	@echo '  APPS=$(APPS)        apps for test-qemu (default: all)'
@@ -107,7 +99,7 @@ help:
 	@echo '  SMP=$(SMP)  MEM=$(MEM)  TIMEOUT=$(TIMEOUT) (seconds per QEMU test run)'
 	@echo '  BIG_MEM=$(BIG_MEM)  RAM of test-qemu'"'"'s extra hello passes (with APPS unset)'
 	@echo '  QEMU_ARGS=$(QEMU_ARGS)   extra QEMU arguments for run/debug'
-	@echo 'Board file: $(BOARD)$(if $(wildcard $(BOARD)),, (missing))'
+	@echo 'Board file: $(BOARD)'
 
 deps:
 	@$(ROOT)/scripts/deps.sh all
@@ -118,12 +110,10 @@ deps-rust:
 deps-qemu:
 	@$(ROOT)/scripts/deps.sh qemu
 
-board-check:
-	@test -f '$(BOARD)' || { echo "error: no board file $(BOARD) (PLATFORM=$(PLATFORM); have: $(notdir $(wildcard $(BOARDS_DIR)/*.toml)))" >&2; exit 1; }
-	@test -n '$(TARGET)' || { echo "error: cannot read $(BOARD)" >&2; exit 1; }
-	@test -f '$(ROOT)/apps/$(APP)/Cargo.toml' || { echo "error: no app apps/$(APP) (APP=$(APP))" >&2; exit 1; }
+app-check:
+	@test -f '$(ROOT)/apps/$(APP)/Cargo.toml' || { echo "error: no app apps/$(APP) (APP=$(APP); have: $$($(QEMU_PY) apps))" >&2; exit 1; }
 
-build: deps-rust board-check
+build: deps-rust app-check
 	$(BUILD_ENV) cargo build -p $(APP) --target $(TARGET) $(RELEASE_FLAG)
 	@echo "kernel image: $(ELF)"
 

@@ -3,10 +3,10 @@
 #
 #   scripts/deps.sh [all|rust|qemu]      (default: all)
 #
-# rust: the pinned toolchain (rust-toolchain.toml), its bare-metal targets and the
+# rust: the pinned toolchain (rust-toolchain.toml), the boards' bare-metal targets and the
 #       clippy/rustfmt components. RUSTUP_AUTO_INSTALL may be 0, so nothing of this
 #       arrives by itself.
-# qemu: qemu-system-{x86_64,riscv64,aarch64}. A system QEMU on PATH is preferred. Else a
+# qemu: the boards' QEMU binaries (qemu-system-<arch>). A system QEMU on PATH is preferred. Else a
 #       private copy is unpacked under .tools/qemu from Debian packages (`apt-get download`
 #       + `dpkg-deb -x`; `apt-get install qemu-system-*` conflicts with a backported
 #       qemu-utils on these machines), and wrappers that set LD_LIBRARY_PATH and the `-L`
@@ -22,16 +22,24 @@ TOOLS="$ROOT/.tools"
 QROOT="$TOOLS/qemu"
 BIN="$TOOLS/bin"
 
-TARGETS=(x86_64-unknown-none riscv64gc-unknown-none-elf aarch64-unknown-none-softfloat)
+die() { echo "deps: error: $*" >&2; exit 1; }
+
+# The Rust targets and QEMU binaries of the boards (configs/platforms/*.toml), as
+# scripts/qemu.py reads them.
+list="$("${PYTHON:-python3}" "$ROOT/scripts/qemu.py" targets)" || die "scripts/qemu.py targets failed"
+read -ra TARGETS <<<"$list"
+list="$("${PYTHON:-python3}" "$ROOT/scripts/qemu.py" qemu-binaries)" || die "scripts/qemu.py qemu-binaries failed"
+read -ra QEMU_BINS <<<"$list"
 COMPONENTS=(clippy rustfmt)
-QEMU_BINS=(qemu-system-x86_64 qemu-system-riscv64 qemu-system-aarch64)
-# Exactly the packages DESIGN.md section 3 lists (checked against Debian bookworm's QEMU 7.2).
+# Debian bookworm's QEMU 7.2 packages that hold qemu-system-{x86_64,riscv64,aarch64}
+# (qemu-system-x86, -misc, -arm), their shared data and firmware, and the libraries they
+# load: unpacked side by side, they run without an install. A board whose QEMU binary lives
+# in another package adds it here (the unpack step checks every binary is present).
 QEMU_PKGS=(qemu-system-x86 qemu-system-misc qemu-system-arm qemu-system-common qemu-system-data
     seabios ipxe-qemu libcapstone4 libfdt1 libpmem1 librdmacm1 libibverbs1 libslirp0 libvdeplug2
     libndctl6 libdaxctl1 libnl-3-200 libnl-route-3-200)
 
 say() { echo "deps: $*" >&2; }
-die() { echo "deps: error: $*" >&2; exit 1; }
 
 toolchain() {
     sed -n 's/^[[:space:]]*channel[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$ROOT/rust-toolchain.toml" | sed -n 1p

@@ -2,8 +2,11 @@
 """Boots Tessera kernels on QEMU and tests the sample apps.
 
 Subcommands:
+  resolve   the board that ARCH / PLATFORM / PLAT_CONFIG select (used by the Makefile)
   board     print fields of a board TOML (used by the Makefile)
   boards    list board TOMLs, optionally for one arch
+  arches    list the arches (configs/arches.toml)
+  targets   list the boards' Rust targets          qemu-binaries  their QEMU binaries
   apps      list app names (apps/<name>/Cargo.toml)
   cmd       print the QEMU command line for a board and an ELF
   run       boot a board + ELF interactively; exit 0 iff QEMU's status is the board's pass-status
@@ -12,7 +15,10 @@ Subcommands:
 
 A board is a TOML under configs/platforms/: top-level `arch`, `platform`, `target`, and a
 `[qemu]` table with `binary`, `args` (list) and `pass-status` (QEMU's exit status that means
-pass; every other status is a failure).
+pass; every other status is a failure). configs/arches.toml lists the arches, each with its
+default board: with the board files, the one list of arches and boards. `selftest` checks
+that the files which cannot read that list (rust-toolchain.toml, .cargo/config.toml,
+modules/runtime/{Cargo.toml,src/board.rs}, the workspace members) agree with it.
 
 An app's apps/<name>/expected.txt lists lines its output must contain, in order, each as a
 substring of a later output line than the previous one:
@@ -43,13 +49,66 @@ ROOT = Path(__file__).resolve().parent.parent
 BOARDS_DIR = ROOT / "configs" / "platforms"
 APPS_DIR = ROOT / "apps"
 PRIVATE_BIN = ROOT / ".tools" / "bin"
-ARCHES = ("x86_64", "riscv64", "aarch64")
+ARCHES_FILE = ROOT / "configs" / "arches.toml"
 TIMEOUT_STATUS = "timeout"
 TAIL_LINES = 40
 
 
 # ---------------------------------------------------------------------------------------------
-# Boards
+# Arches and boards
+
+
+@dataclass
+class ArchList:
+    """configs/arches.toml: the arches in file order, each with its default board."""
+    default_arch: str
+    default_board: dict[str, str]
+
+    @staticmethod
+    def load(path: Path = ARCHES_FILE) -> "ArchList":
+        try:
+            with open(path, "rb") as f:
+                d = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise SystemExit(f"qemu.py: {path}: {e}")
+        arches = d.get("arch")
+        if not isinstance(arches, dict) or not arches:
+            raise SystemExit(f"qemu.py: {path}: no [arch.<name>] tables")
+        default_board = {}
+        for arch, t in arches.items():
+            if not isinstance(t, dict) or not isinstance(t.get("default-board"), str):
+                raise SystemExit(f"qemu.py: {path}: [arch.{arch}] needs default-board = \"<board>\"")
+            default_board[arch] = t["default-board"]
+        default_arch = d.get("default-arch")
+        if default_arch not in default_board:
+            raise SystemExit(f"qemu.py: {path}: default-arch {default_arch!r} is not one of "
+                             f"{', '.join(default_board)}")
+        return ArchList(default_arch, default_board)
+
+
+ARCH_LIST = ArchList.load()
+ARCHES = tuple(ARCH_LIST.default_board)
+
+
+def known_boards() -> list[str]:
+    return sorted(p.stem for p in BOARDS_DIR.glob("*.toml"))
+
+
+def unknown_arch(arch: str) -> str:
+    return f"unknown arch {arch!r}: known arches are {', '.join(ARCHES)} ({ARCHES_FILE.relative_to(ROOT)})"
+
+
+def unknown_board(name: str) -> str:
+    return (f"unknown board {name!r}: known boards are {', '.join(known_boards()) or 'none'} "
+            f"({BOARDS_DIR.relative_to(ROOT)}/<board>.toml)")
+
+
+def board_file(name: str) -> Path:
+    """configs/platforms/<name>.toml; an unknown name is an error naming the known ones."""
+    p = BOARDS_DIR / f"{name}.toml"
+    if not p.is_file():
+        raise SystemExit(f"qemu.py: {unknown_board(name)}")
+    return p
 
 
 @dataclass
@@ -69,7 +128,8 @@ class Board:
             with open(p, "rb") as f:
                 d = tomllib.load(f)
         except FileNotFoundError:
-            raise SystemExit(f"qemu.py: board file not found: {p}")
+            raise SystemExit(f"qemu.py: board file not found: {p} "
+                             f"(known boards: {', '.join(known_boards()) or 'none'})")
         except tomllib.TOMLDecodeError as e:
             raise SystemExit(f"qemu.py: {p}: {e}")
         try:
@@ -86,8 +146,120 @@ class Board:
         except (KeyError, TypeError, ValueError) as e:
             raise SystemExit(f"qemu.py: {p}: missing or bad key {e}")
         if b.arch not in ARCHES:
-            raise SystemExit(f"qemu.py: {p}: unknown arch {b.arch!r}")
+            raise SystemExit(f"qemu.py: {p}: {unknown_arch(b.arch)}")
         return b
+
+
+def resolve(arch: str = "", platform: str = "", plat_config: str = "") -> Board:
+    """The board the Makefile's ARCH / PLATFORM / PLAT_CONFIG select: PLAT_CONFIG (a file),
+    else PLATFORM (a name), else ARCH's default board, else the default arch's. An unknown
+    arch or board, or a board of another arch than ARCH, is an error naming the known ones."""
+    if arch and arch not in ARCHES:
+        raise SystemExit(f"qemu.py: ARCH={arch}: {unknown_arch(arch)}")
+    if plat_config:
+        board, given = Board.load(plat_config), f"PLAT_CONFIG={plat_config}"
+    elif platform:
+        if not (BOARDS_DIR / f"{platform}.toml").is_file():
+            raise SystemExit(f"qemu.py: PLATFORM={platform}: {unknown_board(platform)}")
+        board, given = Board.load(board_file(platform)), f"PLATFORM={platform}"
+    else:
+        name = ARCH_LIST.default_board[arch or ARCH_LIST.default_arch]
+        if not (BOARDS_DIR / f"{name}.toml").is_file():
+            raise SystemExit(f"qemu.py: {ARCHES_FILE.relative_to(ROOT)}: the default board of "
+                             f"{arch or ARCH_LIST.default_arch}: {unknown_board(name)}")
+        return Board.load(board_file(name))
+    if arch and board.arch != arch:
+        raise SystemExit(f"qemu.py: {given} is a board for {board.arch}, not for ARCH={arch}")
+    return board
+
+
+def list_problems(root: Path = ROOT) -> list[str]:
+    """Where the files that cannot read configs/arches.toml and the board files disagree with
+    them, each problem naming its file. Empty when all agree. `root` is the source tree."""
+    probs: list[str] = []
+    rel = lambda p: str(Path(p).relative_to(root))
+    arches_file = root / ARCHES_FILE.relative_to(ROOT)
+    boards_dir = root / BOARDS_DIR.relative_to(ROOT)
+    arch_list = ArchList.load(arches_file)
+
+    def toml(path: Path) -> dict:
+        try:
+            with open(path, "rb") as f:
+                return tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            probs.append(f"{rel(path)}: {e}")
+            return {}
+
+    boards: dict[str, Board] = {}
+    for p in sorted(boards_dir.glob("*.toml")):
+        try:
+            b = Board.load(p)
+        except SystemExit as e:
+            probs.append(str(e))
+            continue
+        if p.stem != b.platform:
+            probs.append(f"{rel(p)}: platform = {b.platform!r}, but the file is named {p.name}")
+        boards[b.platform] = b
+    for arch, name in arch_list.default_board.items():
+        if name not in boards:
+            probs.append(f"{rel(arches_file)}: [arch.{arch}] default-board: {unknown_board(name)}")
+        elif boards[name].arch != arch:
+            probs.append(f"{rel(arches_file)}: [arch.{arch}] default-board {name!r} is a board "
+                         f"for {boards[name].arch}")
+    by_arch: dict[str, list[str]] = {}
+    for name, b in boards.items():
+        by_arch.setdefault(b.arch, []).append(name)
+    for arch, names in by_arch.items():
+        if len(names) > 1:
+            probs.append(f"modules/runtime/src/board.rs: selects one board crate per target_arch, "
+                         f"but {arch} has boards {', '.join(names)} (docs/ADDING_A_BOARD.md)")
+    targets = sorted({b.target for b in boards.values()})
+
+    # The workspace holds one crate per board: platforms/<board>, named <board>.
+    members = toml(root / "Cargo.toml").get("workspace", {}).get("members", [])
+    for name in boards:
+        crate = root / "platforms" / name / "Cargo.toml"
+        if not crate.is_file():
+            probs.append(f"{rel(crate)}: missing (board {name} has no crate)")
+        elif toml(crate).get("package", {}).get("name") != name:
+            probs.append(f"{rel(crate)}: the package must be named {name!r}, as its board")
+        if f"platforms/{name}" not in members:
+            probs.append(f"Cargo.toml: [workspace] members lacks \"platforms/{name}\"")
+    for m in members:
+        if m.startswith("platforms/") and m.split("/", 1)[1] not in boards:
+            probs.append(f"Cargo.toml: member {m!r} has no board file {rel(boards_dir)}/"
+                         f"{m.split('/', 1)[1]}.toml")
+
+    # rust-toolchain.toml: exactly the boards' targets.
+    have = toml(root / "rust-toolchain.toml").get("toolchain", {}).get("targets", [])
+    if sorted(have) != targets:
+        probs.append(f"rust-toolchain.toml: targets = {sorted(have)}, the boards' targets are {targets}")
+
+    # .cargo/config.toml: one [target.<triple>] (the kernel's rustflags) per board target.
+    have = [t for t in toml(root / ".cargo" / "config.toml").get("target", {}) if not t.startswith("cfg(")]
+    if sorted(have) != targets:
+        probs.append(f".cargo/config.toml: [target.<triple>] sections for {sorted(have)}, "
+                     f"the boards' targets are {targets}")
+
+    # modules/runtime: one board crate per arch, by target_arch, in Cargo.toml and board.rs.
+    want = {arch: names[0] for arch, names in by_arch.items() if len(names) == 1}
+    runtime = root / "modules" / "runtime"
+    deps: dict[str, list[str]] = {}
+    for key, t in toml(runtime / "Cargo.toml").get("target", {}).items():
+        m = re.fullmatch(r'cfg\(\s*target_arch\s*=\s*"(\w+)"\s*\)', key)
+        if m:
+            deps[m.group(1)] = sorted(d for d, v in t.get("dependencies", {}).items()
+                                      if isinstance(v, dict) and "platforms/" in str(v.get("path", "")))
+    if deps != {arch: [name] for arch, name in want.items()}:
+        probs.append(f"modules/runtime/Cargo.toml: board crates by target_arch are {deps}, "
+                     f"the board files say {({a: [n] for a, n in want.items()})}")
+    text = (runtime / "src" / "board.rs").read_text()
+    uses = dict(re.findall(r'#\[cfg\(target_arch\s*=\s*"(\w+)"\)\]\s*pub use (\w+)::\w+ as Current;', text))
+    if uses != {arch: name.replace("-", "_") for arch, name in want.items()}:
+        probs.append(f"modules/runtime/src/board.rs: `pub use <crate>::.. as Current` by target_arch "
+                     f"is {uses}, the board files say "
+                     f"{({a: n.replace('-', '_') for a, n in want.items()})}")
+    return probs
 
 
 def all_boards(arch: str | None = None) -> list[Board]:
@@ -264,6 +436,27 @@ def tail(lines: list[str], n: int = TAIL_LINES) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Subcommands
+
+
+def cmd_resolve(a: argparse.Namespace) -> int:
+    b = resolve(a.arch, a.platform, a.plat_config)
+    print("ok", b.arch, b.platform, b.target, b.path)
+    return 0
+
+
+def cmd_arches(a: argparse.Namespace) -> int:
+    print(" ".join(ARCHES))
+    return 0
+
+
+def cmd_targets(a: argparse.Namespace) -> int:
+    print(" ".join(dict.fromkeys(b.target for b in all_boards())))
+    return 0
+
+
+def cmd_qemu_binaries(a: argparse.Namespace) -> int:
+    print(" ".join(dict.fromkeys(b.binary for b in all_boards())))
+    return 0
 
 
 def cmd_board(a: argparse.Namespace) -> int:
@@ -460,6 +653,78 @@ def cmd_selftest(a: argparse.Namespace) -> int:
                 self.assertEqual(p.stem, b.platform, "file name must be the board name")
                 self.assertIn(b.arch, ARCHES)
 
+        def test_one_list_of_arches_and_boards(self):
+            probs = list_problems()
+            self.assertEqual(probs, [], "\n" + "\n".join(probs))
+
+        def test_each_file_that_cannot_read_the_list_is_checked(self):
+            import tempfile
+            board = all_boards()[0]
+            files = ["Cargo.toml", "rust-toolchain.toml", ".cargo/config.toml",
+                     "modules/runtime/Cargo.toml", "modules/runtime/src/board.rs",
+                     str(ARCHES_FILE.relative_to(ROOT)),
+                     *(str(p.relative_to(ROOT)) for p in BOARDS_DIR.glob("*.toml")),
+                     *(str(p.relative_to(ROOT)) for p in (ROOT / "platforms").glob("*/Cargo.toml"))]
+            arch_key = f'target_arch = "{board.arch}"'
+            cases = [
+                ("rust-toolchain.toml", f'"{board.target}"', '"elsewhere-unknown-none"'),
+                (".cargo/config.toml", f"[target.{board.target}]", "[target.elsewhere-unknown-none]"),
+                ("modules/runtime/Cargo.toml", arch_key, 'target_arch = "elsewhere"'),
+                ("modules/runtime/src/board.rs", arch_key, 'target_arch = "elsewhere"'),
+                ("Cargo.toml", f'"platforms/{board.platform}",', ""),
+                (str(ARCHES_FILE.relative_to(ROOT)), f'default-board = "{board.platform}"',
+                 'default-board = "elsewhere-board"'),
+            ]
+            for path, old, new in cases:
+                with self.subTest(path=path), tempfile.TemporaryDirectory() as d:
+                    for f in files:
+                        (Path(d) / f).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(ROOT / f, Path(d) / f)
+                    text = (Path(d) / path).read_text()
+                    self.assertIn(old, text, f"the test's edit of {path} no longer applies")
+                    (Path(d) / path).write_text(text.replace(old, new, 1))
+                    probs = list_problems(Path(d))
+                    self.assertTrue(any(p.startswith(path + ":") for p in probs),
+                                    f"{path} changed, but no problem names it: {probs}")
+
+        def test_unknown_arch_or_board_names_the_known_ones(self):
+            with self.assertRaises(SystemExit) as c:
+                resolve(arch="nope")
+            for arch in ARCHES:
+                self.assertIn(arch, str(c.exception))
+            for call in (lambda: resolve(platform="nope"), lambda: board_file("nope")):
+                with self.assertRaises(SystemExit) as c:
+                    call()
+                for name in known_boards():
+                    self.assertIn(name, str(c.exception))
+            boards = all_boards()
+            other = next((b for b in boards if b.arch != boards[0].arch), None)
+            if other is not None:
+                with self.assertRaises(SystemExit) as c:
+                    resolve(arch=boards[0].arch, platform=other.platform)
+                self.assertIn(f"not for ARCH={boards[0].arch}", str(c.exception))
+            for arch in ARCHES:
+                self.assertEqual(resolve(arch=arch).platform, ARCH_LIST.default_board[arch])
+
+        @unittest.skipUnless(shutil.which("make"), "no make")
+        def test_make_refuses_an_unknown_arch_or_board(self):
+            drop = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARCH", "PLATFORM", "PLAT_CONFIG")
+            env = {k: v for k, v in os.environ.items() if k not in drop}
+
+            def make_help(*args: str) -> subprocess.CompletedProcess:
+                return subprocess.run(["make", "-C", str(ROOT), "--no-print-directory", "help", *args],
+                                      env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+            for arg, known in (("ARCH=nope", ARCHES), ("PLATFORM=nope", known_boards())):
+                p = make_help(arg)
+                self.assertNotEqual(p.returncode, 0, f"make help {arg} passed")
+                for k in known:
+                    self.assertIn(k, p.stderr, f"make help {arg}")
+            for arch in ARCHES:
+                p = make_help(f"ARCH={arch}")
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn(f"{ARCH_LIST.default_board[arch]}.toml", p.stdout)
+
         def test_timeout_kills(self):
             status, out, secs = run_captured([sys.executable, "-c", "print('hi', flush=True); import time; time.sleep(30)"], 0.5)
             self.assertEqual(status, TIMEOUT_STATUS)
@@ -477,6 +742,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="qemu.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="sub", required=True)
+
+    s = sub.add_parser("resolve", help="the selected board: 'ok <arch> <platform> <target> <file>'")
+    s.add_argument("--arch", default="")
+    s.add_argument("--platform", default="")
+    s.add_argument("--plat-config", default="")
+    s.set_defaults(fn=cmd_resolve)
+
+    for name, fn, hlp in (("arches", cmd_arches, "list the arches"),
+                          ("targets", cmd_targets, "list the boards' Rust targets"),
+                          ("qemu-binaries", cmd_qemu_binaries, "list the boards' QEMU binaries")):
+        s = sub.add_parser(name, help=hlp)
+        s.set_defaults(fn=fn)
 
     s = sub.add_parser("board", help="print fields of a board TOML")
     s.add_argument("board")
@@ -521,7 +798,7 @@ def main() -> int:
 
     a = ap.parse_args()
     if getattr(a, "arch", "") and a.arch not in ARCHES:
-        raise SystemExit(f"qemu.py: unknown arch {a.arch!r} (one of {', '.join(ARCHES)})")
+        raise SystemExit(f"qemu.py: {unknown_arch(a.arch)}")
     return a.fn(a)
 
 

@@ -10,6 +10,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={v}");
     }
     println!("cargo:rerun-if-changed=src/model.rs");
+    println!("cargo:rerun-if-changed={}", model::arches_file().display());
     let out_file = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("config.rs");
     if std::env::var_os("CARGO_FEATURE_BUILD").is_some() {
         // Built for a board's build script: it only needs the parser.

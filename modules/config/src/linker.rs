@@ -148,6 +148,7 @@ pub fn emit(arch: &str, board: &Board<'_>) -> Option<Config> {
     if target_arch != arch || target_os != "none" {
         return None;
     }
+    println!("cargo:rerun-if-changed={}", model::arches_file().display());
     let cfg = model::load(arch).unwrap_or_else(|e| panic!("board configuration: {e}"));
     println!("cargo:rerun-if-changed={}", cfg.path.display());
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));

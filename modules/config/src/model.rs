@@ -5,7 +5,9 @@
 //! linker scripts), so that both read one file the same way.
 //!
 //! Which file: `TESSERA_PLAT_CONFIG` (a path), else `TESSERA_PLATFORM` (a name under
-//! `configs/platforms/`), else the default board of the target architecture.
+//! `configs/platforms/`), else the default board of the target architecture as
+//! `configs/arches.toml` names it. An architecture that file does not list, or a
+//! board name without a file, is an error that names the known ones.
 //! `TESSERA_MEM` (`128M`, `1G`, or bytes) overrides the RAM size, `TESSERA_SMP` the
 //! CPU count and `TESSERA_LOG` the log level; the Makefile sets them from `MEM=`,
 //! `SMP=` and `LOG=`.
@@ -44,7 +46,7 @@ pub struct Split {
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
-    /// `riscv64`, `x86_64` or `aarch64`.
+    /// The architecture: a key of `configs/arches.toml` (a Rust `target_arch`).
     pub arch: String,
     /// Board name.
     pub platform: String,
@@ -74,18 +76,72 @@ pub struct Config {
     pub log: String,
 }
 
-/// The default board of each architecture.
-pub fn default_platform(arch: &str) -> &'static str {
-    match arch {
-        "riscv64" => "riscv64-qemu-virt",
-        "aarch64" => "aarch64-qemu-virt",
-        _ => "x86_64-qemu-q35",
-    }
-}
-
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The list of architectures, each with its default board: `configs/arches.toml`.
+pub fn arches_file() -> PathBuf {
+    workspace_root().join("configs/arches.toml")
+}
+
+/// The folder of the board files, `configs/platforms/`.
+pub fn boards_dir() -> PathBuf {
+    workspace_root().join("configs/platforms")
+}
+
+/// The architectures of `configs/arches.toml`, each with its default board, sorted
+/// by architecture.
+pub fn arches() -> Result<Vec<(String, String)>, String> {
+    let path = arches_file();
+    let err = |e: String| format!("{}: {e}", path.display());
+    let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+    let t: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
+    let list = table(&t, "arch").map_err(err)?;
+    list.iter()
+        .map(|(arch, v)| {
+            let board = v
+                .as_table()
+                .and_then(|b| b.get("default-board"))
+                .and_then(|b| b.as_str())
+                .ok_or_else(|| err(format!("[arch.{arch}] needs default-board = \"<board>\"")))?;
+            Ok((arch.clone(), board.to_string()))
+        })
+        .collect()
+}
+
+/// The board names: the files `configs/platforms/<board>.toml`, sorted.
+pub fn known_boards() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(boards_dir())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The default board of `arch` (`configs/arches.toml`); an architecture the file
+/// does not list is an error naming the ones it does.
+pub fn default_platform(arch: &str) -> Result<String, String> {
+    let list = arches()?;
+    match list.iter().find(|(a, _)| a == arch) {
+        Some((_, board)) => Ok(board.clone()),
+        None => Err(format!(
+            "unknown arch {arch:?}: known arches are {} ({})",
+            list.iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            arches_file().display()
+        )),
+    }
 }
 
 /// A variable of the process environment, `None` if unset or empty.
@@ -94,16 +150,27 @@ fn process_env(key: &str) -> Option<String> {
 }
 
 /// The file chosen by the environment (see the module docs) for `arch`.
-pub fn config_path(arch: &str) -> PathBuf {
+pub fn config_path(arch: &str) -> Result<PathBuf, String> {
     config_path_with(arch, &process_env)
 }
 
-fn config_path_with(arch: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+fn config_path_with(arch: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
     if let Some(p) = env("TESSERA_PLAT_CONFIG") {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
-    let name = env("TESSERA_PLATFORM").unwrap_or_else(|| default_platform(arch).to_string());
-    workspace_root().join(format!("configs/platforms/{name}.toml"))
+    let (name, given) = match env("TESSERA_PLATFORM") {
+        Some(name) => (name, "TESSERA_PLATFORM"),
+        None => (default_platform(arch)?, "configs/arches.toml"),
+    };
+    let path = boards_dir().join(format!("{name}.toml"));
+    if !path.is_file() {
+        return Err(format!(
+            "unknown board {name:?} ({given}): known boards are {} ({}/<board>.toml)",
+            known_boards().join(", "),
+            boards_dir().display()
+        ));
+    }
+    Ok(path)
 }
 
 fn num(v: &toml::Value, what: &str) -> Result<u64, String> {
@@ -173,7 +240,7 @@ pub fn load(arch: &str) -> Result<Config, String> {
 /// [`load`] with the environment variables read through `env` (`None` for
 /// unset or empty).
 fn load_with(arch: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
-    let path = config_path_with(arch, env);
+    let path = config_path_with(arch, env)?;
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let t: toml::Table = text
         .parse()
@@ -348,9 +415,11 @@ mod tests {
 
     /// Loads the board file `name` with `MEM=mem`.
     fn board(name: &str, mem: &str) -> Result<Config, String> {
-        let arch = name.split('-').next().unwrap();
+        let file = boards_dir().join(format!("{name}.toml"));
+        let t: toml::Table = std::fs::read_to_string(file).unwrap().parse().unwrap();
+        let arch = t["arch"].as_str().unwrap().to_string();
         let (name, mem) = (name.to_string(), mem.to_string());
-        load_with(arch, &move |k| match k {
+        load_with(&arch, &move |k| match k {
             "TESSERA_PLATFORM" => Some(name.clone()),
             "TESSERA_MEM" => Some(mem.clone()),
             _ => None,
@@ -361,10 +430,44 @@ mod tests {
 
     #[test]
     fn every_board_file_loads_with_one_ram_range_by_default() {
-        for name in ["x86_64-qemu-q35", "riscv64-qemu-virt", "aarch64-qemu-virt"] {
+        let boards = known_boards();
+        assert!(!boards.is_empty());
+        for name in &boards {
             let cfg = board(name, "128M").unwrap();
+            assert_eq!(&cfg.platform, name, "the file name is the board name");
             assert_eq!(cfg.ram(), vec![(cfg.phys_base, 128 << 20)], "{name}");
             assert_eq!(cfg.ram_end(), cfg.phys_base + (128 << 20), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_arch_has_a_default_board_of_that_arch() {
+        let list = arches().unwrap();
+        assert!(!list.is_empty());
+        for (arch, name) in list {
+            assert_eq!(default_platform(&arch).unwrap(), name);
+            let cfg = load_with(&arch, &|_| None).unwrap();
+            assert_eq!(
+                (cfg.arch.as_str(), cfg.platform.as_str()),
+                (arch.as_str(), name.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_arch_or_board_is_an_error_naming_the_known_ones() {
+        let e = load_with("loongarch64", &|_| None).unwrap_err();
+        assert!(e.contains("unknown arch \"loongarch64\""), "{e}");
+        for (arch, _) in arches().unwrap() {
+            assert!(e.contains(&arch), "{e} does not name {arch}");
+        }
+        let e = load_with("x86_64", &|k| {
+            (k == "TESSERA_PLATFORM").then(|| "nope".into())
+        })
+        .unwrap_err();
+        assert!(e.contains("unknown board \"nope\""), "{e}");
+        for name in known_boards() {
+            assert!(e.contains(&name), "{e} does not name {name}");
         }
     }
 

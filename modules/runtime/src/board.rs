@@ -3,6 +3,10 @@
 //!
 //! The other direction, board to kernel, is [`hal::kernel::KernelIf`]: its one
 //! implementation, [`Kernel`], is here too.
+//!
+//! The arches and their boards are listed in `configs/arches.toml` and
+//! `configs/platforms/`; `make test-tools` checks that the `pub use` lines below
+//! name one board crate for each arch of that list, and no other.
 
 #[cfg(target_arch = "aarch64")]
 pub use aarch64_qemu_virt::ArmVirt as Current;
