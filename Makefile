@@ -60,6 +60,9 @@ RUN_ARGS := --board '$(BOARD)' --elf '$(ELF)' --mem '$(MEM)' --smp '$(SMP)'
 
 # `make test` narrows to PLAT_CONFIG/PLATFORM, else ARCH, if given; APPS= narrows apps.
 TEST_FILTER := $(if $(PLAT_CONFIG_SET)$(PLATFORM_SET),--plat-config '$(BOARD)',$(if $(ARCH_SET),--arch $(ARCH)))
+# The board files `clippy` and `doc` cover (a shell word list, for a recipe): the one
+# PLAT_CONFIG/PLATFORM name, else ARCH's boards if ARCH was given, else every board.
+SELECTED_BOARDS = $(if $(PLAT_CONFIG_SET)$(PLATFORM_SET),'$(BOARD)',$$($(QEMU_PY) boards $(if $(ARCH_SET),--arch $(ARCH))))
 # The RAM size of the second `hello` pass of test-qemu (large enough to split q35's RAM).
 BIG_MEM ?= 4G
 TEST_ARGS := $(TEST_FILTER) --apps '$(APPS)' --mode $(MODE) --mem '$(MEM)' --smp '$(SMP)' \
@@ -74,14 +77,14 @@ help:
 	@echo '  build       build apps/$$APP for the board (default target)'
 	@echo '  run         deps + build + boot it on QEMU; exit status says pass/FAIL'
 	@echo '  debug       build + boot halted with a gdb stub on :1234; prints the gdb command'
-	@echo '  test        test-host, then test-qemu'
+	@echo '  test        what CI runs: fmt-check, test-host, test-qemu, clippy, doc'
 	@echo '  test-host   cargo test on the host (default members) + the paging differential test on all PTE formats'
 	@echo '  test-qemu   deps + every app on every board (narrowed by ARCH/PLATFORM/PLAT_CONFIG/APPS)'
-	@echo '  test-tools  self-test of scripts/qemu.py (expected-output matcher, board files)'
+	@echo '  test-tools  self-test of scripts/qemu.py (output matcher; the arch and board list and the files checked against it)'
 	@echo '  deps        rust targets + components, and QEMU (system or private copy in .tools/)'
 	@echo '  clippy      host clippy, then for each board: every kernel crate, the board and all apps'
 	@echo '  fmt         cargo fmt --all          fmt-check  the same with --check'
-	@echo '  doc         cargo doc (host crates; the tessera API for the board if it exists)'
+	@echo '  doc         cargo doc, warnings denied: host crates, then per board runtime, the board, the tessera API'
 	@echo '  bench       all benchmarks: host criterion + callgrind, apps/bench on every board -> docs/BENCHMARKS.md'
 	@echo '  fuzz        mm random test, MM_FUZZ_OPS (default 1000000) ops per seed, release (host)'
 	@echo '  fuzz-libfuzzer  cargo +nightly fuzz run mm_api for FUZZ_TIME (default 60) s (fuzz/)'
@@ -123,7 +126,9 @@ run: deps-qemu build
 debug: deps-qemu build
 	@$(QEMU_PY) run --debug $(RUN_ARGS) -- $(QEMU_ARGS)
 
-test: test-host test-qemu
+# Everything CI checks: formatting, host tests, every app on every board, clippy on the host
+# and for every board, and the docs, each with warnings denied.
+test: fmt-check test-host test-qemu clippy doc
 
 test-host: deps-rust
 	cargo test
@@ -152,8 +157,7 @@ clippy: deps-rust
 	cargo clippy -p hostbench --all-targets -- -D warnings
 	cargo clippy -p config --features build --all-targets -- -D warnings
 	@apps="$$($(QEMU_PY) apps)"; \
-	boards="$$($(QEMU_PY) boards $(if $(ARCH_SET),--arch $(ARCH)))"; \
-	for b in $$boards; do \
+	for b in $(SELECTED_BOARDS); do \
 		t="$$($(QEMU_PY) board "$$b" target)"; \
 		board="$$($(QEMU_PY) board "$$b" platform)"; \
 		pkgs="-p hal -p config -p frames -p paging -p mm -p runtime -p tessera -p $$board"; \
@@ -169,12 +173,22 @@ fmt: deps-rust
 fmt-check: deps-rust
 	cargo fmt --all -- --check
 
+# Docs with warnings denied (broken links included): the host crates; then for each board
+# (narrowed by ARCH / PLATFORM / PLAT_CONFIG) the crates that build only for a board, private
+# items included (their docs are for kernel developers, so links to private items resolve and
+# are allowed), and the app API `tessera`.
+PRIVATE_DOC_FLAGS := -D warnings -A rustdoc::private-intra-doc-links
 doc: deps-rust
-	cargo doc --no-deps
-	@if [ -f '$(ROOT)/modules/api/Cargo.toml' ] && [ -n '$(TARGET)' ]; then \
-		echo "$(BUILD_ENV) cargo doc --no-deps -p tessera --target $(TARGET)"; \
-		$(BUILD_ENV) cargo doc --no-deps -p tessera --target $(TARGET); \
-	fi
+	RUSTDOCFLAGS='-D warnings' cargo doc --no-deps
+	@for b in $(SELECTED_BOARDS); do \
+		t="$$($(QEMU_PY) board "$$b" target)"; \
+		pkgs="-p config -p runtime -p $$($(QEMU_PY) board "$$b" platform)"; \
+		export TESSERA_PLAT_CONFIG="$$b" TESSERA_MEM='$(MEM)' TESSERA_SMP='$(SMP)' TESSERA_LOG='$(LOG)'; \
+		echo "TESSERA_PLAT_CONFIG=$$b RUSTDOCFLAGS='$(PRIVATE_DOC_FLAGS)' cargo doc --no-deps --document-private-items --target $$t $$pkgs"; \
+		RUSTDOCFLAGS='$(PRIVATE_DOC_FLAGS)' cargo doc --no-deps --document-private-items --target "$$t" $$pkgs; \
+		echo "TESSERA_PLAT_CONFIG=$$b RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --target $$t -p tessera"; \
+		RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --target "$$t" -p tessera; \
+	done
 
 bench: deps
 	@$(PYTHON) $(ROOT)/scripts/bench.py --mem '$(MEM)'

@@ -1,6 +1,7 @@
 //! The board's configuration as constants, generated at build time from
-//! `configs/platforms/<board>.toml` (see [`model`] docs, with the `build` feature,
-//! for how the file is chosen and which environment variables override it).
+//! `configs/platforms/<board>.toml` (the docs of the `model` module, built with the
+//! `build` feature, say how the file is chosen and which environment variables
+//! override it).
 #![cfg_attr(not(feature = "build"), no_std)]
 
 include!(concat!(env!("OUT_DIR"), "/config.rs"));

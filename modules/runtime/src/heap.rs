@@ -1,7 +1,7 @@
 //! The kernel heap: buddy_system_allocator, seeded with a static arena in .bss
 //! and grown from the frame allocator when it runs dry.
 //!
-//! Growth takes whole runs of frames (at least [`GROW_MIN`]) and never gives them
+//! Growth takes whole runs of frames (at least `GROW_MIN`, 1 MiB) and never gives them
 //! back; they count as frames in use.
 
 use core::sync::atomic::{AtomicBool, Ordering};
