@@ -2,9 +2,8 @@
 //! each with a backend that can split, shrink and merge with it.
 //!
 //! # Why not `memory_set::MemorySet`
-//! This replaces `memory_set` 0.4, which the first version of this crate used:
-//! - its `MappingBackend` answers `bool`, so the reason of a failure was lost
-//!   (we had to smuggle it through the page-table object);
+//! `memory_set` 0.4 does not fit this crate:
+//! - its `MappingBackend` answers `bool`, so the reason of a failure is lost;
 //! - its `unmap` and `protect` visit every area of the set (O(n) per call), and
 //!   its `find_free_area` walks every area below the free range it returns;
 //! - it never merges areas, so an address space fragments without bound;

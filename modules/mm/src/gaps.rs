@@ -4,8 +4,8 @@
 //! costs O(log n) expected instead of a walk over every area.
 //!
 //! This is what `mmap` without a fixed address needs when the low part of the
-//! window is full of areas and small holes: `memory_set`'s `find_free_area` and
-//! our first area set walked them all (O(n) per call).
+//! window is full of areas and small holes, where a walk over the areas (as
+//! `memory_set`'s `find_free_area` does) costs O(n) per call.
 //!
 //! [`LazyGaps`] keeps the index only while placements use it: changes are
 //! logged and applied when the next placement asks, and a log that grows past

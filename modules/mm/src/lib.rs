@@ -25,7 +25,7 @@
 //! | `flags.rs`, `error.rs` | [`Prot`], [`MmapFlags`]; one error enum per operation, converted to [`AxError`](axerrno::AxError) at the boundary |
 //! | `audit.rs` | a read-only W^X and NULL-page audit of a live table |
 //!
-//! The area set is our own (`areas.rs` says why `memory_set` was replaced): it
+//! The area set is our own (`areas.rs` says why not `memory_set`): it
 //! answers lookups, overlap and coverage checks, unmap and protect in
 //! O(log n + k) for k touched areas; its backend trait returns one small error
 //! enum per operation ([`MapError`], [`SplitError`]; the set's own are
@@ -159,8 +159,7 @@
 //! Every error leaves the areas, the page table and the frame count exactly as
 //! they were (the host tests compare the full area list and frame counts).
 //! Kernel areas (outside the window) can only be reached through the kernel
-//! calls. ([`SplitError::HugePage`] is no longer produced: huge pages are
-//! split instead.)
+//! calls.
 //!
 //! # Differences from Linux
 //! - `Prot::WRITE` or `Prot::EXEC` without `READ` is `InvalidInput` (Linux
