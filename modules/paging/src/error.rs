@@ -14,7 +14,8 @@ pub enum MapError {
     /// The virtual range is outside the translated space or crosses the hole
     /// between halves, or the physical range exceeds the format's limit.
     OutOfRange,
-    /// The flags contain neither `READ` nor `EXECUTE` (no format can encode that leaf).
+    /// The flags contain neither `READ` nor `EXECUTE`, or the format cannot
+    /// encode them as a present leaf (AArch64: execute-only).
     InvalidFlags,
     /// The range touches root entries shared from another table.
     Shared,
@@ -50,7 +51,8 @@ pub enum ProtectError {
     NotAligned,
     /// The range is outside the translated space or crosses the hole.
     OutOfRange,
-    /// The flags contain neither `READ` nor `EXECUTE`.
+    /// The flags contain neither `READ` nor `EXECUTE`, or the format cannot
+    /// encode them as a present leaf (AArch64: execute-only).
     InvalidFlags,
     /// The range touches root entries shared from another table.
     Shared,

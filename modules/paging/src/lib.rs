@@ -30,14 +30,30 @@
 //! 1. Every table reachable from the root (except root entries copied by
 //!    [`Cursor::copy_kernel_half`]) is a frame allocated from `H`, zeroed before
 //!    it was linked, and owned by exactly this [`PageTable`].
-//! 2. A leaf is a present entry at height 0 (4K), or a huge entry at height 1
-//!    (2M) or 2 (1G). Tables are never linked above height `LEVELS - 1` and
-//!    leaves never above height 2.
+//! 2. An entry is exactly one of: unused (all zero); a table link (written by
+//!    `GenericPTE::new_table`, at heights 1 and up); a leaf (written by
+//!    `new_page`: at height 0 a 4K leaf, at height 1 or 2 a huge 2M or 1G
+//!    one); or, in a table adopted through [`PageTable::from_root`], a foreign
+//!    entry that translates nothing. One function (`table::entry::kind`) tells
+//!    them apart, from what each format guarantees rather than from
+//!    `is_present` alone: at heights 1 and up a non-huge entry is a link, which
+//!    LoongArch64's format writes with no present bit; a huge entry or any
+//!    entry at height 0 is a leaf if present. Every walk (query, map, unmap,
+//!    protect, split, collapse, leaf iteration, teardown) asks it. Tables are
+//!    never linked above height `LEVELS - 1` and leaves never above height 2.
 //! 3. No owned non-root table is empty after a cursor operation returns: a table
 //!    whose last entry was cleared is unlinked in the same operation and retired.
-//! 4. This crate only writes leaves whose flags contain `READ` or `EXECUTE`, so
-//!    every entry it writes is present; "lazy" or reserved pages are not encoded
-//!    in the page table (that state belongs to the caller's area bookkeeping).
+//! 4. This crate only writes leaves whose flags contain `READ` or `EXECUTE`
+//!    and that the format encodes as present (AArch64 has no valid
+//!    execute-only leaf: such flags are `InvalidFlags`), so every leaf it
+//!    writes is present; table links are present where the format has a bit
+//!    for it (all but LoongArch64). "Lazy" or reserved pages are not encoded in
+//!    the page table (that state belongs to the caller's area bookkeeping).
+//!    Formats: every 64-bit format of `page_table_entry` 0.6 (x86_64, RISC-V
+//!    Sv39/Sv48, AArch64, LoongArch64) is served and tested; a format whose
+//!    entries are not 8 bytes (its 32-bit ARM format) is refused at compile
+//!    time, and debug builds check a format's promises whenever a table
+//!    frame is allocated.
 //! 5. Entries are read and written by value (volatile, one word at a time); no
 //!    reference into a live table outlives one access.
 //!

@@ -12,7 +12,7 @@
 use memory_addr::PhysAddr;
 use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
 
-use super::entry::{ENTRIES, PAGE, index, is_leaf, span};
+use super::entry::{ENTRIES, Kind, PAGE, index, kind, span};
 use super::{Cursor, Pt};
 
 /// Height of 2M leaves.
@@ -38,7 +38,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         let mut h = Pt::<M, PTE, H>::TOP;
         while h > H2M {
             let pte = Pt::<M, PTE, H>::read(table, index(la, h));
-            if !pte.is_present() || is_leaf(&pte, h) {
+            if kind(&pte, h) != Kind::Table {
                 return false;
             }
             table = pte.paddr();
@@ -46,7 +46,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         }
         let idx = index(la, H2M);
         let entry = Pt::<M, PTE, H>::read(table, idx);
-        if !entry.is_present() || is_leaf(&entry, H2M) {
+        if kind(&entry, H2M) != Kind::Table {
             return false;
         }
         let child = entry.paddr();
@@ -63,14 +63,14 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
     fn uniform_run(child: PhysAddr) -> Option<(PhysAddr, MappingFlags)> {
         let first = Pt::<M, PTE, H>::read(child, 0);
         let base = first.paddr();
-        if !first.is_present() || !base.as_usize().is_multiple_of(span(H2M)) {
+        if kind(&first, 0) != Kind::Leaf || !base.as_usize().is_multiple_of(span(H2M)) {
             return None;
         }
         let flags = first.flags();
         (1..ENTRIES)
             .all(|i| {
                 let pte = Pt::<M, PTE, H>::read(child, i);
-                pte.is_present()
+                kind(&pte, 0) == Kind::Leaf
                     && pte.flags() == flags
                     && pte.paddr().as_usize() == base.as_usize() + i * PAGE
             })

@@ -4,9 +4,9 @@
 //! it. Invariants kept here: every changed leaf address is recorded (`note`) or
 //! the cursor is switched to a full flush; unlinking a table or splitting a leaf
 //! forces a full flush; a retired table frame is linked into a list through its
-//! first word (a value with bit 0 clear, so a stale hardware walk still sees a
-//! non-present entry) and returned to `H` only after `M::flush_tlb` has run, in
-//! [`Cursor::flush`] or on drop. Single-page `map` descends once from the root
+//! first word (tagged so that a stale hardware walk reads an invalid entry in
+//! every format: `entry::retired_link`) and returned to `H` only after
+//! `M::flush_tlb` has run, in [`Cursor::flush`] or on drop. Single-page `map` descends once from the root
 //! and builds missing tables off to the side, linking them with one write (a
 //! path it cannot finish is freed unlinked, never having been reachable); the
 //! single-page unmap and protect check their page and defer to `region`.
@@ -19,7 +19,7 @@ use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaDa
 use crate::error::{MapError, PageError, ProtectError, RangeError, UnmapError};
 use crate::size::PageSize;
 
-use super::entry::{ENTRIES, index, is_leaf, leaf_flags_ok};
+use super::entry::{ENTRIES, Kind, RETIRED_TAG, index, kind, leaf_flags_ok};
 use super::{Leaf, PageTable, Pt};
 
 /// Leaf addresses remembered for a targeted flush before falling back to a full one.
@@ -105,7 +105,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
             let link = H::phys_to_virt(frame).as_ptr().cast::<usize>();
             // SAFETY: `frame` is a retired table frame we still own (not yet freed);
             // its first word holds the next link, written by `retire`.
-            let next = unsafe { link.read_volatile() };
+            let next = unsafe { link.read_volatile() } & !RETIRED_TAG;
             self.retired = (next != 0).then(|| PhysAddr::from(next));
             H::dealloc_frame(frame);
         }
@@ -123,15 +123,17 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         }
     }
 
-    /// Queues an unlinked (empty) table frame to be freed after the next flush.
+    /// Queues an unlinked table frame (empty, or a collapsed table of leaves) to
+    /// be freed after the next flush.
     pub(super) fn retire(&mut self, frame: PhysAddr) {
         self.full = true;
         let next = self.retired.map_or(0, |p| p.as_usize());
         let link = H::phys_to_virt(frame).as_mut_ptr().cast::<usize>();
-        // SAFETY: `frame` is an empty table just unlinked from its parent and owned
-        // by us. Its first word becomes the list link; a 4K-aligned address (or 0)
-        // has bit 0 clear, so a stale hardware walk still sees a non-present entry.
-        unsafe { link.write_volatile(next) };
+        // SAFETY: `frame` is a table just unlinked from its parent and owned by
+        // us. Its first word becomes the list link, tagged so that a stale
+        // hardware walk reads an invalid entry in every format
+        // (`entry::retired_link`).
+        unsafe { link.write_volatile(next | RETIRED_TAG) };
         self.retired = Some(frame);
     }
 
@@ -189,7 +191,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
                 Pt::<M, PTE, H>::write(table, idx, PTE::new_table(top));
                 return Ok(());
             }
-            if !pte.is_present() || is_leaf(&pte, h) {
+            if kind(&pte, h) != Kind::Table {
                 return Err(MapError::AlreadyMapped);
             }
             table = pte.paddr();
@@ -256,7 +258,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         flags: MappingFlags,
     ) -> Result<(), ProtectError> {
         let la = Pt::<M, PTE, H>::page_la::<S>(vaddr.into())?;
-        if !leaf_flags_ok(flags) {
+        if !leaf_flags_ok::<PTE>(flags) {
             return Err(ProtectError::InvalidFlags);
         }
         self.pt.mapped_as::<S>(la)?;

@@ -1,4 +1,5 @@
-//! Table frames as arrays of entries: index math and by-value access.
+//! Table frames as arrays of entries: index math, by-value access, and what
+//! an entry is.
 //!
 //! A table is one 4K frame of 512 eight-byte entries; height 0 holds 4K leaves,
 //! and the entry at height `h` for linear address `la` is `index(la, h)`.
@@ -7,6 +8,11 @@
 //! invariant 5); an index is always reduced modulo 512, so an access never
 //! leaves its frame; a new table frame is zeroed before anyone can link it.
 //! This is the only module that turns a table's physical address into a pointer.
+//!
+//! [`kind`] is the one place that decides what an entry is (unused, a table
+//! link, a leaf, or something this crate never writes); every walk asks it
+//! instead of testing `is_present`/`is_huge` itself, because the formats differ
+//! in what those bits say about a table link (see [`kind`]).
 
 use memory_addr::PhysAddr;
 use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
@@ -41,17 +47,122 @@ pub(super) const fn entry_end(la: usize, h: usize) -> usize {
     (la | (span(h) - 1)) + 1
 }
 
-#[inline(always)]
-pub(super) fn is_leaf<PTE: GenericPTE>(pte: &PTE, h: usize) -> bool {
-    h == 0 || pte.is_huge()
+/// What an entry at some height is (see [`kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// All zero: nothing there.
+    Unused,
+    /// A link to the table one height down (written by `new_table`).
+    Table,
+    /// A present leaf (written by `new_page` with flags `leaf_flags_ok` accepts).
+    Leaf,
+    /// Not zero, yet neither a link nor a present leaf: nothing this crate
+    /// writes into a live table (a foreign non-present entry in an adopted
+    /// table, or a retired frame's list link). It translates nothing, is never
+    /// followed, and counts as occupied (a map over it fails with `AlreadyMapped`;
+    /// an unmap clears it).
+    Invalid,
 }
 
-/// Whether a leaf with `flags` can be written: this crate only writes leaves
-/// that are readable or executable, so every entry it writes is present
-/// (crate invariant 4).
+/// What the entry `pte` at height `h` is.
+///
+/// The decision rests only on what every supported format guarantees for the
+/// entries this crate writes (`page_table_entry` 0.6):
+///
+/// | format  | `new_table`: present, huge | leaf at `h > 0`: huge | leaf: present       |
+/// |---------|----------------------------|-----------------------|--------------------|
+/// | X64PTE  | yes (P), no                | yes (PS)              | if flags non-empty |
+/// | Rv64PTE | yes (V), no                | yes (R or X set)      | if flags non-empty |
+/// | A64PTE  | yes (VALID), no (table)    | yes (block)           | if flags has READ  |
+/// | LA64PTE | **no** (bare address), no  | yes (GH)              | if flags non-empty |
+///
+/// So: zero is unused; at `h > 0` a non-huge entry is a table link, provided
+/// it is present on formats whose links carry a present bit (LA64's carry
+/// none: any non-zero non-huge directory entry is a link, as the hardware's
+/// walk reads it); a huge entry at heights 1..=2, or any entry at height 0, is
+/// a leaf if it is present. Hardware accessed/dirty updates touch none of
+/// these bits (x86 A/D are bits 5/6, RISC-V A/D 6/7, AArch64 AF bit 10; LA64
+/// does not update entries), and a 4K leaf's bit that `is_huge` reads on some
+/// formats (x86 PAT, RISC-V R/X) is never consulted at height 0.
 #[inline(always)]
-pub(super) fn leaf_flags_ok(flags: MappingFlags) -> bool {
+pub(super) fn kind<PTE: GenericPTE>(pte: &PTE, h: usize) -> Kind {
+    if pte.is_unused() {
+        Kind::Unused
+    } else if h > 0 && !pte.is_huge() {
+        if pte.is_present() || !links_carry_present::<PTE>() {
+            Kind::Table
+        } else {
+            Kind::Invalid
+        }
+    } else if h <= MAX_LEAF_HEIGHT && pte.is_present() {
+        Kind::Leaf
+    } else {
+        Kind::Invalid
+    }
+}
+
+/// Whether the format's table links report `is_present` (constant per format;
+/// folds away once inlined).
+#[inline(always)]
+fn links_carry_present<PTE: GenericPTE>() -> bool {
+    PTE::new_table(PhysAddr::from(PAGE)).is_present()
+}
+
+/// Whether a leaf with `flags` can be written: the flags are readable or
+/// executable and the format encodes them as a present leaf of every size, so
+/// every leaf this crate writes is present (crate invariant 4). AArch64, for
+/// one, has no valid encoding without READ.
+#[inline(always)]
+pub(super) fn leaf_flags_ok<PTE: GenericPTE>(flags: MappingFlags) -> bool {
     flags.intersects(MappingFlags::READ | MappingFlags::EXECUTE)
+        && PTE::new_page(PhysAddr::from(PAGE), flags, false).is_present()
+        && PTE::new_page(PhysAddr::from(PAGE), flags, true).is_present()
+}
+
+/// Whether the format keeps the promises [`kind`] relies on, checked on
+/// entries built through `GenericPTE` (debug builds assert it whenever a
+/// table frame is allocated, so a format that breaks them is refused at the
+/// first table): a link is not unused, not huge, and keeps its address; a
+/// huge leaf is huge; a leaf is present for flags [`leaf_flags_ok`] accepts,
+/// and keeps its address. Formats whose entries are not 8 bytes (page_table_entry's
+/// 32-bit `A32PTE`) are refused at compile time by the table's geometry check.
+pub(super) fn format_supported<PTE: GenericPTE>() -> bool {
+    let pa = PhysAddr::from(0x1234_5000);
+    let link = PTE::new_table(pa);
+    let rw = MappingFlags::READ | MappingFlags::WRITE;
+    let (leaf, huge) = (PTE::new_page(pa, rw, false), PTE::new_page(pa, rw, true));
+    !link.is_unused()
+        && !link.is_huge()
+        && link.paddr() == pa
+        && kind(&link, 1) == Kind::Table
+        && huge.is_huge()
+        && kind(&huge, 1) == Kind::Leaf
+        && kind(&huge, MAX_LEAF_HEIGHT) == Kind::Leaf
+        && kind(&leaf, 0) == Kind::Leaf
+        && leaf.paddr() == pa
+        && huge.paddr() == pa
+        && (0..=MAX_LEAF_HEIGHT + 2)
+            .all(|h| kind(&retired_link::<PTE>(pa.as_usize()), h) == Kind::Invalid)
+}
+
+/// Tag bit of a retired table frame's list link (see [`retired_link`]).
+pub(super) const RETIRED_TAG: usize = 1 << 6;
+
+/// The word a retired table frame holds in its entry 0: the next retired
+/// frame's address (4K-aligned, or 0) with bit 0 clear and bit 6 set. Read as
+/// an entry of any supported format at any height it is `Invalid`, so a stale
+/// hardware walk that reaches the frame before the flush finds no translation:
+/// bit 0 is the present/valid bit of x86, RISC-V and AArch64, and on LA64 bit
+/// 6 marks a directory entry as a huge leaf, whose present bit (7) is clear.
+#[inline(always)]
+pub(super) fn retired_link<PTE: GenericPTE>(next: usize) -> PTE {
+    const { assert!(core::mem::size_of::<PTE>() == 8) };
+    let word = next | RETIRED_TAG;
+    // SAFETY: `PTE` is 8 bytes (asserted above) and every format
+    // is a plain word (`GenericPTE` entries are read from table memory by
+    // value the same way); this is the value a table frame holding `word`
+    // would yield to `read`.
+    unsafe { core::mem::transmute_copy::<u64, PTE>(&(word as u64)) }
 }
 
 pub(super) const fn leaf_size(h: usize) -> LeafSize {
@@ -109,6 +220,10 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
     }
 
     pub(super) fn alloc_table() -> Option<PhysAddr> {
+        debug_assert!(
+            format_supported::<PTE>(),
+            "paging: the PTE format breaks the promises `table::entry::kind` relies on"
+        );
         let pa = H::alloc_frame()?;
         // SAFETY: `pa` is a fresh 4K frame from `H`, reachable through
         // `phys_to_virt` and not yet linked anywhere.
@@ -134,3 +249,4 @@ impl<P: GenericPTE> EmptyEntry for P {
         p
     }
 }
+

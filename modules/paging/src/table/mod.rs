@@ -22,7 +22,7 @@ use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaDa
 use crate::error::{MapError, QueryError, RangeError};
 use crate::size::LeafSize;
 
-use entry::{ENTRIES, PAGE, index, is_leaf, leaf_size, shift, span};
+use entry::{ENTRIES, Kind, PAGE, index, kind, leaf_size, shift, span};
 
 mod collapse;
 mod cursor;
@@ -144,7 +144,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
             for i in 0..ENTRIES {
                 let pte = Self::read(table, i);
                 let shared = h == Self::TOP && self.is_shared(i);
-                if !shared && pte.is_present() && !is_leaf(&pte, h) {
+                if !shared && kind(&pte, h) == Kind::Table {
                     self.for_each_table(pte.paddr(), h - 1, f);
                 }
             }
@@ -155,19 +155,16 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
     fn walk_leaves<F: FnMut(Leaf<M::VirtAddr>)>(table: PhysAddr, h: usize, base: usize, f: &mut F) {
         for i in 0..ENTRIES {
             let pte = Self::read(table, i);
-            if !pte.is_present() {
-                continue;
-            }
             let la = base + (i << shift(h));
-            if is_leaf(&pte, h) {
-                f(Leaf {
+            match kind(&pte, h) {
+                Kind::Leaf => f(Leaf {
                     vaddr: Self::vaddr_of(la).into(),
                     paddr: pte.paddr(),
                     size: leaf_size(h),
                     flags: pte.flags(),
-                });
-            } else {
-                Self::walk_leaves(pte.paddr(), h - 1, la, f);
+                }),
+                Kind::Table => Self::walk_leaves(pte.paddr(), h - 1, la, f),
+                Kind::Unused | Kind::Invalid => {}
             }
         }
     }
@@ -188,11 +185,10 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
         let mut h = Self::TOP;
         loop {
             let pte = Self::read(table, index(la, h));
-            if !pte.is_present() {
-                return None;
-            }
-            if is_leaf(&pte, h) {
-                return Some((pte, h));
+            match kind(&pte, h) {
+                Kind::Table => {}
+                Kind::Leaf => return Some((pte, h)),
+                Kind::Unused | Kind::Invalid => return None,
             }
             table = pte.paddr();
             h -= 1;

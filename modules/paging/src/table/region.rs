@@ -14,12 +14,13 @@ use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaDa
 
 use crate::error::{MapError, ProtectError, UnmapError};
 
-use super::entry::{EmptyEntry, MAX_LEAF_HEIGHT, PAGE, entry_end, index, is_leaf};
+use super::entry::{EmptyEntry, Kind, MAX_LEAF_HEIGHT, PAGE, entry_end, index, kind};
 use super::entry::{leaf_flags_ok, leaf_size, span};
 use super::{Cursor, Leaf, PageTable, Pt};
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> {
-    /// Whether no present leaf overlaps the linear range `[s, e)` under `table`.
+    /// Whether nothing (no leaf, no `Invalid` entry) overlaps the linear range
+    /// `[s, e)` under `table`.
     fn range_empty(table: PhysAddr, h: usize, s: usize, e: usize) -> bool {
         let (tb, last) = (Self::table_base(s, h), index(e - 1, h));
         let mut i = index(s, h);
@@ -27,9 +28,12 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
             let la = s.max(tb + j * span(h));
             let ee = e.min(tb + (j + 1) * span(h));
             let pte = Self::read(table, j);
-            if pte.is_present()
-                && (is_leaf(&pte, h) || !Self::range_empty(pte.paddr(), h - 1, la, ee))
-            {
+            let empty = match kind(&pte, h) {
+                Kind::Table => Self::range_empty(pte.paddr(), h - 1, la, ee),
+                Kind::Unused => true,
+                Kind::Leaf | Kind::Invalid => false,
+            };
+            if !empty {
                 return false;
             }
             i = j + 1;
@@ -74,7 +78,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         if !pa.is_multiple_of(PAGE) {
             return Err(MapError::NotAligned);
         }
-        if !leaf_flags_ok(flags) {
+        if !leaf_flags_ok::<PTE>(flags) {
             return Err(MapError::InvalidFlags);
         }
         if size == 0 {
@@ -146,7 +150,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
                     let child = Pt::<M, PTE, H>::alloc_table().ok_or(MapError::NoMemory)?;
                     Pt::<M, PTE, H>::write(table, idx, PTE::new_table(child));
                     child
-                } else if !pte.is_present() || is_leaf(&pte, h) {
+                } else if kind(&pte, h) != Kind::Table {
                     return Err(MapError::AlreadyMapped);
                 } else {
                     pte.paddr()
@@ -200,24 +204,28 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
             let la = s.max(tb + idx * span(h));
             let ee = e.min(tb + (idx + 1) * span(h));
             let pte = Pt::<M, PTE, H>::read(table, idx);
-            if !pte.is_present() {
-                Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
-            } else if is_leaf(&pte, h) {
-                // Edges were split, so this leaf lies wholly inside the range.
-                Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
-                let va = la.wrapping_add(delta);
-                self.note(va);
-                on_leaf(Leaf {
-                    vaddr: va.into(),
-                    paddr: pte.paddr(),
-                    size: leaf_size(h),
-                    flags: pte.flags(),
-                });
-            } else {
-                let child = pte.paddr();
-                if self.unmap_rec(child, h - 1, la, ee, delta, on_leaf) {
+            match kind(&pte, h) {
+                Kind::Unused => {}
+                // Translates nothing: cleared, not reported.
+                Kind::Invalid => Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry()),
+                Kind::Leaf => {
+                    // Edges were split, so this leaf lies wholly inside the range.
                     Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
-                    self.retire(child);
+                    let va = la.wrapping_add(delta);
+                    self.note(va);
+                    on_leaf(Leaf {
+                        vaddr: va.into(),
+                        paddr: pte.paddr(),
+                        size: leaf_size(h),
+                        flags: pte.flags(),
+                    });
+                }
+                Kind::Table => {
+                    let child = pte.paddr();
+                    if self.unmap_rec(child, h - 1, la, ee, delta, on_leaf) {
+                        Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
+                        self.retire(child);
+                    }
                 }
             }
         }
@@ -239,7 +247,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         size: usize,
         flags: MappingFlags,
     ) -> Result<(), ProtectError> {
-        if !leaf_flags_ok(flags) {
+        if !leaf_flags_ok::<PTE>(flags) {
             return Err(ProtectError::InvalidFlags);
         }
         let va: usize = vaddr.into();
@@ -267,14 +275,14 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
             let la = s.max(tb + idx * span(h));
             let ee = e.min(tb + (idx + 1) * span(h));
             let mut pte = Pt::<M, PTE, H>::read(table, idx);
-            if pte.is_present() {
-                if is_leaf(&pte, h) {
+            match kind(&pte, h) {
+                Kind::Leaf => {
                     pte.set_flags(flags, h > 0);
                     Pt::<M, PTE, H>::write(table, idx, pte);
                     self.note(la.wrapping_add(delta));
-                } else {
-                    self.protect_rec(pte.paddr(), h - 1, la, ee, delta, flags);
                 }
+                Kind::Table => self.protect_rec(pte.paddr(), h - 1, la, ee, delta, flags),
+                Kind::Unused | Kind::Invalid => {}
             }
         }
     }

@@ -14,7 +14,7 @@
 use memory_addr::PhysAddr;
 use page_table_multiarch::{GenericPTE, PagingHandler, PagingMetaData};
 
-use super::entry::{ENTRIES, MAX_LEAF_HEIGHT, index, is_leaf, span};
+use super::entry::{ENTRIES, Kind, MAX_LEAF_HEIGHT, index, kind, span};
 use crate::error::RangeError;
 
 use super::{Cursor, Pt};
@@ -29,14 +29,15 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         while la & (span(h) - 1) != 0 {
             let idx = index(la, h);
             let pte = Pt::<M, PTE, H>::read(table, idx);
-            if !pte.is_present() {
-                return Ok(());
-            }
-            if is_leaf(&pte, h) {
-                let child = Self::split_leaf(&pte, h, la).ok_or(RangeError::NoMemory)?;
-                Pt::<M, PTE, H>::write(table, idx, PTE::new_table(child));
-                self.full = true;
-                return Ok(());
+            match kind(&pte, h) {
+                Kind::Unused | Kind::Invalid => return Ok(()),
+                Kind::Leaf => {
+                    let child = Self::split_leaf(&pte, h, la).ok_or(RangeError::NoMemory)?;
+                    Pt::<M, PTE, H>::write(table, idx, PTE::new_table(child));
+                    self.full = true;
+                    return Ok(());
+                }
+                Kind::Table => {}
             }
             table = pte.paddr();
             h -= 1;
