@@ -1,6 +1,21 @@
 //! Test support: host metadata for each PTE format, a flush recorder, and a
 //! page-granular reference model.
+//!
+//! The tests use every PTE format of page_table_entry (x86_64, RISC-V, AArch64,
+//! LoongArch64), which it compiles for an x86_64 host only under
+//! `--cfg docsrs`. The workspace's rustc wrapper (`build.rustc-wrapper` in
+//! .cargo/config.toml: modules/paging/scripts/rustc-all-formats.sh) passes it
+//! to page_table_entry and to paging's units on host builds; a build without
+//! it stops here rather than test fewer formats.
 #![allow(dead_code)]
+
+#[cfg(not(docsrs))]
+compile_error!(
+    "paging's tests need every PTE format of page_table_entry: build them through \
+     modules/paging/scripts/rustc-all-formats.sh (the workspace's build.rustc-wrapper \
+     in .cargo/config.toml; a RUSTC_WRAPPER or CARGO_BUILD_RUSTC_WRAPPER in the \
+     environment overrides it)"
+);
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -55,6 +70,11 @@ host_meta!(
 host_meta!(
     /// RISC-V Sv48 geometry (as `Sv48MetaData`).
     Sv48Meta, 4, 56, 48
+);
+
+host_meta!(
+    /// LoongArch64 4-level geometry (as `LA64MetaData`).
+    La64Meta, 4, 48, 48
 );
 
 /// AArch64 4-level geometry (as `A64PagingMetaData`: top 16 bits all 0 or all 1).
