@@ -250,3 +250,73 @@ impl<P: GenericPTE> EmptyEntry for P {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    //! What `kind` says of entries built by each format of page_table_entry
+    //! (the non-host formats through the workspace's rustc wrapper, which
+    //! passes `--cfg docsrs`).
+    #[cfg(not(docsrs))]
+    compile_error!(
+        "paging's tests need every PTE format: build through modules/paging/scripts/rustc-all-formats.sh"
+    );
+
+    use memory_addr::PhysAddr;
+    use page_table_entry::{aarch64::A64PTE, loongarch64::LA64PTE, riscv::Rv64PTE, x86_64::X64PTE};
+    use page_table_multiarch::{GenericPTE, MappingFlags as F};
+
+    use super::{Kind, MAX_LEAF_HEIGHT, format_supported, kind, leaf_flags_ok, retired_link};
+
+    fn check<PTE: GenericPTE>(links_present: bool, exec_only: bool) {
+        assert!(format_supported::<PTE>());
+        let pa = PhysAddr::from(0x8765_4000);
+        let link = PTE::new_table(pa);
+        assert_eq!(link.is_present(), links_present);
+        for h in 1..=4 {
+            assert_eq!(kind(&link, h), Kind::Table, "link at height {h}");
+            assert_eq!(kind(&retired_link::<PTE>(0x1000), h), Kind::Invalid);
+        }
+        assert_eq!(kind(&retired_link::<PTE>(0), 0), Kind::Invalid);
+        assert_eq!(kind(&retired_link::<PTE>(0x1000), 0), Kind::Invalid);
+        for f in [
+            F::READ,
+            F::READ | F::WRITE,
+            F::READ | F::EXECUTE,
+            F::READ | F::USER,
+        ] {
+            assert!(leaf_flags_ok::<PTE>(f));
+            let (leaf, huge) = (PTE::new_page(pa, f, false), PTE::new_page(pa, f, true));
+            assert_eq!(kind(&leaf, 0), Kind::Leaf);
+            for h in 1..=MAX_LEAF_HEIGHT {
+                assert_eq!(kind(&huge, h), Kind::Leaf, "{f:?} at height {h}");
+            }
+            // No leaf above 1G: a huge entry there is not a translation.
+            assert_eq!(kind(&huge, MAX_LEAF_HEIGHT + 1), Kind::Invalid);
+        }
+        assert_eq!(leaf_flags_ok::<PTE>(F::EXECUTE), exec_only);
+        for f in [F::empty(), F::WRITE, F::USER, F::WRITE | F::USER] {
+            assert!(!leaf_flags_ok::<PTE>(f), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn x86_64() {
+        check::<X64PTE>(true, true);
+    }
+
+    #[test]
+    fn riscv() {
+        check::<Rv64PTE>(true, true);
+    }
+
+    /// AArch64 has no valid leaf without READ: execute-only is refused.
+    #[test]
+    fn aarch64() {
+        check::<A64PTE>(true, false);
+    }
+
+    /// LoongArch64 table links are bare addresses, with no present bit.
+    #[test]
+    fn loongarch64() {
+        check::<LA64PTE>(false, true);
+    }
+}
