@@ -1,7 +1,7 @@
 //! What the board reported at boot.
 
 use hal::Board;
-pub use hal::{BootInfo, FirmwareRam, KnownWord, MemKind, MemRegion};
+pub use hal::{BootInfo, FirmwareRam, KnownWord, MemKind, MemRegion, RootLayout};
 pub use runtime::memmap::{GUARD_SIZE, GuardedStack};
 
 use runtime::board::Current;
@@ -14,6 +14,12 @@ pub fn board_name() -> &'static str {
 /// The architecture.
 pub fn arch() -> &'static str {
     config::ARCH
+}
+
+/// How the board's page table covers the two halves of the address space: one
+/// root, or a root per half (AArch64's TTBR0/TTBR1), each holding only its half.
+pub fn root_layout() -> RootLayout {
+    Current::ROOT_LAYOUT
 }
 
 /// The physical memory map.

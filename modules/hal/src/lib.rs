@@ -23,6 +23,7 @@ pub mod probe;
 
 pub use fault::{Access, FaultOutcome, PageFault, RawCause};
 pub use mem::{FirmwareRam, MemKind, MemRegion};
+pub use paging::{RootLayout, Roots};
 
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::GenericPTE;
@@ -117,6 +118,13 @@ pub trait Board {
     type PagingMeta: PagingMetaData<VirtAddr = VirtAddr>;
     /// Page-table entry format of this architecture.
     type Pte: GenericPTE;
+    /// How the architecture's translation base registers cover the two halves
+    /// of the address space: one root for both ([`RootLayout::Single`]: x86_64's
+    /// CR3, RISC-V's `satp`), or a root per half ([`RootLayout::PerHalf`]:
+    /// AArch64's TTBR0_EL1 and TTBR1_EL1, which index their roots with the same
+    /// address bits, so one shared root would map everything twice). The kernel
+    /// builds its page table with this layout.
+    const ROOT_LAYOUT: RootLayout;
     /// Frame allocation and the physical-to-virtual window for page tables.
     type Paging: PagingHandler;
 
@@ -133,16 +141,17 @@ pub trait Board {
     /// Ticks of [`Board::cycles`] per second, when the board knows it.
     fn cycles_per_sec() -> Option<u64>;
 
-    /// Makes `root` the active page table for the kernel and flushes the whole
-    /// local TLB.
+    /// Makes the page table with these roots the active one for the kernel and
+    /// flushes the whole local TLB. With [`RootLayout::Single`] both roots are
+    /// the same frame.
     ///
     /// # Safety
     ///
-    /// `root` must be the physical address of a complete page table of this
-    /// architecture that maps the running kernel (text, data, stack and the
-    /// physical-memory window) at the addresses it runs at, and must stay valid for
-    /// as long as it is active.
-    unsafe fn activate_page_table(root: PhysAddr);
+    /// `roots` must be the roots of a complete page table of this architecture,
+    /// built with [`Board::ROOT_LAYOUT`], that maps the running kernel (text,
+    /// data, stack and the physical-memory window) at the addresses it runs at,
+    /// and must stay valid for as long as it is active.
+    unsafe fn activate_page_table(roots: Roots);
 
     /// Flushes the local TLB entry for one page, or the whole TLB.
     fn flush_tlb(vaddr: Option<VirtAddr>);

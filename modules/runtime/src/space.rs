@@ -40,15 +40,20 @@ enum Denial {
 
 /// Builds the kernel address space from the memory map and activates it.
 pub fn init(regions: &[MemRegion]) -> Result<(), axerrno::AxError> {
-    let mut space = AddrSpace::new(config::MMAP_BASE.into(), config::MMAP_SIZE)?;
+    let mut space = AddrSpace::new_with(
+        config::MMAP_BASE.into(),
+        config::MMAP_SIZE,
+        Current::ROOT_LAYOUT,
+    )?;
     space.map_kernel(regions, config::PHYS_VIRT_OFFSET)?;
-    let root = space.page_table_root();
+    let roots = space.page_table_roots();
     // SAFETY: `map_kernel` mapped the kernel image (text, rodata, data, bss and the
     // stacks; not their guard pages, which nothing touches), all RAM and the
     // devices at `physical + PHYS_VIRT_OFFSET`, which is where the kernel runs; the
     // table lives as long as `SPACE` holds it (a later `init` activates its own
     // table before this one is dropped).
-    unsafe { Current::activate_page_table(root) };
+    // It was built with the board's root layout.
+    unsafe { Current::activate_page_table(roots) };
     *SPACE.lock() = Some(space);
     Ok(())
 }
@@ -135,12 +140,8 @@ pub fn describe_areas() -> Vec<mm::AreaInfo> {
     with(|s| s.areas().collect())
 }
 
-/// Audits the live kernel page table: W^X and the NULL page.
-pub fn audit() -> mm::audit::Audit {
-    let root = with(|s| s.page_table_root());
-    mm::audit::audit::<
-        <Current as Board>::PagingMeta,
-        <Current as Board>::Pte,
-        <Current as Board>::Paging,
-    >(root)
+/// Audits the live kernel page table: W^X and the NULL page, each half
+/// walked from its own root (`mm::AddrSpace::audit`).
+pub fn audit() -> mm::Audit {
+    with(|s| s.audit())
 }

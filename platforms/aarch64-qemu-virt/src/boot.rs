@@ -15,19 +15,20 @@
 //! 3. sets MAIR_EL1 to the attributes `page_table_entry`'s `A64PTE` indexes
 //!    (index 0 Device-nGnRE, 1 Normal write-back, 2 Normal non-cacheable),
 //!    TCR_EL1 for two 48-bit halves with 4 KiB granules (IPS from the CPU's PARange);
-//! 4. points level-0 entry 0 (the identity half, TTBR0) and the level-0 entry of
-//!    `PHYS_VIRT_OFFSET` (the kernel half, TTBR1) of `BOOT_L0` at `BOOT_L1`, and
-//!    loads that root into both TTBRs: the first GiB of physical memory (QEMU
-//!    virt's devices) as device memory and every GiB that holds RAM (from the
-//!    board's config, `MEM=` included) as normal memory are then mapped both at 0
-//!    and at the high-half offset, with 1 GiB blocks, so that the frames the runtime
-//!    takes for the kernel's page tables are reachable before it switches to them;
+//! 4. points level-0 entry 0 of `BOOT_L0_LOW` (the identity half, TTBR0) and the
+//!    level-0 entry of `PHYS_VIRT_OFFSET` of `BOOT_L0_HIGH` (the kernel half,
+//!    TTBR1) at `BOOT_L1`, one root per TTBR as in the kernel's own table (see the
+//!    crate docs): the first GiB of physical memory (QEMU virt's devices) as
+//!    device memory and every GiB that holds RAM (from the board's config, `MEM=`
+//!    included) as normal memory are then mapped both at 0 and at the high-half
+//!    offset, with 1 GiB blocks, so that the frames the runtime takes for the
+//!    kernel's page tables are reachable before it switches to them;
 //! 5. turns on the MMU and caches, moves to the boot stack `_estack` at its
 //!    high-half address and jumps to `rust_entry` there.
 //!
 //! The identity half exists only for the few instructions between the MMU switch and
-//! the jump; the kernel address space the runtime builds (one root for both TTBRs,
-//! see `ArmVirt::activate_page_table`) replaces both halves.
+//! the jump; the kernel address space the runtime builds (a root per TTBR, see
+//! `ArmVirt::activate_page_table`) replaces both halves.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -107,10 +108,15 @@ const fn boot_l1() -> Table {
 #[unsafe(link_section = ".data.boot_page_table")]
 static BOOT_L1: Table = boot_l1();
 
-/// The boot root (level 0). Its two entries are written by `_start` with the MMU
-/// off (a table's physical address is not a constant) and never again.
+/// The boot root of the lower half (TTBR0). Its entry 0 is written by `_start`
+/// with the MMU off (a table's physical address is not a constant) and never again.
 #[unsafe(link_section = ".data.boot_page_table")]
-static mut BOOT_L0: Table = Table([0; 512]);
+static mut BOOT_L0_LOW: Table = Table([0; 512]);
+
+/// The boot root of the upper half (TTBR1). Its entry `HIGH_L0_INDEX` is written
+/// by `_start` with the MMU off and never again.
+#[unsafe(link_section = ".data.boot_page_table")]
+static mut BOOT_L0_HIGH: Table = Table([0; 512]);
 
 global_asm!(
     ".section .text.boot, \"ax\"",
@@ -151,12 +157,13 @@ global_asm!(
     // Running at physical addresses: `adrp` is pc-relative, so these are physical.
     "   adrp    x9, {l1}",
     "   orr     x9, x9, #{table_desc}",
-    "   adrp    x10, {l0}",
+    "   adrp    x10, {l0_low}",
     "   str     x9, [x10]",
-    "   str     x9, [x10, #{high_off}]",
+    "   adrp    x11, {l0_high}",
+    "   str     x9, [x11, #{high_off}]",
     "   dsb     ish",
     "   msr     ttbr0_el1, x10",
-    "   msr     ttbr1_el1, x10",
+    "   msr     ttbr1_el1, x11",
     "   isb",
     "   tlbi    vmalle1",
     "   dsb     ish",
@@ -181,7 +188,8 @@ global_asm!(
     tcr = const TCR,
     table_desc = const TABLE_DESC,
     high_off = const HIGH_L0_INDEX * 8,
-    l0 = sym BOOT_L0,
+    l0_low = sym BOOT_L0_LOW,
+    l0_high = sym BOOT_L0_HIGH,
     l1 = sym BOOT_L1,
     entry = sym rust_entry,
 );

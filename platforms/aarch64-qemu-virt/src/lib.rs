@@ -23,13 +23,17 @@
 //!   fail is the semihosting `SYS_EXIT` call with status 1 (`hlt #0xf000`, needs
 //!   QEMU's `-semihosting`, which the board's TOML passes).
 //!
-//! Address spaces: the kernel's one root table (built by the memory module) holds
-//! both halves and is loaded into TTBR0_EL1 (the low half, where the app window
-//! lives) and TTBR1_EL1 (the kernel half: RAM and devices at
-//! `physical + PHYS_VIRT_OFFSET`). With T0SZ = T1SZ = 16 both halves index the same
-//! level-0 table with VA bits 47..39; the offset `0xffff_8000_0000_0000` puts the
-//! kernel half at level-0 entries 256.. and the low half at 0..255, so neither half
-//! sees the other's mappings.
+//! Address spaces: TTBR0_EL1 and TTBR1_EL1 each get their own root table
+//! (`RootLayout::PerHalf`): TTBR0 the lower half's (where the app window lives),
+//! TTBR1 the upper half's (the kernel: RAM and devices at
+//! `physical + PHYS_VIRT_OFFSET`). With T0SZ = T1SZ = 16 both registers index
+//! their level-0 table with VA bits 47..39, so a shared root would make every
+//! mapping reachable from both halves (`0x0000_8000_0000_0000 + pa` would reach
+//! the kernel through TTBR0, `0xffff_0000_0000_0000 + va` the app window through
+//! TTBR1). With a root per half, the lower root has only entries 0..255 and the
+//! upper root only entries 256..511 (the offset `0xffff_8000_0000_0000` puts the
+//! kernel there), so such an alias finds an empty entry and faults. The boot
+//! tables follow the same rule. `apps/halves` probes the aliases on every run.
 //!
 //! The crate is empty on other architectures (a host `cargo check --workspace` then
 //! passes over it); the runtime names it only when building for aarch64.
@@ -46,8 +50,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTVCT_EL0, Readable, TTBR0_EL1, TTBR1_EL1, Writeable};
-use hal::{Board, BootInfo, ExitStatus, KnownWord};
-use memory_addr::{PhysAddr, VirtAddr};
+use hal::{Board, BootInfo, ExitStatus, KnownWord, RootLayout, Roots};
+use memory_addr::VirtAddr;
 use page_table_entry::aarch64::A64PTE;
 use page_table_multiarch::aarch64::A64PagingMetaData;
 
@@ -107,6 +111,7 @@ impl Board for ArmVirt {
     const NAME: &'static str = "aarch64-qemu-virt";
     type PagingMeta = A64PagingMetaData;
     type Pte = A64PTE;
+    const ROOT_LAYOUT: RootLayout = RootLayout::PerHalf;
     type Paging = frames::global::GlobalPaging;
 
     fn console_write(bytes: &[u8]) {
@@ -140,12 +145,12 @@ impl Board for ArmVirt {
         Some(CNTFRQ_EL0.get()).filter(|&f| f != 0)
     }
 
-    unsafe fn activate_page_table(root: PhysAddr) {
+    unsafe fn activate_page_table(roots: Roots) {
         // Make the table's contents visible to the walker before it is used.
         barrier::dsb(barrier::ISHST);
-        // The same root serves both halves (see the crate docs).
-        TTBR0_EL1.set(root.as_usize() as u64);
-        TTBR1_EL1.set(root.as_usize() as u64);
+        // A root per half (see the crate docs).
+        TTBR0_EL1.set(roots.lower.as_usize() as u64);
+        TTBR1_EL1.set(roots.upper.as_usize() as u64);
         barrier::isb(barrier::SY);
         Self::flush_tlb(None);
     }

@@ -21,8 +21,8 @@ pub mod boot;
 pub mod probe;
 pub mod trap;
 
-use hal::{Board, BootInfo, ExitStatus, KnownWord};
-use memory_addr::{PhysAddr, VirtAddr};
+use hal::{Board, BootInfo, ExitStatus, KnownWord, RootLayout, Roots};
+use memory_addr::VirtAddr;
 use page_table_entry::riscv::Rv64PTE;
 use page_table_multiarch::riscv::Sv39MetaData;
 
@@ -38,6 +38,7 @@ impl Board for RiscvVirt {
     const NAME: &'static str = "riscv64-qemu-virt";
     type PagingMeta = Sv39MetaData<VirtAddr>;
     type Pte = Rv64PTE;
+    const ROOT_LAYOUT: RootLayout = RootLayout::Single;
     type Paging = frames::global::GlobalPaging;
 
     fn console_write(bytes: &[u8]) {
@@ -70,8 +71,10 @@ impl Board for RiscvVirt {
         Some(TIMEBASE_HZ)
     }
 
-    unsafe fn activate_page_table(root: PhysAddr) {
-        // SAFETY: the caller guarantees that `root` is a complete Sv39 table that
+    unsafe fn activate_page_table(roots: Roots) {
+        let root = roots.lower;
+        // SAFETY: the caller guarantees that `roots` (one root: `ROOT_LAYOUT` is
+        // `Single`) is a complete Sv39 table that
         // maps the running kernel at its current addresses.
         unsafe {
             riscv::register::satp::set(riscv::register::satp::Mode::Sv39, 0, root.as_usize() >> 12)

@@ -31,7 +31,7 @@ pub mod probe;
 pub mod timer;
 pub mod trap;
 
-use hal::{Board, BootInfo, ExitStatus, KnownWord};
+use hal::{Board, BootInfo, ExitStatus, KnownWord, RootLayout, Roots};
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::x86_64::X64PTE;
 use page_table_multiarch::x86_64::X64PagingMetaData;
@@ -54,6 +54,7 @@ impl Board for X86Q35 {
     const NAME: &'static str = "x86_64-qemu-q35";
     type PagingMeta = X64PagingMetaData;
     type Pte = X64PTE;
+    const ROOT_LAYOUT: RootLayout = RootLayout::Single;
     type Paging = frames::global::GlobalPaging;
 
     fn console_write(bytes: &[u8]) {
@@ -82,8 +83,10 @@ impl Board for X86Q35 {
         timer::tsc_hz()
     }
 
-    unsafe fn activate_page_table(root: PhysAddr) {
-        // SAFETY: the caller guarantees that `root` is a complete 4-level table that
+    unsafe fn activate_page_table(roots: Roots) {
+        let root = roots.lower;
+        // SAFETY: the caller guarantees that `roots` (one root: `ROOT_LAYOUT` is
+        // `Single`) is a complete 4-level table that
         // maps the running kernel at its current addresses. Loading CR3 flushes every
         // TLB entry: the board sets no global pages (CR4.PGE stays clear).
         unsafe { cpu::write_cr3(root.as_usize()) };

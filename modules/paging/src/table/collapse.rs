@@ -34,7 +34,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
             return false;
         }
         // Down to the table that holds the 2M entry.
-        let mut table = self.pt.root;
+        let mut table = self.pt.root_for(la);
         let mut h = Pt::<M, PTE, H>::TOP;
         while h > H2M {
             let pte = Pt::<M, PTE, H>::read(table, index(la, h));

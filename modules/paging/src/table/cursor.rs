@@ -72,7 +72,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
         if !va.is_multiple_of(S::SIZE) {
             return Err(RangeError::NotAligned);
         }
-        if !M::vaddr_is_valid(va) {
+        if !Self::translates(va) {
             return Err(RangeError::OutOfRange);
         }
         Ok(va & Self::LA_MASK)
@@ -174,7 +174,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         flags: MappingFlags,
         leaf_h: usize,
     ) -> Result<(), MapError> {
-        let mut table = self.pt.root;
+        let mut table = self.pt.root_for(la);
         let mut h = Pt::<M, PTE, H>::TOP;
         loop {
             let idx = index(la, h);
@@ -265,32 +265,49 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         self.protect_region(vaddr, S::SIZE, flags)
     }
 
-    /// Copies the root entries of the upper half of the translated space (root
-    /// slots 256..512) from `other`, for address spaces that share the kernel
-    /// half. The copied slots are not owned: this table never frees, changes or
-    /// maps into them (operations touching them fail with `Shared`).
+    /// Shares the upper half of the translated space (root slots 256..512)
+    /// with `other`, for address spaces that share the kernel half: with one
+    /// root the slots' entries are copied; with a root per half
+    /// ([`super::RootLayout::PerHalf`]) `other`'s upper root becomes this
+    /// table's upper root. The shared slots are not owned: this table never
+    /// frees, changes or maps into them (operations touching them fail with
+    /// `Shared`).
     ///
-    /// Fails with `AlreadyMapped` if this table has anything of its own there.
-    /// Only meaningful for formats where one table covers both halves (x86_64,
-    /// RISC-V Sv39/Sv48); on AArch64 the halves use separate tables.
+    /// Fails with `AlreadyMapped` if this table has anything of its own there,
+    /// and with `Shared` if the two tables' layouts differ.
     ///
     /// # Safety
     ///
-    /// The tables referenced by the copied entries must stay alive and in place
-    /// as long as this table exists: `other` must outlive it, and nothing may
-    /// unmap `other`'s upper half in a way that frees those tables.
+    /// The tables referenced by the copied entries (or the shared upper root)
+    /// must stay alive and in place as long as this table exists: `other` must
+    /// outlive it, and nothing may unmap `other`'s upper half in a way that
+    /// frees those tables.
     pub unsafe fn copy_kernel_half(
         &mut self,
         other: &PageTable<M, PTE, H>,
     ) -> Result<(), MapError> {
-        let root = self.pt.root;
+        if self.pt.layout() != other.layout() {
+            return Err(MapError::Shared);
+        }
+        let root = self.pt.roots[1];
         for i in ENTRIES / 2..ENTRIES {
             if !self.pt.is_shared(i) && !Pt::<M, PTE, H>::read(root, i).is_unused() {
                 return Err(MapError::AlreadyMapped);
             }
         }
+        if self.pt.roots[0] != root {
+            if !self.pt.is_shared(ENTRIES / 2) {
+                // Our own upper root is empty (checked above) and never reachable
+                // from the lower root: free it now, no walk can hold it.
+                H::dealloc_frame(root);
+            }
+            self.pt.roots[1] = other.roots[1];
+        } else {
+            for i in ENTRIES / 2..ENTRIES {
+                Pt::<M, PTE, H>::write(root, i, Pt::<M, PTE, H>::read(other.roots[1], i));
+            }
+        }
         for i in ENTRIES / 2..ENTRIES {
-            Pt::<M, PTE, H>::write(root, i, Pt::<M, PTE, H>::read(other.root, i));
             self.pt.shared[i / 64] |= 1 << (i % 64);
         }
         self.full = true;

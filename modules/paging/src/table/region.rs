@@ -106,7 +106,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         if s == e {
             return Ok(());
         }
-        let root = self.pt.root;
+        let root = self.pt.root_for(s);
         if !Pt::<M, PTE, H>::range_empty(root, Pt::<M, PTE, H>::TOP, s, e) {
             return Err(MapError::AlreadyMapped);
         }
@@ -179,7 +179,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         let va: usize = vaddr.into();
         let (s, e) = self.prepare_range(va, size)?;
         if s < e {
-            let root = self.pt.root;
+            let root = self.pt.root_for(s);
             let delta = va.wrapping_sub(s);
             self.unmap_rec(root, Pt::<M, PTE, H>::TOP, s, e, delta, &mut on_leaf);
         }
@@ -253,7 +253,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         let va: usize = vaddr.into();
         let (s, e) = self.prepare_range(va, size)?;
         if s < e {
-            let root = self.pt.root;
+            let root = self.pt.root_for(s);
             self.protect_rec(root, Pt::<M, PTE, H>::TOP, s, e, va.wrapping_sub(s), flags);
         }
         Ok(())
