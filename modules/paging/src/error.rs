@@ -67,6 +67,46 @@ pub enum QueryError {
     OutOfRange,
 }
 
+/// Why a lookup failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupError {
+    /// The address is outside the translated space.
+    OutOfRange,
+}
+
+/// Why a range was refused by a read that takes one
+/// ([`PageTable::check_range`](crate::PageTable::check_range),
+/// [`PageTable::tables_needed`](crate::PageTable::tables_needed)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidRange {
+    /// The address or the size is not 4K aligned.
+    NotAligned,
+    /// The range is outside the translated space or crosses the hole.
+    OutOfRange,
+}
+
+/// Why an explicit split at an address failed. On error no entry was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitError {
+    /// No table frame was available for the smaller leaves.
+    NoMemory,
+    /// The address is not 4K aligned.
+    NotAligned,
+    /// The address is outside the translated space.
+    OutOfRange,
+    /// The address lies in root entries shared from another table.
+    Shared,
+}
+
+/// Why undoing a split failed. On error no entry was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsplitError {
+    /// The tables under the split leaf's range no longer hold exactly the
+    /// leaves the split made (something was mapped, unmapped or protected
+    /// there since, or that split was undone already).
+    Changed,
+}
+
 /// Why a range check or edge split failed, before any entry changed (crate-internal;
 /// converted to the operation's own error by variant name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +142,7 @@ macro_rules! by_name {
 by_name!(RangeError => MapError: NotAligned | OutOfRange | Shared | NoMemory);
 by_name!(RangeError => UnmapError: NotAligned | OutOfRange | Shared | NoMemory);
 by_name!(RangeError => ProtectError: NotAligned | OutOfRange | Shared | NoMemory);
+by_name!(RangeError => SplitError: NotAligned | OutOfRange | Shared | NoMemory);
 by_name!(PageError => UnmapError: NotMapped | SizeMismatch);
 by_name!(PageError => ProtectError: NotMapped | SizeMismatch);
 
@@ -116,6 +157,7 @@ enum Cause {
     OutOfRange,
     InvalidFlags,
     Shared,
+    Changed,
 }
 
 impl From<Cause> for AxError {
@@ -127,6 +169,7 @@ impl From<Cause> for AxError {
             Cause::OutOfRange => AxError::BadAddress,
             Cause::NotAligned | Cause::SizeMismatch | Cause::InvalidFlags => AxError::InvalidInput,
             Cause::Shared => AxError::PermissionDenied,
+            Cause::Changed => AxError::BadState,
         }
     }
 }
@@ -146,4 +189,17 @@ by_name!(MapError => Cause: AlreadyMapped | NoMemory | NotAligned | OutOfRange |
 by_name!(UnmapError => Cause: NotMapped | SizeMismatch | NoMemory | NotAligned | OutOfRange | Shared);
 by_name!(ProtectError => Cause: NotMapped | SizeMismatch | NoMemory | NotAligned | OutOfRange | InvalidFlags | Shared);
 by_name!(QueryError => Cause: NotMapped | OutOfRange);
-to_ax_error!(MapError, UnmapError, ProtectError, QueryError);
+by_name!(LookupError => Cause: OutOfRange);
+by_name!(InvalidRange => Cause: NotAligned | OutOfRange);
+by_name!(SplitError => Cause: NoMemory | NotAligned | OutOfRange | Shared);
+by_name!(UnsplitError => Cause: Changed);
+to_ax_error!(
+    MapError,
+    UnmapError,
+    ProtectError,
+    QueryError,
+    LookupError,
+    InvalidRange,
+    SplitError,
+    UnsplitError
+);

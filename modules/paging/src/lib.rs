@@ -7,23 +7,39 @@
 //!
 //! # Shape
 //!
-//! - [`PageTable`] owns a root table and every intermediate table below it. It can
-//!   be created empty ([`PageTable::try_new`]) or adopt an existing root
-//!   ([`PageTable::from_root`]). Reads ([`PageTable::query`]) need `&self`.
+//! - [`PageTable`] owns its root table (or one per half: [`RootLayout`], for
+//!   architectures with a translation base register per half) and every
+//!   intermediate table below it. It can be created empty
+//!   ([`PageTable::try_new`], [`PageTable::try_new_with`]) or adopt an existing root
+//!   ([`PageTable::from_root`]). Reads need `&self`: a translation
+//!   ([`PageTable::query`]), what the table holds at an address, a leaf or the
+//!   size of the empty block around it ([`PageTable::lookup`]), every leaf
+//!   ([`PageTable::for_each_leaf`]), the tables a mapping would allocate
+//!   ([`PageTable::tables_needed`]), a W^X / NULL audit ([`PageTable::audit`]).
+//!   Callers that keep their own bookkeeping beside the table (`mm`) use these
+//!   instead of reading entries: this crate is the only code that reads or
+//!   writes page-table entries.
 //! - Every change goes through a [`Cursor`] ([`PageTable::cursor`]). The cursor
-//!   batches TLB maintenance and flushes when dropped (see below).
+//!   batches TLB maintenance and flushes when dropped (see below). Besides
+//!   map/unmap/protect it splits a huge leaf at an address on request
+//!   ([`Cursor::split_at`], returning a [`Split`] record) and undoes such a
+//!   split ([`Cursor::unsplit`], no allocation), and collapses a split 2M block
+//!   back ([`Cursor::collapse_2m`]).
 //! - Page sizes are types: [`Size4K`], [`Size2M`], [`Size1G`] implement
 //!   [`PageSize`]. `map::<S>`/`unmap::<S>`/`protect::<S>` work on one page of
 //!   size `S`; the `*_region` operations take any 4K-aligned range.
 //!
 //! # Address space
 //!
-//! A table with `M::LEVELS` levels translates `12 + 9 * LEVELS` bits. A virtual
-//! address is accepted if `M::vaddr_is_valid` accepts it; its low `12 + 9 * LEVELS`
-//! bits select the entries (so on sign-extended formats the upper half lands in
-//! the upper half of the root). A range is accepted if both its first and last
-//! page are valid and they share the same upper (sign) bits: a range never
-//! crosses the non-canonical hole. Anything else is `OutOfRange`, never a panic.
+//! A table with `M::LEVELS` levels translates `n = 12 + 9 * LEVELS` bits. A
+//! virtual address is accepted ([`PageTable::translates`]) if `M::vaddr_is_valid`
+//! accepts it and it is sign-extended from bit `n - 1`, which says its half: the
+//! lower half is `[0, 2^(n-1))`, the upper half the top `2^(n-1)` addresses. Its
+//! low `n` bits select the entries, so the upper half lands in root slots
+//! `256..512` (of the upper root with [`RootLayout::PerHalf`]). A range is
+//! accepted if both its first and last page are accepted and lie in one half: a
+//! range never crosses the non-canonical hole. Anything else is `OutOfRange`,
+//! never a panic.
 //!
 //! # Invariants
 //!
@@ -56,6 +72,14 @@
 //!    frame is allocated.
 //! 5. Entries are read and written by value (volatile, one word at a time); no
 //!    reference into a live table outlives one access.
+//! 6. Every walk for linear address `la` starts at the root of `la`'s half
+//!    (`PageTable::root_for`). With [`RootLayout::PerHalf`] the lower root's
+//!    slots `256..512` and the upper root's slots `0..256` are therefore never
+//!    written and stay empty: an address of one half that indexes the other
+//!    half's slots (AArch64 indexes the root with VA bits 47..39 in both halves)
+//!    finds nothing and faults. Each half is walked from its own root by every
+//!    read ([`PageTable::for_each_leaf`], so every audit built on it, sees what
+//!    the hardware sees).
 //!
 //! # TLB flush and free protocol
 //!
@@ -107,7 +131,11 @@
 //! # Errors
 //!
 //! One small enum per operation ([`MapError`], [`UnmapError`], [`ProtectError`],
-//! [`QueryError`]), each convertible to [`axerrno::AxError`].
+//! [`QueryError`], [`LookupError`], [`SplitError`], [`UnsplitError`]; and
+//! [`InvalidRange`] for the reads that take a range), each convertible to
+//! [`axerrno::AxError`]. A variant name means the same thing, and the same
+//! `AxError`, in every enum. This crate never panics on a failed operation:
+//! what a failure means to the caller's own invariants is the caller's call.
 #![no_std]
 
 mod error;
@@ -115,9 +143,12 @@ mod noflush;
 mod size;
 mod table;
 
-pub use error::{MapError, ProtectError, QueryError, UnmapError};
+pub use error::{
+    InvalidRange, LookupError, MapError, ProtectError, QueryError, SplitError, UnmapError,
+    UnsplitError,
+};
 pub use memory_addr::{PhysAddr, VirtAddr};
 pub use noflush::NoFlush;
 pub use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
 pub use size::{LeafSize, PageSize, Size1G, Size2M, Size4K};
-pub use table::{Cursor, Leaf, PageTable};
+pub use table::{Audit, Cursor, Leaf, PageTable, RootLayout, Roots, Slot, Split};
