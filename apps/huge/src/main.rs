@@ -12,7 +12,7 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use tessera::mm::{self, MmapFlags, PAGE_SIZE, PageSize, Prot};
+use tessera::mm::{self, LeafSize, MmapFlags, PAGE_SIZE, Prot};
 use tessera::{AppResult, Context, check, check_eq, println};
 
 tessera::main!(main);
@@ -82,13 +82,13 @@ fn fallback() -> AppResult {
     println!(
         "fallback: memory full but {} pages: the fault mapped a {} page, fallbacks counted: {fallbacks}",
         spare / PAGE_SIZE,
-        if t.page_size == PageSize::Size4K {
+        if t.page_size == LeafSize::Size4K {
             "4K"
         } else {
             "huge"
         }
     );
-    check_eq!(t.page_size, PageSize::Size4K, "fallback page size");
+    check_eq!(t.page_size, LeafSize::Size4K, "fallback page size");
     check_eq!(fallbacks, 1, "fallbacks counted");
     check_eq!(after.huge_faults, before.huge_faults, "huge faults");
     for &(va, len) in &fill {
@@ -102,13 +102,13 @@ fn fallback() -> AppResult {
     let t = mm::translate(huge).context("translate")?;
     println!(
         "after freeing: the fault mapped a {} page",
-        if t.page_size == PageSize::Size2M {
+        if t.page_size == LeafSize::Size2M {
             "2M"
         } else {
             "smaller"
         }
     );
-    check_eq!(t.page_size, PageSize::Size2M, "page size with memory back");
+    check_eq!(t.page_size, LeafSize::Size2M, "page size with memory back");
     mm::munmap(huge, M2).context("munmap huge")
 }
 
@@ -126,7 +126,7 @@ fn collapse() -> AppResult {
     mm::mprotect(page, PAGE_SIZE, Prot::READ).context("mprotect R")?;
     check_eq!(
         mm::translate(base).context("translate")?.page_size,
-        PageSize::Size4K,
+        LeafSize::Size4K,
         "page size after the split"
     );
     check_eq!(
@@ -140,7 +140,7 @@ fn collapse() -> AppResult {
         let t = mm::translate(base + off).context("translate")?;
         check_eq!(
             (t.paddr.as_usize(), t.page_size),
-            (pa + off, PageSize::Size2M),
+            (pa + off, LeafSize::Size2M),
             "+{off:#x} after the round trip"
         );
         // SAFETY: the page is mapped read-write again.
@@ -192,7 +192,7 @@ fn splits() -> AppResult {
             pa + off,
             "physical address of +{off:#x}"
         );
-        check_eq!(t.page_size, PageSize::Size4K, "page size of +{off:#x}");
+        check_eq!(t.page_size, LeafSize::Size4K, "page size of +{off:#x}");
         // SAFETY: every page but the unmapped one (skipped) is still readable.
         let data = unsafe { mm::peek(base + off) };
         check_eq!(data, off as u64, "data at +{off:#x}");

@@ -9,7 +9,7 @@
 #![no_std]
 #![no_main]
 
-use tessera::mm::{self, MmapFlags, PAGE_SIZE, Prot, Translation};
+use tessera::mm::{self, LeafSize, MmapFlags, PAGE_SIZE, Prot, Translation};
 use tessera::{AppResult, Context, check, check_eq, println};
 
 tessera::main!(main);
@@ -18,10 +18,10 @@ const RW: Prot = Prot::READ.union(Prot::WRITE);
 const M2: usize = 0x20_0000;
 
 fn size_name(t: &Translation) -> &'static str {
-    match t.page_size.is_huge() {
-        true if t.page_size as usize == M2 => "2M",
-        true => "huge",
-        false => "4K",
+    match t.page_size {
+        LeafSize::Size4K => "4K",
+        LeafSize::Size2M => "2M",
+        LeafSize::Size1G => "1G",
     }
 }
 

@@ -9,7 +9,9 @@
 use alloc::vec::Vec;
 
 use hal::Board;
-pub use mm::{AreaInfo, AreaKind, MappingFlags, MmStats, MmapFlags, PageSize, Prot, Translation};
+pub use mm::{
+    AreaInfo, AreaKind, Audit, LeafSize, MappingFlags, MmStats, MmapFlags, Prot, Translation,
+};
 use runtime::board::Current;
 
 use crate::AxResult;
@@ -152,6 +154,14 @@ pub unsafe fn poke(va: usize, value: u64) {
     unsafe { (va as *mut u64).write_volatile(value) }
 }
 
+/// Calls `f(va, size)` for every leaf of the live page table (the kernel's
+/// mappings and the app's), lowest address first, each half of the address
+/// space walked from its own root as the hardware walks it. `f` runs with the
+/// address space locked: it must not call the other functions of this module.
+pub fn for_each_leaf(mut f: impl FnMut(usize, usize)) {
+    runtime::space::with(|s| s.for_each_leaf(|va, size| f(va.as_usize(), size)));
+}
+
 /// Whether a one-byte read at `va` faults (a lazy page is faulted in: no fault).
 pub fn read_faults(va: usize) -> bool {
     Current::probe_read(va.into())
@@ -162,10 +172,9 @@ pub fn write_faults(va: usize) -> bool {
     Current::probe_write(va.into())
 }
 
-pub use mm::audit::Audit;
-
-/// Walks the live page table: counts leaves, writable+executable leaves, and
-/// whether the NULL page is mapped.
+/// Audits the live page table as the hardware walks it (each half from its
+/// own root): counts leaves and writable+executable leaves, and says whether
+/// the NULL page is mapped.
 pub fn audit() -> Audit {
     runtime::space::audit()
 }

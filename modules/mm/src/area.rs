@@ -4,7 +4,7 @@ use core::fmt;
 
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::MappingFlags;
-use page_table_multiarch::PageSize;
+use paging::LeafSize;
 
 /// How an allocated area gets its frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,10 +18,11 @@ pub enum Populate {
 /// What backs an area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AreaKind {
-    /// A fixed physical range: `va = pa + pa_va_offset` (wrapping).
+    /// A fixed physical range: `va = pa + va_minus_pa` (wrapping).
     Linear {
-        /// `va - pa`, wrapping.
-        pa_va_offset: usize,
+        /// `va - pa` (wrapping): added to a physical address of the area,
+        /// gives its virtual address.
+        va_minus_pa: usize,
     },
     /// Frames allocated by the address space and owned by it.
     Alloc {
@@ -37,7 +38,7 @@ pub enum AreaKind {
         /// When the frames are allocated.
         populate: Populate,
         /// The huge page size asked for (`Size2M` or `Size1G`).
-        page_size: PageSize,
+        page_size: LeafSize,
     },
     /// A physically contiguous run of frames owned by the area
     /// ([`crate::MmapFlags::CONTIGUOUS`]): page `start + i` maps `start_frame + i`.
@@ -86,7 +87,7 @@ impl fmt::Display for AreaInfo {
             f.write_str(" device")?;
         }
         match self.kind {
-            AreaKind::Linear { pa_va_offset } => write!(f, " linear(+{pa_va_offset:#x})"),
+            AreaKind::Linear { va_minus_pa } => write!(f, " linear(+{va_minus_pa:#x})"),
             AreaKind::Alloc {
                 populate: Populate::Lazy,
             } => f.write_str(" alloc(lazy)"),
@@ -102,10 +103,9 @@ impl fmt::Display for AreaInfo {
                     Populate::Eager => "eager",
                 };
                 let size = match page_size {
-                    PageSize::Size1G => "1G",
-                    PageSize::Size2M => "2M",
-                    PageSize::Size1M => "1M",
-                    PageSize::Size4K => "4K",
+                    LeafSize::Size1G => "1G",
+                    LeafSize::Size2M => "2M",
+                    LeafSize::Size4K => "4K",
                 };
                 write!(f, " alloc({mode}, {size})")
             }

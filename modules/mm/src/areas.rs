@@ -13,11 +13,13 @@
 //!
 //! Here every operation finds the areas it touches with a range query: looking
 //! up an address, checking a range for overlap or coverage, unmapping and
-//! protecting cost O(log n + k) for k touched areas. [`AreaBackend`] operations
-//! return a `Result` with their own small error enum, and its `split` hook hands
-//! the right part its own state. After every change the areas around the
-//! changed range are merged with their neighbours when the flags are equal and
-//! [`AreaBackend::try_merge`] agrees.
+//! protecting cost O(log n + k) for k touched areas. [`AreaBackend::map`] says
+//! why it failed (out of frames); unmap, protect and split cannot fail, since
+//! whatever they need of the page table is done before the set is asked; the
+//! `split` hook hands the right part its own state. After an insert or a
+//! protect, the areas around the changed range are merged with their
+//! neighbours when the flags are equal and [`AreaBackend::try_merge`] agrees
+//! (an unmap only removes areas).
 //!
 //! # Invariants
 //! - Areas are non-empty, page aligned and do not overlap.
@@ -36,7 +38,7 @@ use core::cell::Cell;
 
 use page_table_entry::MappingFlags;
 
-use crate::error::{InsertError, MapError, ProtectError, SplitError, UnmapError};
+use crate::error::{InsertError, NoMemory, Uncovered};
 use crate::gaps::LazyGaps;
 
 /// What an area maps to, and how that state follows the area through splits
@@ -60,7 +62,7 @@ pub(crate) trait AreaBackend: Sized {
         end: usize,
         flags: MappingFlags,
         ctx: &mut Self::Ctx,
-    ) -> Result<(), MapError>;
+    ) -> Result<(), NoMemory>;
 
     /// Unmaps `[start, end)` and releases what the backend owns there (after the
     /// TLB flush). Cannot fail: holes are skipped, frees cannot fail. Empty page
@@ -73,15 +75,10 @@ pub(crate) trait AreaBackend: Sized {
     fn protect(&mut self, start: usize, end: usize, new: MappingFlags, ctx: &mut Self::Ctx);
 
     /// Splits the backend of `[start, end)` at `at` (`start < at < end`):
-    /// `self` keeps `[start, at)`, the result describes `[at, end)`. On error
-    /// `self` is unchanged.
-    fn split(
-        &mut self,
-        start: usize,
-        at: usize,
-        end: usize,
-        ctx: &Self::Ctx,
-    ) -> Result<Self, SplitError>;
+    /// `self` keeps `[start, at)`, the result describes `[at, end)`. Cannot
+    /// fail: whatever the split needs of the page table (a huge leaf split at
+    /// `at`) was done before the area set is asked.
+    fn split(&mut self, start: usize, at: usize, end: usize) -> Self;
 
     /// Whether `self`, describing `[start, mid)`, can absorb `next`, describing
     /// `[mid, end)`, so that `self` then describes `[start, end)`; if so, does
@@ -238,8 +235,9 @@ impl<B: AreaBackend> AreaSet<B> {
             .first_fit(lo, hi, size, fit)
     }
 
-    /// Inserts the area `[start, end)` after mapping it with its backend.
-    /// O(log n) plus the backend's mapping work.
+    /// Inserts the area `[start, end)` (non-empty: the callers check their
+    /// lengths) after mapping it with its backend. O(log n) plus the
+    /// backend's mapping work.
     pub(crate) fn insert(
         &mut self,
         start: usize,
@@ -249,9 +247,7 @@ impl<B: AreaBackend> AreaSet<B> {
         ctx: &mut B::Ctx,
     ) -> Result<(), InsertError> {
         self.changing();
-        if start >= end {
-            return Err(InsertError::Empty);
-        }
+        crate::invariant::invariant!(start < end, "insert of [{start:#x}, {end:#x})");
         if self.overlaps(start, end) {
             return Err(InsertError::Overlap);
         }
@@ -272,15 +268,15 @@ impl<B: AreaBackend> AreaSet<B> {
     }
 
     /// Makes `at` an area boundary if it lies strictly inside an area.
-    fn split_at(&mut self, at: usize, ctx: &B::Ctx) -> Result<(), SplitError> {
+    fn split_at(&mut self, at: usize) {
         self.changing();
         let Some((&start, area)) = self.areas.range_mut(..at).next_back() else {
-            return Ok(());
+            return;
         };
         if area.end <= at {
-            return Ok(());
+            return;
         }
-        let right = area.backend.split(start, at, area.end, ctx)?;
+        let right = area.backend.split(start, at, area.end);
         let (end, flags) = (area.end, area.flags);
         area.end = at;
         self.areas.insert(
@@ -291,17 +287,6 @@ impl<B: AreaBackend> AreaSet<B> {
                 backend: right,
             },
         );
-        Ok(())
-    }
-
-    /// Splits at `start` and `end`; on failure undoes the first split.
-    fn split_range(&mut self, start: usize, end: usize, ctx: &B::Ctx) -> Result<(), SplitError> {
-        self.split_at(start, ctx)?;
-        if let Err(e) = self.split_at(end, ctx) {
-            self.merge_at(start);
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// Merges the area ending at `at` with the one starting there, if their
@@ -342,23 +327,18 @@ impl<B: AreaBackend> AreaSet<B> {
 
     /// Unmaps `[start, end)`: areas are split at its ends, everything inside is
     /// unmapped and removed; holes are skipped. O(log n + k).
-    pub(crate) fn unmap(
-        &mut self,
-        start: usize,
-        end: usize,
-        ctx: &mut B::Ctx,
-    ) -> Result<(), UnmapError> {
+    pub(crate) fn unmap(&mut self, start: usize, end: usize, ctx: &mut B::Ctx) {
         self.changing();
         if start >= end {
-            return Ok(());
+            return;
         }
-        self.split_range(start, end, ctx)?;
+        self.split_at(start);
+        self.split_at(end);
         while let Some((&s, _)) = self.areas.range(start..end).next() {
             let mut area = self.areas.remove(&s).expect("found above");
             self.gaps.release(s, area.end, self.areas.len());
             area.backend.unmap(s, area.end, ctx);
         }
-        Ok(())
     }
 
     /// Sets the flags of every area in `[start, end)` to `update(old)`, splitting
@@ -370,15 +350,16 @@ impl<B: AreaBackend> AreaSet<B> {
         end: usize,
         update: impl Fn(MappingFlags) -> MappingFlags,
         ctx: &mut B::Ctx,
-    ) -> Result<(), ProtectError> {
+    ) -> Result<(), Uncovered> {
         self.changing();
         if start >= end {
             return Ok(());
         }
         if !self.covers(start, end) {
-            return Err(ProtectError::Unmapped);
+            return Err(Uncovered);
         }
-        self.split_range(start, end, ctx)?;
+        self.split_at(start);
+        self.split_at(end);
         for (&s, area) in self.areas.range_mut(start..end) {
             let new = update(area.flags);
             if new != area.flags {
@@ -410,7 +391,6 @@ mod tests {
     #[derive(Debug, PartialEq)]
     struct Obj {
         offset: usize,
-        splittable: bool,
     }
 
     #[derive(Default)]
@@ -431,9 +411,9 @@ mod tests {
             e: usize,
             _: MappingFlags,
             c: &mut Ctx,
-        ) -> Result<(), MapError> {
+        ) -> Result<(), NoMemory> {
             if c.fail_map {
-                return Err(MapError::NoMemory);
+                return Err(NoMemory);
             }
             c.mapped.push((s, e));
             Ok(())
@@ -442,17 +422,13 @@ mod tests {
             c.mapped.push((e, s));
         }
         fn protect(&mut self, _: usize, _: usize, _: MappingFlags, _: &mut Ctx) {}
-        fn split(&mut self, s: usize, at: usize, _: usize, _: &Ctx) -> Result<Self, SplitError> {
-            if !self.splittable {
-                return Err(SplitError::HugePage);
-            }
-            Ok(Obj {
+        fn split(&mut self, s: usize, at: usize, _: usize) -> Self {
+            Obj {
                 offset: self.offset + (at - s),
-                splittable: true,
-            })
+            }
         }
         fn try_merge(&mut self, s: usize, mid: usize, next: &Self, _: usize) -> bool {
-            next.splittable == self.splittable && next.offset == self.offset + (mid - s)
+            next.offset == self.offset + (mid - s)
         }
     }
 
@@ -484,10 +460,7 @@ mod tests {
     }
 
     fn obj(offset: usize) -> Obj {
-        Obj {
-            offset,
-            splittable: true,
-        }
+        Obj { offset }
     }
 
     #[test]
@@ -507,7 +480,7 @@ mod tests {
         s.protect(0x3000, 0x5000, |_| RW, &mut c).unwrap();
         assert_eq!(dump(&mut s), [(0x1000, 0x9000, 0)]);
         // Unmap the middle: the right part keeps its offset.
-        s.unmap(0x2000, 0x4000, &mut c).unwrap();
+        s.unmap(0x2000, 0x4000, &mut c);
         assert_eq!(
             dump(&mut s),
             [(0x1000, 0x2000, 0), (0x4000, 0x9000, 0x3000)]
@@ -530,15 +503,12 @@ mod tests {
             s.insert(0x2000, 0x4000, RW, obj(0), &mut c),
             Err(InsertError::Overlap)
         );
-        assert_eq!(
-            s.insert(0x4000, 0x4000, RW, obj(0), &mut c),
-            Err(InsertError::Empty)
-        );
         c.fail_map = true;
         assert_eq!(
             s.insert(0x3000, 0x4000, RW, obj(0), &mut c),
-            Err(InsertError::Map(MapError::NoMemory))
+            Err(InsertError::NoMemory)
         );
+        assert_eq!(s.len(), 2);
         c.fail_map = false;
         assert!(s.find(0x2fff).is_some() && s.find(0x3000).is_none());
         assert!(s.overlaps(0x2fff, 0x5001) && !s.overlaps(0x3000, 0x5000));
@@ -564,34 +534,13 @@ mod tests {
             s.find_free_aligned(0x1000, 0x7000, 0x2000, 0x4000, 0x2000),
             None
         );
-        assert_eq!(
-            s.protect(0x1000, 0x6000, |_| R, &mut c),
-            Err(ProtectError::Unmapped)
-        );
-        // An unsplittable area: unmap/protect inside it fail, nothing changes.
-        s.insert(
-            0x10000,
-            0x20000,
-            RW,
-            Obj {
-                offset: 0,
-                splittable: false,
-            },
-            &mut c,
-        )
-        .unwrap();
+        // A hole in the range: nothing changes.
         let before = dump(&mut s);
-        assert_eq!(
-            s.unmap(0x0, 0x11000, &mut c),
-            Err(UnmapError::Split(SplitError::HugePage))
-        );
-        assert_eq!(
-            s.protect(0x10000, 0x11000, |_| R, &mut c),
-            Err(ProtectError::Split(SplitError::HugePage))
-        );
+        assert_eq!(s.protect(0x1000, 0x6000, |_| R, &mut c), Err(Uncovered));
         assert_eq!(dump(&mut s), before);
+        s.insert(0x10000, 0x20000, RW, obj(0), &mut c).unwrap();
         // Unmap across areas and holes.
-        s.unmap(0x2000, 0x10000, &mut c).unwrap();
+        s.unmap(0x2000, 0x10000, &mut c);
         assert_eq!(dump(&mut s), [(0x1000, 0x2000, 0), (0x10000, 0x20000, 0)]);
         s.clear(&mut c);
         check_gaps(&mut s);

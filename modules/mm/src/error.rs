@@ -1,4 +1,11 @@
-//! Error types of the operations, converted to [`AxError`] at the public boundary.
+//! Error types: [`FaultError`], the fault path's answer (public), and the
+//! crate's own small ones, converted to [`AxError`] at the public boundary.
+//!
+//! The internal errors carry only what can really happen. What the page
+//! table could report but `mm` rules out by construction (a map over a
+//! present entry, a misaligned or out-of-range address, flags without
+//! access, a shared root slot) is a broken invariant, handled as the crate
+//! docs say ("Broken invariants"), never an error value.
 
 use core::fmt;
 
@@ -6,110 +13,49 @@ use axerrno::AxError;
 
 use crate::AreaInfo;
 
-/// Why a backend could not map pages (nothing of the range is left mapped).
+/// Out of frames, for data or for page tables. The operation that reports it
+/// left nothing of its own behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapError {
-    /// Out of frames (for data or for page tables).
-    NoMemory,
-    /// A PTE was already present where the area expected none: a broken invariant.
-    AlreadyMapped,
-}
+pub(crate) struct NoMemory;
 
-impl From<MapError> for AxError {
-    fn from(e: MapError) -> Self {
-        match e {
-            MapError::NoMemory => AxError::NoMemory,
-            MapError::AlreadyMapped => AxError::BadState,
-        }
+impl From<NoMemory> for AxError {
+    fn from(_: NoMemory) -> Self {
+        AxError::NoMemory
     }
 }
 
-/// Why an area could not be split at an address.
+/// Why an area could not be inserted (nothing changed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SplitError {
-    /// A huge page of a linear area straddles the address.
-    HugePage,
-}
-
-impl From<SplitError> for AxError {
-    fn from(e: SplitError) -> Self {
-        match e {
-            SplitError::HugePage => AxError::InvalidInput,
-        }
-    }
-}
-
-/// Why an area could not be inserted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertError {
-    /// The range is empty.
-    Empty,
+pub(crate) enum InsertError {
     /// The range overlaps an area.
     Overlap,
-    /// The backend could not map it.
-    Map(MapError),
+    /// The backend ran out of frames mapping it.
+    NoMemory,
 }
 
-impl From<MapError> for InsertError {
-    fn from(e: MapError) -> Self {
-        InsertError::Map(e)
+impl From<NoMemory> for InsertError {
+    fn from(_: NoMemory) -> Self {
+        InsertError::NoMemory
     }
 }
 
 impl From<InsertError> for AxError {
     fn from(e: InsertError) -> Self {
         match e {
-            InsertError::Empty => AxError::InvalidInput,
             InsertError::Overlap => AxError::AlreadyExists,
-            InsertError::Map(e) => e.into(),
+            InsertError::NoMemory => AxError::NoMemory,
         }
     }
 }
 
-/// Why a range could not be unmapped (nothing changed).
+/// A page of the range is not covered by an area (POSIX `ENOMEM` for
+/// `mprotect`); nothing changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnmapError {
-    /// An end of the range lies inside a huge page.
-    Split(SplitError),
-}
+pub(crate) struct Uncovered;
 
-impl From<SplitError> for UnmapError {
-    fn from(e: SplitError) -> Self {
-        UnmapError::Split(e)
-    }
-}
-
-impl From<UnmapError> for AxError {
-    fn from(e: UnmapError) -> Self {
-        match e {
-            UnmapError::Split(e) => e.into(),
-        }
-    }
-}
-
-/// Why the protection of a range could not be changed (nothing changed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtectError {
-    /// A page of the range is not covered by an area (POSIX `ENOMEM`).
-    Unmapped,
-    /// An end of the range lies inside a huge page.
-    Split(SplitError),
-    /// Page-table frames needed to re-map pages are not available.
-    NoMemory,
-}
-
-impl From<SplitError> for ProtectError {
-    fn from(e: SplitError) -> Self {
-        ProtectError::Split(e)
-    }
-}
-
-impl From<ProtectError> for AxError {
-    fn from(e: ProtectError) -> Self {
-        match e {
-            ProtectError::Unmapped | ProtectError::NoMemory => AxError::NoMemory,
-            ProtectError::Split(e) => e.into(),
-        }
+impl From<Uncovered> for AxError {
+    fn from(_: Uncovered) -> Self {
+        AxError::NoMemory
     }
 }
 

@@ -3,6 +3,7 @@
 use axerrno::AxError;
 use hal::Access;
 use page_table_entry::MappingFlags;
+use paging::LeafSize;
 
 bitflags::bitflags! {
     /// Protection requested by an app (`PROT_*`). The empty set is `PROT_NONE`.
@@ -74,13 +75,13 @@ impl MmapFlags {
     }
 
     /// The page size the flags ask for (`Size4K` without a huge flag).
-    pub fn page_size(self) -> page_table_multiarch::PageSize {
+    pub fn page_size(self) -> LeafSize {
         if self.contains(MmapFlags::HUGE_1G) {
-            page_table_multiarch::PageSize::Size1G
+            LeafSize::Size1G
         } else if self.contains(MmapFlags::HUGE_2M) {
-            page_table_multiarch::PageSize::Size2M
+            LeafSize::Size2M
         } else {
-            page_table_multiarch::PageSize::Size4K
+            LeafSize::Size4K
         }
     }
 }

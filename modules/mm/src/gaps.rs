@@ -226,8 +226,7 @@ impl Gaps {
     /// merged in its place).
     fn remove_node(&mut self, t: u32, key: usize) -> u32 {
         if t == NIL {
-            debug_assert!(false, "no gap starts at {key:#x}");
-            return NIL;
+            crate::invariant::broken(format_args!("no gap starts at {key:#x}"));
         }
         let n = self.nodes[t as usize];
         if key == n.start {
@@ -253,8 +252,7 @@ impl Gaps {
     /// neighbours' starts.
     fn reshape_node(&mut self, t: u32, key: usize, start: usize, end: usize) {
         if t == NIL {
-            debug_assert!(false, "no gap starts at {key:#x}");
-            return;
+            crate::invariant::broken(format_args!("no gap starts at {key:#x}"));
         }
         let n = self.nodes[t as usize];
         if key == n.start {
@@ -315,8 +313,9 @@ impl Gaps {
     /// Marks `[start, end)` as taken by an area. It must lie inside one gap.
     pub(crate) fn occupy(&mut self, start: usize, end: usize) {
         let Some((gs, ge)) = self.floor(start).filter(|&(_, ge)| end <= ge) else {
-            debug_assert!(false, "occupy [{start:#x}, {end:#x}): not inside a gap");
-            return;
+            crate::invariant::broken(format_args!(
+                "occupy [{start:#x}, {end:#x}): not inside a gap"
+            ));
         };
         match (gs < start, end < ge) {
             (true, true) => {

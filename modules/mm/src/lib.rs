@@ -3,39 +3,43 @@
 //! apps see.
 //!
 //! An [`AddrSpace`] is an area set (`areas.rs`: a `BTreeMap` of areas keyed by
-//! start address, each with a [`Backend`]) over a [`Mapper`] (the hardware
-//! page table, a `paging::PageTable`, plus the state a page table cannot
-//! express), a *window* of virtual addresses that the app calls may touch, and
-//! counters.
+//! start address, each with a backend) over a mapper (`backend/mapper.rs`: the
+//! hardware page table, a [`paging::PageTable`], plus the state a page table
+//! cannot express), a *window* of virtual addresses that the app calls may
+//! touch, and counters. `paging` is the only code that reads or writes page-table
+//! entries; this crate calls its API (map, unmap, protect, lookups, splits and
+//! their undo, table counts, collapses, leaf walks, the audit).
 //!
 //! # Where things are
 //! | file | what it holds |
 //! |---|---|
-//! | `space/mod.rs` | [`AddrSpace`]: construction, [`AddrSpace::translate`], [`AddrSpace::stats`], areas, teardown |
+//! | `space/mod.rs` | [`AddrSpace`]: construction, [`AddrSpace::translate`], [`AddrSpace::stats`], [`AddrSpace::audit`], areas, teardown |
 //! | `space/fault.rs` | [`AddrSpace::handle_page_fault`]: where a page fault goes in |
 //! | `space/mmap.rs` | the app calls: `mmap`, `munmap`, `mprotect`, `map_phys`; atomic `FIXED` replacement |
 //! | `space/kernel.rs` | the kernel calls: `map_linear`, `map_kernel` |
 //! | `areas.rs`, `area.rs` | the area set (lookups, splits, merges; why not `memory_set`) and the public area description |
 //! | `gaps.rs` | the free-gap index behind placement without a fixed address (first fit in O(log n)) |
-//! | `backend/mod.rs` | [`Backend`], [`BackendKind`] and their area-set hooks; the mapper's state and flush rules |
-//! | `backend/mapper.rs` | [`Mapper`]: the page table, lookups, frame pools, contiguous runs, the `FIXED` reserve |
-//! | `backend/split.rs` | huge-leaf splits at range edges and their undo; page-table frames a mapping needs |
+//! | `backend/mod.rs` | `Backend`, `BackendKind` and their area-set hooks; the mapper's state and flush rules; what a page-table error means here |
+//! | `backend/mapper.rs` | `Mapper`: the page table, lookups, frame pools, contiguous runs, the `FIXED` reserve |
+//! | `backend/split.rs` | when huge leaves are split at range edges, put back, and collapsed (`paging` does it) |
 //! | `backend/alloc.rs` | allocated areas: fault path (4K, huge), populate, unmap, protect, `reopen`/`close` |
 //! | `backend/linear.rs` | linear and contiguous areas: map, unmap, protect |
-//! | `flags.rs`, `error.rs` | [`Prot`], [`MmapFlags`]; one error enum per operation, converted to [`AxError`](axerrno::AxError) at the boundary |
-//! | `audit.rs` | a read-only W^X and NULL-page audit of a live table |
+//! | `flags.rs`, `error.rs` | [`Prot`], [`MmapFlags`]; [`FaultError`] and the internal error types, converted to [`AxError`](axerrno::AxError) at the boundary |
+//! | `invariant.rs` | what a broken invariant does (below) |
 //!
 //! The area set is our own (`areas.rs` says why not `memory_set`): it
 //! answers lookups, overlap and coverage checks, unmap and protect in
-//! O(log n + k) for k touched areas; its backend trait returns one small error
-//! enum per operation ([`MapError`], [`SplitError`]; the set's own are
-//! [`InsertError`], [`UnmapError`], [`ProtectError`]), converted to
-//! [`AxError`](axerrno::AxError) only at this crate's public boundary; its `split` hook gives the
-//! right part its own state (a shrink from the front is a split whose left part
-//! is unmapped); and adjacent areas merge (below).
+//! O(log n + k) for k touched areas; its backend's `map` says why it failed
+//! (it can only run out of frames), and `unmap`, `protect` and `split` cannot
+//! fail (huge leaves were split first); the set's own errors say what was
+//! wrong with the range (it overlaps an area, or is not covered by areas).
+//! All are converted to [`AxError`](axerrno::AxError) only at this crate's
+//! public boundary. The `split` hook gives the right part its own state (a
+//! shrink from the front is a split whose left part is unmapped); and
+//! adjacent areas merge (below).
 //!
 //! # Backends
-//! - **Linear** (`pa = va - pa_va_offset`): kernel image, physical memory, MMIO,
+//! - **Linear** (`va = pa + va_minus_pa`, see [`AreaKind::Linear`]): kernel image, physical memory, MMIO,
 //!   and [`AddrSpace::map_phys`]. 2M/1G pages wherever both addresses are
 //!   aligned: kernel areas ([`AddrSpace::map_linear`] with `huge`,
 //!   [`AddrSpace::map_kernel`]) and app areas ([`AddrSpace::map_phys`], which
@@ -85,13 +89,24 @@
 //! (a page was unmapped and mapped again, a 4K fallback) stay 4K.
 //!
 //! # Merging
-//! After every insert, unmap and protect, the areas at the boundaries of the
-//! touched range merge with their neighbours when they are adjacent, have
-//! equal flags and compatible backends: linear with the same offset (and huge
-//! setting), alloc with the same populate mode, contiguous whose runs are
-//! physically adjacent (`left.start_frame + left.size == right.start_frame`).
-//! So two adjacent lazy mmaps form one area, and an `mprotect` back to the
-//! neighbours' flags merges the pieces it split.
+//! Two areas merge into one when one ends where the other starts, their flags
+//! are equal, and their backends are of the same kind with the same
+//! parameters:
+//! - linear: the same `va_minus_pa` *and* the same huge setting (a range
+//!   mapped with huge pages allowed never merges with one mapped without);
+//! - allocated: the same populate mode *and* the same page size, so a huge
+//!   area (`alloc(lazy, 2M)`) never merges with a 4K area (`alloc(lazy)`) of
+//!   the same populate mode and flags, nor a 2M area with a 1G one, and an
+//!   eager area never merges with a lazy one;
+//! - contiguous: runs physically adjacent
+//!   (`left.start_frame + left.size == right.start_frame`).
+//!
+//! Areas of different kinds never merge. The check runs where a call can make
+//! two mergeable areas adjacent: at both ends of an inserted area (`mmap`,
+//! `map_phys`, `map_linear`), and at both ends and every area boundary inside
+//! the range of an `mprotect`; `munmap` only removes areas. So two adjacent
+//! lazy 4K mmaps form one area, and an `mprotect` back to the neighbours'
+//! flags merges the pieces it split.
 //!
 //! # Invariants
 //! 1. Every present PTE lies inside exactly one area, and its flags are that
@@ -136,9 +151,9 @@
 //! # Errors
 //! | call | error | when |
 //! |---|---|---|
-//! | [`AddrSpace::new`] | `InvalidInput` | window unaligned, empty, overflowing or not a valid virtual range |
+//! | [`AddrSpace::new`] | `InvalidInput` | window unaligned, empty, overflowing, not a valid virtual range, or across the hole between the halves |
 //! | | `NoMemory` | no frame for the root table |
-//! | [`AddrSpace::map_linear`] | `InvalidInput` | `va`/`pa`/`size` unaligned, size 0, overflow, invalid address, flags without access |
+//! | [`AddrSpace::map_linear`] | `InvalidInput` | `va`/`pa`/`size` unaligned, size 0, overflow, a virtual range the page table does not translate (or across the hole between the halves), invalid physical address, flags without `READ` |
 //! | | `AlreadyExists` | overlaps an area |
 //! | | `NoMemory` | no page-table frame (nothing left mapped) |
 //! | [`AddrSpace::map_kernel`] | as `map_linear`, per region | the regions mapped by the call are removed again |
@@ -157,9 +172,37 @@
 //! | | [`FaultError::NoMemory`] (`NoMemory`) | no frame for the page or its tables (nothing leaked); in a huge area only if no 4K frame is free either |
 //!
 //! Every error leaves the areas, the page table and the frame count exactly as
-//! they were (the host tests compare the full area list and frame counts).
-//! Kernel areas (outside the window) can only be reached through the kernel
-//! calls.
+//! they were (the host tests compare the full area list, every page-table
+//! leaf with its frame, size and flags, the page-table frames and the frame
+//! counts). Kernel areas (outside the window) can only be reached through the
+//! kernel calls.
+//!
+//! `NoMemory` means frames ran out, except where the table says otherwise (a
+//! page of an `mprotect` not covered by an area, as POSIX has it; no free
+//! range for a placement). A page-table call that fails for another reason
+//! (a map over a present leaf, an unaligned or untranslated address, flags
+//! without access, a shared root slot; an unmap or protect whose edges were
+//! split first) cannot happen: every argument is checked before, and the
+//! crate's invariants rule the rest out (`backend/mod.rs` says why, case by
+//! case). Such a failure is a broken invariant (below), never folded into
+//! another error.
+//!
+//! # Broken invariants
+//! A broken invariant stops the kernel, in every build: the check panics with
+//! a message that names the invariant (`invariant.rs`). No input reaches such
+//! a check: bad arguments are refused with an error first, so a panic here is
+//! a bug in this crate (or in a `PagingHandler` that breaks its contract,
+//! e.g. hands out unaligned or out-of-range frames). We stop rather than log
+//! and go on because the state is then unknown: the page table and the area
+//! set may disagree, and going on could leave a stale writable mapping, hand
+//! one frame to two owners, or free a frame still mapped: memory corruption
+//! and a security hole, not a degraded service. One policy for every crate:
+//! `frames` panics on a bad free in every build, `paging` refuses bad
+//! arguments with errors and leaves the judgement of a failed call to its
+//! caller (here, this section). A check whose only purpose is to catch a bug
+//! and that costs real work may run in debug builds only (`debug_assert!`),
+//! but a broken invariant that any build *detects* is never logged and
+//! ignored.
 //!
 //! # Differences from Linux
 //! - `Prot::WRITE` or `Prot::EXEC` without `READ` is `InvalidInput` (Linux
@@ -190,17 +233,18 @@ extern crate alloc;
 
 mod area;
 mod areas;
-pub mod audit;
 mod backend;
 mod error;
 mod flags;
 mod gaps;
+mod invariant;
 mod space;
 
 pub use area::{AreaInfo, AreaKind, Populate};
-pub use backend::{Backend, BackendKind, Mapper, Meta, PageTable};
-pub use error::{FaultError, InsertError, MapError, ProtectError, SplitError, UnmapError};
+pub use backend::{Meta, PageTable};
+pub use error::FaultError;
 pub use flags::{MmapFlags, Prot};
 pub use page_table_entry::{GenericPTE, MappingFlags};
-pub use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+pub use page_table_multiarch::{PagingHandler, PagingMetaData};
+pub use paging::{Audit, LeafSize};
 pub use space::{AddrSpace, CONTIGUOUS_MAX, MmStats, Translation};

@@ -6,7 +6,7 @@ use axerrno::AxError;
 use common::*;
 use hal::{Access, MemKind, MemRegion};
 use memory_addr::PhysAddr;
-use mm::{AreaKind, FaultError, MappingFlags, MmapFlags, PageSize, PagingHandler, Populate, Prot};
+use mm::{AreaKind, FaultError, LeafSize, MappingFlags, MmapFlags, PagingHandler, Populate, Prot};
 use testing::TrackingHandler;
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
@@ -31,6 +31,13 @@ fn new_rejects_bad_windows() {
     // Non-canonical on x86_64.
     assert!(matches!(
         Space::new(va(1 << 47), PAGE),
+        Err(AxError::InvalidInput)
+    ));
+    // Both ends canonical, across the hole between the halves: no app call
+    // could map in it, so it is refused up front.
+    let (lo, hi) = (0x0000_7fff_ffff_f000usize, 0xffff_8000_0000_0000usize);
+    assert!(matches!(
+        Space::new(va(lo), hi - lo + PAGE),
         Err(AxError::InvalidInput)
     ));
     testing::assert_no_leaks();
@@ -80,7 +87,7 @@ fn lazy_fault_maps_a_zeroed_frame() {
         "the handler fills 0xA5; the fault must zero"
     );
     let t = s.translate(va(a + PAGE + 8)).unwrap();
-    assert_eq!(t.page_size, PageSize::Size4K);
+    assert_eq!(t.page_size, LeafSize::Size4K);
     assert!(t.flags.contains(MappingFlags::READ | MappingFlags::WRITE));
     assert!(!t.flags.contains(MappingFlags::EXECUTE));
     assert_eq!(s.translate(va(a)), Err(AxError::BadAddress));
@@ -507,13 +514,13 @@ fn map_phys_and_translate() {
         .as_usize();
     let t = s.translate(va(v + PAGE + 8)).unwrap();
     assert_eq!(t.paddr.as_usize(), frame.as_usize() + PAGE + 8);
-    assert_eq!(t.page_size, PageSize::Size4K);
+    assert_eq!(t.page_size, LeafSize::Size4K);
     assert_eq!(read(&s, v + PAGE + 8), 0xfeed);
     let info = s.area_at(va(v)).unwrap();
     assert_eq!(
         info.kind,
         AreaKind::Linear {
-            pa_va_offset: v.wrapping_sub(frame.as_usize())
+            va_minus_pa: v.wrapping_sub(frame.as_usize())
         }
     );
     // A linear area is fully mapped: a write fault is denied, not resolved.
@@ -600,14 +607,14 @@ fn map_kernel_flags_and_null_page() {
             t(&s, 0x20_0000).flags,
             MappingFlags::READ | MappingFlags::EXECUTE
         );
-        assert_eq!(t(&s, 0x20_0000).page_size, PageSize::Size2M);
+        assert_eq!(t(&s, 0x20_0000).page_size, LeafSize::Size2M);
         assert_eq!(t(&s, 0x40_0000).flags, MappingFlags::READ);
         assert_eq!(
             t(&s, 0x60_0000).flags,
             MappingFlags::READ | MappingFlags::WRITE
         );
-        assert_eq!(t(&s, 0x60_0000).page_size, PageSize::Size2M);
-        assert_eq!(t(&s, 0xc0_0000).page_size, PageSize::Size4K);
+        assert_eq!(t(&s, 0x60_0000).page_size, LeafSize::Size2M);
+        assert_eq!(t(&s, 0xc0_0000).page_size, LeafSize::Size4K);
         assert_eq!(t(&s, 0x80_1234).paddr.as_usize(), 0x80_1234);
         // x86_64 reports device memory as uncached.
         assert!(
@@ -672,7 +679,7 @@ fn map_linear_checks() {
     .unwrap();
     assert_eq!(
         s.translate(va(0x4000_1000)).unwrap().page_size,
-        PageSize::Size1G
+        LeafSize::Size1G
     );
     assert_eq!(s.stats().page_table_frames, 2);
     let before = snapshot(&s);
@@ -696,8 +703,28 @@ fn map_linear_checks() {
         s.map_linear(va(0x1000), pa, 100, r, false),
         Err(AxError::InvalidInput)
     );
+    // Flags without READ: no access, write-only, execute-only.
+    for flags in [
+        MappingFlags::empty(),
+        MappingFlags::WRITE,
+        MappingFlags::EXECUTE,
+        MappingFlags::DEVICE,
+    ] {
+        assert_eq!(
+            s.map_linear(va(0x1000), pa, PAGE, flags, false),
+            Err(AxError::InvalidInput),
+            "{flags:?}"
+        );
+    }
+    // Across the hole between the halves.
     assert_eq!(
-        s.map_linear(va(0x1000), pa, PAGE, MappingFlags::empty(), false),
+        s.map_linear(
+            va(0x0000_7fff_ffff_f000),
+            pa,
+            0xffff_8000_0000_1000 - 0x0000_7fff_ffff_f000,
+            r,
+            false
+        ),
         Err(AxError::InvalidInput)
     );
     assert_eq!(
@@ -757,7 +784,7 @@ fn area_display() {
         end: va(0xffff_ffc0_8040_0000),
         flags: MappingFlags::READ | MappingFlags::EXECUTE,
         kind: AreaKind::Linear {
-            pa_va_offset: 0xffff_ffc0_0000_0000,
+            va_minus_pa: 0xffff_ffc0_0000_0000,
         },
     };
     assert_eq!(

@@ -9,7 +9,7 @@ use axerrno::AxError;
 use common::*;
 use hal::Access;
 use memory_addr::{PhysAddr, VirtAddr};
-use mm::{AddrSpace, AreaKind, MappingFlags, MmapFlags, PageSize, PagingHandler, Populate, Prot};
+use mm::{AddrSpace, AreaKind, LeafSize, MappingFlags, MmapFlags, PagingHandler, Populate, Prot};
 use page_table_entry::x86_64::X64PTE;
 use page_table_multiarch::x86_64::X64PagingMetaData;
 use testing::TrackingHandler;
@@ -22,7 +22,7 @@ const POP: MmapFlags = MmapFlags::POPULATE;
 const FIX: MmapFlags = MmapFlags::FIXED;
 
 /// Physical address and page size of every 4K page of `[start, start + len)`.
-fn layout(s: &Space, start: usize, len: usize) -> Vec<Option<(usize, PageSize)>> {
+fn layout(s: &Space, start: usize, len: usize) -> Vec<Option<(usize, LeafSize)>> {
     (start..start + len)
         .step_by(PAGE)
         .map(|a| {
@@ -52,7 +52,7 @@ fn populate_maps_aligned_huge_frames() {
     assert_eq!(a % M2, 0, "placed at a 2M-aligned address");
     for off in [0, PAGE, M2 - PAGE, M2, 2 * M2 - PAGE] {
         let t = s.translate(va(a + off)).unwrap();
-        assert_eq!(t.page_size, PageSize::Size2M);
+        assert_eq!(t.page_size, LeafSize::Size2M);
         assert_eq!((t.paddr.as_usize() - off % M2) % M2, 0, "aligned frame");
         assert!(page_is_zero(&s, a + off));
     }
@@ -67,7 +67,7 @@ fn populate_maps_aligned_huge_frames() {
         area.kind,
         AreaKind::HugeAlloc {
             populate: Populate::Eager,
-            page_size: PageSize::Size2M
+            page_size: LeafSize::Size2M
         }
     );
     assert!(area.to_string().ends_with("rw- alloc(eager, 2M)"), "{area}");
@@ -96,7 +96,7 @@ fn lazy_fault_maps_a_whole_huge_page() {
         (1, 1, 512)
     );
     let t = s.translate(va(a + M2)).unwrap();
-    assert_eq!(t.page_size, PageSize::Size2M);
+    assert_eq!(t.page_size, LeafSize::Size2M);
     assert_eq!(t.paddr.as_usize() % M2, 0);
     assert!(page_is_zero(&s, a + M2) && page_is_zero(&s, a + 2 * M2 - PAGE));
     // The other blocks are untouched; a second touch in the block is no fault.
@@ -125,7 +125,7 @@ fn no_aligned_run_falls_back_to_4k_and_counts() {
     );
     assert_eq!(
         s.translate(va(a + PAGE)).unwrap().page_size,
-        PageSize::Size4K
+        LeafSize::Size4K
     );
     assert!(
         s.translate(va(a)).is_err(),
@@ -135,7 +135,7 @@ fn no_aligned_run_falls_back_to_4k_and_counts() {
     // The block is partly mapped now: more faults there stay 4K, uncounted.
     s.handle_page_fault(va(a), Access::Write).unwrap();
     assert_eq!(s.stats().huge_fallbacks, 1);
-    assert_eq!(s.translate(va(a)).unwrap().page_size, PageSize::Size4K);
+    assert_eq!(s.translate(va(a)).unwrap().page_size, LeafSize::Size4K);
     // The other block gets its huge page.
     s.handle_page_fault(va(a + M2), Access::Write).unwrap();
     assert_eq!(s.stats().huge_faults, 1);
@@ -189,7 +189,7 @@ fn populate_without_aligned_runs_uses_4k_frames() {
     for off in [0, M2 - PAGE, M2, 2 * M2 - PAGE] {
         assert_eq!(
             s.translate(va(a + off)).unwrap().page_size,
-            PageSize::Size4K
+            LeafSize::Size4K
         );
         let t = s.translate(va(a + off)).unwrap();
         // SAFETY: a live 4K frame of the tracking handler (phys == host pointer).
@@ -221,7 +221,7 @@ fn partial_munmap_splits_and_keeps_the_rest() {
         }
         let (b, n) = (b.unwrap(), n.unwrap());
         assert_eq!(b.0, n.0, "physical address of {addr:#x} kept");
-        assert_eq!(n.1, PageSize::Size4K);
+        assert_eq!(n.1, LeafSize::Size4K);
         assert!(stamped(&s, addr), "data of {addr:#x} kept");
     }
     // Exactly one 4K frame freed, one leaf table added.
@@ -246,21 +246,21 @@ fn partial_mprotect_splits_and_keeps_the_rest() {
     let mid = a + 0x10_0000;
     s.mprotect(va(mid), PAGE, Prot::READ).unwrap();
     let t = s.translate(va(mid)).unwrap();
-    assert_eq!(t.page_size, PageSize::Size4K);
+    assert_eq!(t.page_size, LeafSize::Size4K);
     assert!(!t.flags.contains(MappingFlags::WRITE));
     assert_eq!(
-        Some((t.paddr.as_usize(), PageSize::Size2M)),
-        before[0x100].map(|(p, _)| (p, PageSize::Size2M))
+        Some((t.paddr.as_usize(), LeafSize::Size2M)),
+        before[0x100].map(|(p, _)| (p, LeafSize::Size2M))
     );
     assert!(s.handle_page_fault(va(mid), Access::Write).is_err());
     for off in [0, 0xff000, 0x101000, M2 - PAGE] {
         let t = s.translate(va(a + off)).unwrap();
         assert_eq!(t.paddr.as_usize(), before[off / PAGE].unwrap().0);
-        assert_eq!(t.page_size, PageSize::Size4K);
+        assert_eq!(t.page_size, LeafSize::Size4K);
         assert!(t.flags.contains(MappingFlags::WRITE));
     }
     // The second block is untouched.
-    assert_eq!(s.translate(va(a + M2)).unwrap().page_size, PageSize::Size2M);
+    assert_eq!(s.translate(va(a + M2)).unwrap().page_size, LeafSize::Size2M);
     assert!((0..2 * M2).step_by(PAGE).all(|o| stamped(&s, a + o)));
     assert_eq!(s.stats().areas, 3);
     // PROT_NONE over a range crossing into the second huge page parks its
@@ -380,7 +380,7 @@ fn map_phys_uses_huge_pages_and_splits() {
     let frames = testing::frames_in_use();
     let l = s.map_phys(pa, M2, RW, false).unwrap().as_usize();
     assert_eq!(l % M2, 0);
-    assert_eq!(s.translate(va(l)).unwrap().page_size, PageSize::Size2M);
+    assert_eq!(s.translate(va(l)).unwrap().page_size, LeafSize::Size2M);
     assert!(stamped(&s, h + 0x1000) && read(&s, l + 0x1008) == read(&s, h + 0x1008));
     // Split in the middle; neighbours keep frames and flags.
     let mid = l + 0x10_0000;
@@ -388,13 +388,13 @@ fn map_phys_uses_huge_pages_and_splits() {
     for off in [0, 0xff000, 0x101000, M2 - PAGE] {
         let t = s.translate(va(l + off)).unwrap();
         assert_eq!(t.paddr.as_usize(), pa.as_usize() + off);
-        assert_eq!(t.page_size, PageSize::Size4K);
+        assert_eq!(t.page_size, LeafSize::Size4K);
         assert!(t.flags.contains(MappingFlags::WRITE));
     }
     let t = s.translate(va(mid)).unwrap();
     assert_eq!(
         (t.paddr.as_usize(), t.page_size),
-        (pa.as_usize() + 0x10_0000, PageSize::Size4K)
+        (pa.as_usize() + 0x10_0000, LeafSize::Size4K)
     );
     assert!(!t.flags.contains(MappingFlags::WRITE));
     s.munmap(va(mid), PAGE).unwrap();
@@ -414,10 +414,10 @@ fn map_phys_uses_huge_pages_and_splits() {
         .map_phys(pa2 - 2 * PAGE, M2 + 2 * PAGE, Prot::READ, false)
         .unwrap()
         .as_usize();
-    assert_eq!(s.translate(va(l)).unwrap().page_size, PageSize::Size4K);
+    assert_eq!(s.translate(va(l)).unwrap().page_size, LeafSize::Size4K);
     assert_eq!(
         s.translate(va(l + 2 * PAGE)).unwrap().page_size,
-        PageSize::Size2M
+        LeafSize::Size2M
     );
     assert!(stamped(&s, h + M2) && read(&s, l + 2 * PAGE + 8) == read(&s, h + M2 + 8));
     s.munmap(va(l), M2 + 2 * PAGE).unwrap();
@@ -550,7 +550,7 @@ fn half_a_1g_split_changes_nothing() {
         .unwrap()
         .as_usize();
     assert_eq!(l % G1, 0);
-    assert_eq!(s.translate(va(l)).unwrap().page_size, PageSize::Size1G);
+    assert_eq!(s.translate(va(l)).unwrap().page_size, LeafSize::Size1G);
     let before = snapshot(&s);
     let tables = s.stats().page_table_frames;
     testing::set_limit(Some(testing::frames_in_use() + 1));
@@ -567,7 +567,7 @@ fn half_a_1g_split_changes_nothing() {
     assert_eq!(s.stats().page_table_frames, tables);
     for off in [0, mid - l, G1 - PAGE] {
         let t = s.translate(va(l + off)).unwrap();
-        assert_eq!(t.page_size, PageSize::Size1G, "still one 1G leaf");
+        assert_eq!(t.page_size, LeafSize::Size1G, "still one 1G leaf");
         assert_eq!(t.paddr.as_usize(), G1 + off);
     }
     // With both frames the split succeeds and keeps the rest.
@@ -577,8 +577,8 @@ fn half_a_1g_split_changes_nothing() {
     let t = s.translate(va(mid + PAGE)).unwrap();
     assert_eq!(
         (t.paddr.as_usize(), t.page_size),
-        (G1 + M2 + 2 * PAGE, PageSize::Size4K)
+        (G1 + M2 + 2 * PAGE, LeafSize::Size4K)
     );
-    assert_eq!(s.translate(va(l)).unwrap().page_size, PageSize::Size2M);
+    assert_eq!(s.translate(va(l)).unwrap().page_size, LeafSize::Size2M);
     finish(s);
 }

@@ -16,13 +16,14 @@
 
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
-use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
-use paging::{Leaf, Size1G, Size2M};
+use page_table_multiarch::{PagingHandler, PagingMetaData};
+use paging::{Leaf, LeafSize, Size1G, Size2M, Slot};
 
-use super::mapper::{Mapper, Slot, block_end, zero_frames};
-use super::{BackendKind, infallible, map_err, page_bytes};
-use crate::error::MapError;
+use super::mapper::{Mapper, block_end, zero_frames};
+use super::{BackendKind, map_err};
+use crate::error::NoMemory;
 use crate::flags::accessible;
+use crate::invariant::{infallible, invariant};
 
 /// Leaves unmapped per cursor before it is dropped (flushed) and their frames
 /// are freed.
@@ -34,13 +35,13 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         &mut self,
         page: VirtAddr,
         flags: MappingFlags,
-    ) -> Result<(), MapError> {
+    ) -> Result<(), NoMemory> {
         if let Some(pa) = self.parked.remove(&page) {
             return self.map_one(page, pa, flags).inspect_err(|_| {
                 self.parked.insert(page, pa);
             });
         }
-        let pa = self.alloc_data_frame().ok_or(MapError::NoMemory)?;
+        let pa = self.alloc_data_frame().ok_or(NoMemory)?;
         match self.map_one(page, pa, flags) {
             Ok(()) => {
                 self.data_frames += 1;
@@ -63,10 +64,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         page: VirtAddr,
         area_start: usize,
         area_end: usize,
-        size: PageSize,
+        size: LeafSize,
         flags: MappingFlags,
-    ) -> Result<(), MapError> {
-        let bytes = page_bytes(size);
+    ) -> Result<(), NoMemory> {
+        let bytes = size.bytes();
         let base = page.as_usize() & !(bytes - 1);
         let fits = base >= area_start
             && base.checked_add(bytes).is_some_and(|e| e <= area_end)
@@ -101,14 +102,14 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         &mut self,
         va: usize,
         pa: PhysAddr,
-        page: PageSize,
+        page: LeafSize,
         flags: MappingFlags,
-    ) -> Result<(), MapError> {
-        let frames = page_bytes(page) / PAGE_SIZE_4K;
+    ) -> Result<(), NoMemory> {
+        let frames = page.bytes() / PAGE_SIZE_4K;
         zero_frames::<H>(pa, frames);
         let mut c = self.pt.cursor();
         let r = match page {
-            PageSize::Size1G => c.map::<Size1G>(va.into(), pa, flags),
+            LeafSize::Size1G => c.map::<Size1G>(va.into(), pa, flags),
             _ => c.map::<Size2M>(va.into(), pa, flags),
         };
         drop(c);
@@ -133,7 +134,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         start: usize,
         end: usize,
         flags: MappingFlags,
-    ) -> Result<(), MapError> {
+    ) -> Result<(), NoMemory> {
         if !accessible(flags) {
             return Ok(());
         }
@@ -155,8 +156,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         }
     }
 
-    fn populate_4k(&mut self, va: usize, flags: MappingFlags) -> Result<(), MapError> {
-        let pa = self.alloc_data_frame().ok_or(MapError::NoMemory)?;
+    fn populate_4k(&mut self, va: usize, flags: MappingFlags) -> Result<(), NoMemory> {
+        let pa = self.alloc_data_frame().ok_or(NoMemory)?;
         if let Err(e) = self.map_one(va.into(), pa, flags) {
             H::dealloc_frame(pa);
             return Err(e);
@@ -173,19 +174,22 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         start: usize,
         end: usize,
         flags: MappingFlags,
-        page: PageSize,
-    ) -> Result<(), MapError> {
+        page: LeafSize,
+    ) -> Result<(), NoMemory> {
         if !accessible(flags) {
             return Ok(());
         }
-        let bytes = page_bytes(page);
+        let bytes = page.bytes();
         let mut va = start;
         let mut failure = None;
         // Counted only if the whole populate succeeds (a failed one is undone).
         let mut fallbacks = 0;
         'blocks: while va < end {
             if let Some((pa, frames)) = self.huge_pool.pop() {
-                debug_assert_eq!(frames, bytes / PAGE_SIZE_4K);
+                invariant!(
+                    frames == bytes / PAGE_SIZE_4K,
+                    "a pooled run of {frames} frames for a {bytes:#x}-byte page"
+                );
                 if let Err(e) = self.map_huge_run(va, pa, page, flags) {
                     failure = Some(e);
                     break;
@@ -229,25 +233,22 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             let from = va;
             let mut n = 0;
             while va < end && n < BATCH {
-                match self.lookup(va) {
-                    Slot::Leaf { size } => {
-                        n += 1;
-                        va = block_end(va, size, end);
-                    }
-                    Slot::Hole { size } => va = block_end(va, size, end),
-                }
+                let slot = self.lookup(va);
+                n += usize::from(matches!(slot, Slot::Leaf(_)));
+                va = block_end(va, slot.size(), end);
             }
             let mut frames = [(PhysAddr::from_usize(0), 0usize); BATCH];
             let mut k = 0;
             {
                 let mut c = self.pt.cursor();
                 let r = c.unmap_region(from.into(), va - from, |l: Leaf<VirtAddr>| {
-                    // The walk above counted these leaves: at most BATCH.
-                    debug_assert!(k < BATCH, "more leaves than counted");
-                    if k < BATCH {
-                        frames[k] = (l.paddr, l.size.bytes() / PAGE_SIZE_4K);
-                        k += 1;
-                    }
+                    // The lookups above counted these leaves: at most BATCH.
+                    invariant!(
+                        k < BATCH,
+                        "more leaves in [{from:#x}, {va:#x}) than counted"
+                    );
+                    frames[k] = (l.paddr, l.size.bytes() / PAGE_SIZE_4K);
+                    k += 1;
                 });
                 infallible(r, "unmap", from, va);
             } // cursor dropped: TLB flushed, retired tables freed
@@ -268,7 +269,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             self.park(start, end);
             return;
         }
-        debug_assert!(
+        invariant!(
             self.parked
                 .range(VirtAddr::from(start)..VirtAddr::from(end))
                 .next()
@@ -295,14 +296,14 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         s: usize,
         e: usize,
         flags: MappingFlags,
-    ) -> Result<(), MapError> {
+    ) -> Result<(), NoMemory> {
         match kind {
-            BackendKind::Linear { pa_va_offset, huge } => {
-                self.map_linear(s, e, pa_va_offset, flags, huge)
+            BackendKind::Linear { va_minus_pa, huge } => {
+                self.map_linear(s, e, va_minus_pa, flags, huge)
             }
             BackendKind::Contiguous { start_frame } => {
-                let off = s.wrapping_sub((start_frame + (s - area_start)).as_usize());
-                self.map_linear(s, e, off, flags, false)
+                let va_minus_pa = s.wrapping_sub((start_frame + (s - area_start)).as_usize());
+                self.map_linear(s, e, va_minus_pa, flags, false)
             }
             BackendKind::Alloc { .. } => {
                 let mut from = VirtAddr::from(s);

@@ -1,4 +1,4 @@
-//! Linear areas (`pa = va - pa_va_offset`) and the page-table side of
+//! Linear areas (`va = pa + va_minus_pa`) and the page-table side of
 //! contiguous areas (a contiguous area is a linear mapping of its run):
 //! map, unmap and protect of a range.
 //!
@@ -13,26 +13,28 @@ use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 
+use super::map_err;
 use super::mapper::Mapper;
-use super::{infallible, map_err};
-use crate::error::MapError;
+use crate::error::NoMemory;
 use crate::flags::accessible;
+use crate::invariant::infallible;
 
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
-    /// Linear map of `[start, end)` to `start - off`; huge leaves where both
-    /// addresses are aligned if `huge`. On failure nothing is left mapped.
+    /// Linear map of `[start, end)` to `start - va_minus_pa`; huge leaves
+    /// where both addresses are aligned if `huge`. On failure nothing is left
+    /// mapped.
     pub(super) fn map_linear(
         &mut self,
         start: usize,
         end: usize,
-        off: usize,
+        va_minus_pa: usize,
         flags: MappingFlags,
         huge: bool,
-    ) -> Result<(), MapError> {
+    ) -> Result<(), NoMemory> {
         if !accessible(flags) {
             return Ok(());
         }
-        let pa = PhysAddr::from(start.wrapping_sub(off));
+        let pa = PhysAddr::from(start.wrapping_sub(va_minus_pa));
         self.pt
             .cursor()
             .map_region(start.into(), pa, end - start, flags, huge)

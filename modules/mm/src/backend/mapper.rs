@@ -1,35 +1,31 @@
 //! The [`Mapper`]: an address space's page table plus the state a page table
 //! cannot express (parked frames, populate pools, the `FIXED` reserve, frame
 //! counters; see the backend module docs), and its basic operations:
-//! queries and cursor-free lookups, data-frame pools, contiguous runs, the
-//! table-frame reserve, mapping one 4K page, and teardown.
+//! queries and lookups (answered by `paging`), data-frame pools, contiguous
+//! runs, the table-frame reserve, mapping one 4K page, and teardown.
 //!
 //! Invariants kept here:
 //! - a pooled or reserved frame is never mapped: [`Mapper::drain_pool`] and
 //!   [`Mapper::release_reserve`] free them without a flush;
 //! - `data_frames` counts every frame owned by allocated areas (mapped or
 //!   parked) and contiguous areas; a frame enters the count when it is mapped
-//!   (or a contiguous run is allocated) and leaves it when it is freed;
-//! - PTEs read here outside a cursor ([`Mapper::lookup`], `read_pte`) are
-//!   copied out by value; no reference into a live table is kept.
+//!   (or a contiguous run is allocated) and leaves it when it is freed.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
-use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
-use paging::{LeafSize, Size4K};
+use page_table_multiarch::{PagingHandler, PagingMetaData};
+use paging::{LeafSize, Size4K, Slot};
 
-use super::{PageTable, map_err, page_bytes};
-use crate::error::MapError;
-use crate::flags::accessible;
-
-/// Entries per page table.
-pub(super) const ENTRIES: usize = 512;
+use super::{PageTable, map_err};
+use crate::error::NoMemory;
+use crate::invariant::broken;
 
 /// The page table plus the backend state it cannot express (see module docs).
-pub struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> {
+pub(crate) struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
+{
     pub(super) pt: PageTable<M, PTE, H>,
     pub(super) parked: BTreeMap<VirtAddr, PhysAddr>,
     pub(super) pool: Vec<PhysAddr>,
@@ -42,21 +38,6 @@ pub struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: Pa
     /// Set when a protect gave a 2M allocated area accessible flags: the caller
     /// then looks for split 2M blocks to collapse (and clears it).
     pub(crate) huge_protected: bool,
-}
-
-/// What the table holds for one address.
-#[derive(Clone, Copy)]
-pub(crate) enum Slot {
-    /// A present leaf of `size` bytes.
-    Leaf { size: usize },
-    /// Nothing is mapped in the naturally aligned `size`-byte block around it.
-    Hole { size: usize },
-}
-
-/// Shift of the entries of a table at height `h` (0 = leaf tables).
-#[inline]
-pub(super) const fn shift(h: usize) -> usize {
-    12 + 9 * h
 }
 
 /// End of the naturally aligned `size` block containing `va`, capped at `end`.
@@ -76,9 +57,10 @@ pub(super) fn zero_frames<H: PagingHandler>(pa: PhysAddr, frames: usize) {
 
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
     /// A mapper over a new, empty page table.
-    pub(crate) fn try_new() -> Result<Self, MapError> {
+    pub(crate) fn try_new(layout: paging::RootLayout) -> Result<Self, NoMemory> {
         Ok(Self {
-            pt: PageTable::try_new().map_err(|_| MapError::NoMemory)?,
+            // `try_new_with` fails only when the root frame(s) cannot be had.
+            pt: PageTable::try_new_with(layout).map_err(|_| NoMemory)?,
             parked: BTreeMap::new(),
             pool: Vec::new(),
             huge_pool: Vec::new(),
@@ -91,12 +73,12 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     }
 
     /// The page table.
-    pub fn page_table(&self) -> &PageTable<M, PTE, H> {
+    pub(crate) fn page_table(&self) -> &PageTable<M, PTE, H> {
         &self.pt
     }
 
     /// Frames owned by allocated and contiguous areas (mapped or parked).
-    pub fn data_frames(&self) -> usize {
+    pub(crate) fn data_frames(&self) -> usize {
         self.data_frames
     }
 
@@ -116,25 +98,14 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         self.pt.query(va).ok()
     }
 
-    /// What the page table holds at `va` (with the size of a hole), read
-    /// without a cursor.
-    pub(crate) fn lookup(&self, va: usize) -> Slot {
-        let mut table = self.pt.root_paddr();
-        let mut h = M::LEVELS - 1;
-        loop {
-            let e = read_pte::<PTE, H>(table, (va >> shift(h)) & (ENTRIES - 1));
-            if !e.is_present() {
-                return Slot::Hole {
-                    size: 1 << shift(h),
-                };
-            }
-            if h == 0 || e.is_huge() {
-                return Slot::Leaf {
-                    size: 1 << shift(h),
-                };
-            }
-            table = e.paddr();
-            h -= 1;
+    /// What the page table holds at `va`: the leaf that maps it, or the size
+    /// of the empty, naturally aligned block around it. `va` lies in an area,
+    /// so inside the translated space.
+    #[inline]
+    pub(crate) fn lookup(&self, va: usize) -> Slot<VirtAddr> {
+        match self.pt.lookup(VirtAddr::from(va)) {
+            Ok(slot) => slot,
+            Err(e) => broken(format_args!("lookup of {va:#x}: {e:?}")),
         }
     }
 
@@ -147,11 +118,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
 
     /// Allocates `pages` frames into the pool (for a populating map), or frees
     /// what it got and fails.
-    pub(crate) fn fill_pool(&mut self, pages: usize) -> Result<(), MapError> {
+    pub(crate) fn fill_pool(&mut self, pages: usize) -> Result<(), NoMemory> {
         self.drain_pool();
         if !take_frames::<H>(&mut self.pool, pages) {
             self.drain_pool();
-            return Err(MapError::NoMemory);
+            return Err(NoMemory);
         }
         Ok(())
     }
@@ -159,11 +130,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     /// Allocates `blocks` aligned runs of `page` size into the huge pool (for a
     /// huge populating map); a block without a free aligned run gets 4K frames
     /// in the 4K pool instead. On failure frees what it got.
-    pub(crate) fn fill_huge_pool(&mut self, blocks: usize, page: PageSize) -> Result<(), MapError> {
+    pub(crate) fn fill_huge_pool(&mut self, blocks: usize, page: LeafSize) -> Result<(), NoMemory> {
         self.drain_pool();
-        let (bytes, frames) = (page_bytes(page), page_bytes(page) / PAGE_SIZE_4K);
+        let (bytes, frames) = (page.bytes(), page.bytes() / PAGE_SIZE_4K);
         if self.huge_pool.try_reserve_exact(blocks).is_err() {
-            return Err(MapError::NoMemory);
+            return Err(NoMemory);
         }
         for _ in 0..blocks {
             if let Some(pa) = H::alloc_frames(frames, bytes) {
@@ -172,7 +143,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             }
             if !take_frames::<H>(&mut self.pool, frames) {
                 self.drain_pool();
-                return Err(MapError::NoMemory);
+                return Err(NoMemory);
             }
         }
         Ok(())
@@ -197,8 +168,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     }
 
     /// A zeroed run of `pages` physically contiguous frames for a contiguous area.
-    pub(crate) fn alloc_contiguous(&mut self, pages: usize) -> Result<PhysAddr, MapError> {
-        let pa = H::alloc_frames(pages, PAGE_SIZE_4K).ok_or(MapError::NoMemory)?;
+    pub(crate) fn alloc_contiguous(&mut self, pages: usize) -> Result<PhysAddr, NoMemory> {
+        let pa = H::alloc_frames(pages, PAGE_SIZE_4K).ok_or(NoMemory)?;
         zero_frames::<H>(pa, pages);
         self.data_frames += pages;
         Ok(pa)
@@ -211,8 +182,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         self.data_frames -= pages;
     }
 
-    /// Holds as many frames as mapping `[start, end)` with leaves of height
-    /// `leaf_h` needs for its page tables, so that a `FIXED` replacement can
+    /// Holds as many frames as mapping `[start, end)` with `leaf`-size leaves
+    /// needs for its page tables (`paging` counts them, the tables an unmap
+    /// of the range would free included), so that a `FIXED` replacement can
     /// find out it would run out of them before the old mapping is removed.
     /// [`Self::release_reserve`] returns them right before the new mapping is
     /// made (nothing allocates in between). Fails with nothing held.
@@ -220,13 +192,22 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         &mut self,
         start: usize,
         end: usize,
-        leaf_h: usize,
-    ) -> Result<(), MapError> {
+        leaf: LeafSize,
+    ) -> Result<(), NoMemory> {
         self.release_reserve();
-        let n = self.tables_needed(start, end, leaf_h);
+        let n = match self
+            .pt
+            .tables_needed(VirtAddr::from(start), end - start, leaf)
+        {
+            Ok(n) => n,
+            // The range is part of the window, checked at creation.
+            Err(e) => broken(format_args!(
+                "tables_needed of [{start:#x}, {end:#x}): {e:?}"
+            )),
+        };
         if !take_frames::<H>(&mut self.reserve, n) {
             self.release_reserve();
-            return Err(MapError::NoMemory);
+            return Err(NoMemory);
         }
         Ok(())
     }
@@ -244,8 +225,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         va: VirtAddr,
         pa: PhysAddr,
         flags: MappingFlags,
-    ) -> Result<(), MapError> {
-        debug_assert!(accessible(flags));
+    ) -> Result<(), NoMemory> {
         self.pt
             .cursor()
             .map::<Size4K>(va, pa, flags)
@@ -258,18 +238,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
 /// the caller to free.
 fn take_frames<H: PagingHandler>(v: &mut Vec<PhysAddr>, n: usize) -> bool {
     v.try_reserve(n).is_ok() && (0..n).all(|_| H::alloc_frame().map(|pa| v.push(pa)).is_some())
-}
-
-/// Reads entry `idx` of the table at `table`.
-#[inline]
-pub(super) fn read_pte<PTE: GenericPTE, H: PagingHandler>(table: PhysAddr, idx: usize) -> PTE {
-    debug_assert!(idx < ENTRIES);
-    let ptr = H::phys_to_virt(table).as_ptr() as *const PTE;
-    // SAFETY: callers pass the root of a live page table or the target of a
-    // present non-leaf entry of one, so `table` is a live table frame of ENTRIES
-    // entries that `phys_to_virt` makes accessible, and `idx < ENTRIES`. The entry
-    // is copied out (volatile: the MMU may update A/D bits); no reference is kept.
-    unsafe { ptr.add(idx).read_volatile() }
 }
 
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Drop

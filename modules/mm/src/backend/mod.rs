@@ -4,18 +4,20 @@
 //! [`Backend`] implements the area set's [`AreaBackend`] with `Ctx = `[`Mapper`]
 //! (this file); the mapper's work is split by concern:
 //! - `mapper.rs`: the [`Mapper`] (page table + the state it cannot express),
-//!   queries and table lookups, frame pools, contiguous runs, the `FIXED`
-//!   reserve, `map_one`, and its `Drop`;
-//! - `split.rs`: splitting huge leaves at range edges and putting them back,
-//!   and counting the tables a mapping would need;
+//!   queries, frame pools, contiguous runs, the `FIXED` reserve, `map_one`,
+//!   and its `Drop`;
+//! - `split.rs`: huge leaves split at range edges and put back, and split 2M
+//!   blocks collapsed (both done by `paging`, through the cursor);
 //! - `alloc.rs`: allocated areas: the fault path (4K and huge), populate,
 //!   unmap and protect, and `reopen`/`close` around `PROT_NONE`;
 //! - `linear.rs`: linear (and contiguous) areas: map, unmap, protect.
 //!
-//! This folder is the only code that touches the page table
-//! (`paging::PageTable`): the rest of the crate uses the mapper's small
-//! internal interface, so moving to another page-table layer changes these
-//! files only.
+//! This folder is the only code of the crate that uses the page table
+//! (`paging::PageTable`), and it only calls `paging`'s API: every entry is
+//! read and written by `paging` (lookups, splits and their undo, table
+//! counts, leaf walks, the audit). The rest of the crate uses the mapper's
+//! small internal interface, so moving to another page-table layer changes
+//! these files only.
 //!
 //! # Mapper state
 //! The mapper owns the hardware page table plus the state the page table
@@ -46,11 +48,14 @@
 //! Linear areas with `huge` and allocated areas with a huge page size are
 //! mapped with 2M/1G leaves where possible. An operation whose range ends
 //! inside a huge leaf first splits that leaf at the range edges
-//! ([`Mapper::split_edges`], `split.rs`, before the area set changes
+//! (`Mapper::split_edges`, `split.rs`, before the area set changes
 //! anything), so the backends' unmap and protect only ever meet whole leaves.
 //!
-//! All PTE reads made outside the cursor read entries by value through
-//! `H::phys_to_virt`; no reference into a live table is kept across calls.
+//! # Errors and broken invariants
+//! A page-table map can only run out of frames here: the other reasons
+//! `paging` has to refuse one are ruled out before it is called (see
+//! `map_err`), so they are broken invariants, as is any failure of an unmap
+//! or protect whose edges were split first (`infallible`).
 
 mod alloc;
 mod linear;
@@ -61,13 +66,15 @@ use core::marker::PhantomData;
 
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
-use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+use page_table_multiarch::{PagingHandler, PagingMetaData};
+use paging::LeafSize;
 
 use crate::area::{AreaKind, Populate};
 use crate::areas::AreaBackend;
-use crate::error::{MapError, SplitError};
+use crate::error::NoMemory;
+use crate::invariant::broken;
 
-pub use mapper::Mapper;
+pub(crate) use mapper::Mapper;
 
 /// The metadata the page table is instantiated with: `M` on bare metal,
 /// `paging::NoFlush<M>` on a hosted build (see the module docs).
@@ -88,18 +95,19 @@ type Format<M, PTE, H> = PhantomData<fn() -> (M, PTE, H)>;
 ///
 /// A thin typed wrapper around [`BackendKind`]; the type parameters only tie it
 /// to the page-table format of its [`Mapper`].
-pub struct Backend<M, PTE, H> {
+pub(crate) struct Backend<M, PTE, H> {
     kind: BackendKind,
     _format: Format<M, PTE, H>,
 }
 
 /// What an area maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// A fixed physical range: `pa = va - pa_va_offset` (wrapping).
+pub(crate) enum BackendKind {
+    /// A fixed physical range: `va = pa + va_minus_pa` (wrapping).
     Linear {
-        /// `va - pa`, wrapping.
-        pa_va_offset: usize,
+        /// `va - pa` (wrapping): added to a physical address, gives its
+        /// virtual one.
+        va_minus_pa: usize,
         /// Whether 2M/1G pages are used where both addresses are aligned.
         huge: bool,
     },
@@ -109,7 +117,7 @@ pub enum BackendKind {
         populate: Populate,
         /// The page size asked for: `Size4K`, or `Size2M`/`Size1G` for a huge
         /// area (frames are aligned runs of that size where available).
-        page: PageSize,
+        page: LeafSize,
     },
     /// A physically contiguous run of zeroed frames owned by the area, mapped
     /// at map time: page `va` maps `start_frame + (va - area start)`. A split
@@ -129,45 +137,40 @@ impl<M, PTE, H> Clone for Backend<M, PTE, H> {
 
 impl<M, PTE, H> Backend<M, PTE, H> {
     /// A backend of the given kind.
-    pub const fn new(kind: BackendKind) -> Self {
+    pub(crate) const fn new(kind: BackendKind) -> Self {
         Self {
             kind,
             _format: PhantomData,
         }
     }
 
-    /// A linear backend.
-    pub const fn linear(pa_va_offset: usize, huge: bool) -> Self {
-        Self::new(BackendKind::Linear { pa_va_offset, huge })
-    }
-
-    /// An allocating backend with 4K pages.
-    pub const fn alloc(populate: Populate) -> Self {
-        Self::alloc_sized(populate, PageSize::Size4K)
+    /// A linear backend: `va = pa + va_minus_pa`.
+    pub(crate) const fn linear(va_minus_pa: usize, huge: bool) -> Self {
+        Self::new(BackendKind::Linear { va_minus_pa, huge })
     }
 
     /// An allocating backend with pages of `page` size.
-    pub const fn alloc_sized(populate: Populate, page: PageSize) -> Self {
+    pub(crate) const fn alloc_sized(populate: Populate, page: LeafSize) -> Self {
         Self::new(BackendKind::Alloc { populate, page })
     }
 
     /// A backend owning the contiguous frames starting at `start_frame`.
-    pub const fn contiguous(start_frame: PhysAddr) -> Self {
+    pub(crate) const fn contiguous(start_frame: PhysAddr) -> Self {
         Self::new(BackendKind::Contiguous { start_frame })
     }
 
     /// Its kind.
-    pub const fn kind(&self) -> BackendKind {
+    pub(crate) const fn kind(&self) -> BackendKind {
         self.kind
     }
 
     /// The public description of its kind.
-    pub const fn area_kind(&self) -> AreaKind {
+    pub(crate) const fn area_kind(&self) -> AreaKind {
         match self.kind {
-            BackendKind::Linear { pa_va_offset, .. } => AreaKind::Linear { pa_va_offset },
+            BackendKind::Linear { va_minus_pa, .. } => AreaKind::Linear { va_minus_pa },
             BackendKind::Alloc {
                 populate,
-                page: PageSize::Size4K,
+                page: LeafSize::Size4K,
             } => AreaKind::Alloc { populate },
             BackendKind::Alloc { populate, page } => AreaKind::HugeAlloc {
                 populate,
@@ -178,42 +181,32 @@ impl<M, PTE, H> Backend<M, PTE, H> {
     }
 }
 
-/// Bytes of a page size.
-#[inline]
-pub(crate) const fn page_bytes(p: PageSize) -> usize {
-    p as usize
-}
-
 /// Flushes one page's TLB entry (a stale entry found by the fault path).
 #[inline]
 pub(crate) fn flush_one<M: PagingMetaData<VirtAddr = VirtAddr>>(va: VirtAddr) {
     <Meta<M> as PagingMetaData>::flush_tlb(Some(va));
 }
 
-/// Checks a page-table operation that cannot fail: a region unmap or protect
-/// whose ends are leaf boundaries already (`Mapper::split_edges`), or a change
-/// the area set guarantees. A failure is a broken invariant: a panic in debug
-/// builds (tests, fuzzing), logged as an error otherwise.
-#[track_caller]
-pub(crate) fn infallible<E: core::fmt::Debug>(
-    r: Result<(), E>,
-    op: &str,
-    start: usize,
-    end: usize,
-) {
-    if let Err(e) = r {
-        if cfg!(debug_assertions) {
-            panic!("{op} of [{start:#x}, {end:#x}) failed: {e:?}");
-        }
-        log::error!("{op} of [{start:#x}, {end:#x}) failed: {e:?}");
-    }
-}
-
-/// The mapper's error for a failed page-table map.
-fn map_err(e: paging::MapError) -> MapError {
+/// The mapper's error for a failed page-table map: running out of table
+/// frames is the one failure that can happen. The others are impossible by
+/// construction, so they are broken invariants:
+/// - `AlreadyMapped`: every present leaf lies inside an area (crate
+///   invariant 1), and a map goes only where no area is, or where the fault
+///   path or a huge fault's lookup found no leaf, or where a `PROT_NONE` area
+///   removed its pages;
+/// - `NotAligned`, `OutOfRange`: every range is 4K aligned and was checked
+///   by `paging::PageTable::check_range` (the window at creation, kernel
+///   ranges per call), physical ranges by `M::paddr_is_valid`, and frames come
+///   from `H` aligned to what was asked;
+/// - `InvalidFlags`: only flags with `READ` are mapped (apps' `Prot` needs
+///   `READ` for any access, the kernel calls check it);
+/// - `Shared`: no address space shares root entries with another.
+#[cold]
+#[inline(never)]
+fn map_err(e: paging::MapError) -> NoMemory {
     match e {
-        paging::MapError::AlreadyMapped => MapError::AlreadyMapped,
-        _ => MapError::NoMemory,
+        paging::MapError::NoMemory => NoMemory,
+        e => broken(format_args!("page-table map failed: {e:?}")),
     }
 }
 
@@ -233,14 +226,14 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         e: usize,
         flags: MappingFlags,
         m: &mut Mapper<M, PTE, H>,
-    ) -> Result<(), MapError> {
+    ) -> Result<(), NoMemory> {
         match self.kind {
-            BackendKind::Linear { pa_va_offset, huge } => {
-                m.map_linear(s, e, pa_va_offset, flags, huge)
+            BackendKind::Linear { va_minus_pa, huge } => {
+                m.map_linear(s, e, va_minus_pa, flags, huge)
             }
             BackendKind::Alloc {
                 populate: Populate::Eager,
-                page: PageSize::Size4K,
+                page: LeafSize::Size4K,
             } => m.populate(s, e, flags),
             BackendKind::Alloc {
                 populate: Populate::Eager,
@@ -275,24 +268,18 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             }
             BackendKind::Alloc { page, .. } => {
                 m.protect_alloc(s, e, flags);
-                if page == PageSize::Size2M && crate::flags::accessible(flags) {
+                if page == LeafSize::Size2M && crate::flags::accessible(flags) {
                     m.huge_protected = true;
                 }
             }
         }
     }
 
-    fn split(
-        &mut self,
-        s: usize,
-        at: usize,
-        _e: usize,
-        _m: &Mapper<M, PTE, H>,
-    ) -> Result<Self, SplitError> {
+    fn split(&mut self, s: usize, at: usize, _e: usize) -> Self {
         // Huge leaves at `at` were split by `Mapper::split_edges` beforehand.
         match self.kind {
-            BackendKind::Linear { .. } | BackendKind::Alloc { .. } => Ok(self.clone()),
-            BackendKind::Contiguous { start_frame } => Ok(Self::contiguous(start_frame + (at - s))),
+            BackendKind::Linear { .. } | BackendKind::Alloc { .. } => self.clone(),
+            BackendKind::Contiguous { start_frame } => Self::contiguous(start_frame + (at - s)),
         }
     }
 

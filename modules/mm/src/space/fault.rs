@@ -10,7 +10,8 @@
 use hal::Access;
 use memory_addr::{MemoryAddr, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
-use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+use page_table_multiarch::{PagingHandler, PagingMetaData};
+use paging::LeafSize;
 
 use super::{AddrSpace, info};
 use crate::area::AreaInfo;
@@ -46,8 +47,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             return self.mapped_already(va, pte_flags, access, start);
         }
         let r = match kind {
-            BackendKind::Linear { pa_va_offset, .. } => {
-                let pa = PhysAddr::from(page.as_usize().wrapping_sub(pa_va_offset));
+            BackendKind::Linear { va_minus_pa, .. } => {
+                let pa = PhysAddr::from(page.as_usize().wrapping_sub(va_minus_pa));
                 self.mapper.map_one(page, pa, flags)
             }
             BackendKind::Contiguous { start_frame } => {
@@ -55,7 +56,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 self.mapper.map_one(page, pa, flags)
             }
             BackendKind::Alloc {
-                page: PageSize::Size4K,
+                page: LeafSize::Size4K,
                 ..
             } => self.mapper.fault_alloc(page, flags),
             BackendKind::Alloc { page: size, .. } => {

@@ -11,14 +11,14 @@ use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 
 use super::AddrSpace;
-use crate::backend::{Backend, infallible};
-use crate::flags::accessible;
+use crate::backend::Backend;
 
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     AddrSpace<M, PTE, H>
 {
     /// Maps `[va, va + size)` linearly to `[pa, pa + size)` (kernel use; not
     /// restricted to the window). `huge` allows 2M/1G pages where aligned.
+    /// `flags` must contain `READ` (as an app's `Prot` must for any access).
     pub fn map_linear(
         &mut self,
         va: VirtAddr,
@@ -31,15 +31,21 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         if !pa.is_aligned_4k()
             || pa.as_usize().checked_add(size).is_none()
             || !M::paddr_is_valid(pa.as_usize() + size - 1)
-            || !accessible(flags)
+            || !flags.contains(MappingFlags::READ)
         {
             return Err(AxError::InvalidInput);
         }
         let (s, e) = (range.start.as_usize(), range.end.as_usize());
-        let off = s.wrapping_sub(pa.as_usize());
+        let va_minus_pa = s.wrapping_sub(pa.as_usize());
         log::debug!("map_linear [{s:#x}, {e:#x}) -> {pa:?} {flags:?}");
         self.set
-            .insert(s, e, flags, Backend::linear(off, huge), &mut self.mapper)
+            .insert(
+                s,
+                e,
+                flags,
+                Backend::linear(va_minus_pa, huge),
+                &mut self.mapper,
+            )
             .map_err(AxError::from)
     }
 
@@ -84,8 +90,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 for &(s, e) in &done {
                     // The regions were mapped whole by this call: their ends are
                     // leaf boundaries, so nothing needs splitting.
-                    let r = self.set.unmap(s, e, &mut self.mapper);
-                    infallible(r, "map_kernel rollback", s, e);
+                    self.set.unmap(s, e, &mut self.mapper);
                 }
                 return Err(e);
             }

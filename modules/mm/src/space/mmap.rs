@@ -21,13 +21,15 @@
 use axerrno::{AxError, AxResult};
 use memory_addr::{MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
-use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+use page_table_multiarch::{PagingHandler, PagingMetaData};
+use paging::LeafSize;
 
 use super::{AddrSpace, page_len};
 use crate::area::Populate;
-use crate::backend::{Backend, BackendKind, Mapper, page_bytes};
-use crate::error::ProtectError;
+use crate::backend::{Backend, BackendKind, Mapper};
+use crate::error::{NoMemory, Uncovered};
 use crate::flags::{ACCESS_BITS, MmapFlags, Prot, accessible};
+use crate::invariant::infallible;
 
 /// The largest [`MmapFlags::CONTIGUOUS`] mapping, in bytes (64 MiB).
 pub const CONTIGUOUS_MAX: usize = 64 << 20;
@@ -48,8 +50,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         let mflags = prot.to_mapping_flags()?;
         let size = page_len(len).ok_or(AxError::InvalidInput)?;
         let page = flags.page_size();
-        let huge = page != PageSize::Size4K;
-        let align = page_bytes(page);
+        let huge = page != LeafSize::Size4K;
+        let align = page.bytes();
         if !size.is_multiple_of(align) {
             return Err(AxError::InvalidInput);
         }
@@ -114,26 +116,22 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 }
             };
             if (populate || contiguous) && accessible(mflags) {
-                let leaf_h = match page {
-                    _ if self.mapper.pool_has_4k() => 0,
-                    PageSize::Size1G => 2,
-                    PageSize::Size2M => 1,
-                    _ => 0,
+                // The leaves the new mapping will be made of: 4K if any block
+                // of the pool fell back to 4K frames (or for a 4K mapping).
+                let leaf = if self.mapper.pool_has_4k() {
+                    LeafSize::Size4K
+                } else {
+                    page
                 };
-                if let Err(e) = self.mapper.reserve_tables(start, end, leaf_h) {
+                if let Err(e) = self.mapper.reserve_tables(start, end, leaf) {
                     self.mapper.unsplit(splits);
                     release(&mut self.mapper);
                     return Err(e.into());
                 }
             }
             // 3. Remove the old mapping (its ends are leaf boundaries now).
-            let r = self.set.unmap(start, end, &mut self.mapper);
+            self.set.unmap(start, end, &mut self.mapper);
             self.mapper.release_reserve();
-            if let Err(e) = r {
-                self.mapper.unsplit(splits);
-                release(&mut self.mapper);
-                return Err(e.into());
-            }
         }
         // 4. Map: the frames it needs are free now.
         let r = self
@@ -164,12 +162,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// shrunk or split as needed; holes are not an error.
     pub fn munmap(&mut self, addr: VirtAddr, len: usize) -> AxResult {
         let (s, e) = self.window_range(addr, len)?;
-        let splits = self.mapper.split_edges(s, e)?;
-        let r = self.set.unmap(s, e, &mut self.mapper);
-        if r.is_err() {
-            self.mapper.unsplit(splits);
-        }
-        r.map_err(AxError::from)
+        self.mapper.split_edges(s, e)?;
+        self.set.unmap(s, e, &mut self.mapper);
+        Ok(())
     }
 
     /// Changes the protection of `[addr, addr + len)` (rounded up to pages). Every
@@ -180,12 +175,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         let mflags = prot.to_mapping_flags()?;
         let (s, e) = self.window_range(addr, len)?;
         if !self.set.covers(s, e) {
-            return Err(ProtectError::Unmapped.into());
+            return Err(Uncovered.into());
         }
-        let splits = self
-            .mapper
-            .split_edges(s, e)
-            .map_err(|_| ProtectError::NoMemory)?;
+        let splits = self.mapper.split_edges(s, e)?;
         if accessible(mflags) {
             // Pages that come back (parked, linear, contiguous) are mapped first,
             // so that the change below cannot run out of frames.
@@ -210,13 +202,15 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                     }
                 }
                 self.mapper.unsplit(splits);
-                return Err(ProtectError::NoMemory.into());
+                return Err(NoMemory.into());
             }
         }
         self.mapper.huge_protected = false;
-        self.set
-            .protect(s, e, |old| mflags | (old - ACCESS_BITS), &mut self.mapper)
-            .map_err(AxError::from)?;
+        // Coverage was checked above: this cannot fail.
+        let r = self
+            .set
+            .protect(s, e, |old| mflags | (old - ACCESS_BITS), &mut self.mapper);
+        infallible(r, "protect of the areas", s, e);
         // Candidates: a 2M area got new accessible flags, or this call split a
         // huge leaf at an edge (even when no flags changed).
         let split = splits.iter().any(Option::is_some);
@@ -233,13 +227,13 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// pages again where their 512 pages agree (same flags, the original run of
     /// frames). Huge pages are not left split after a protection round trip.
     fn collapse_huge(&mut self, s: usize, e: usize) {
-        const M2: usize = 1 << 21;
+        const M2: usize = LeafSize::Size2M.bytes();
         let (lo, hi) = (s & !(M2 - 1), e.next_multiple_of(M2));
         // A block touched by [s, e) that lies whole in an area makes that area
         // intersect [s, e): only those areas are visited.
         for (start, area) in self.set.range(s, e) {
             let BackendKind::Alloc {
-                page: PageSize::Size2M,
+                page: LeafSize::Size2M,
                 ..
             } = area.backend.kind()
             else {
@@ -278,17 +272,17 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         if device {
             mflags |= MappingFlags::DEVICE;
         }
-        const M2: usize = 0x20_0000;
+        const M2: usize = LeafSize::Size2M.bytes();
         let va = match self.find_free_aligned(size, M2, paddr.as_usize() % M2) {
             Ok(va) if size >= M2 => va,
             _ => self.find_free_aligned(size, PAGE_SIZE_4K, 0)?,
         };
-        let off = va.wrapping_sub(paddr.as_usize());
+        let va_minus_pa = va.wrapping_sub(paddr.as_usize());
         self.set.insert(
             va,
             va + size,
             mflags,
-            Backend::linear(off, true),
+            Backend::linear(va_minus_pa, true),
             &mut self.mapper,
         )?;
         Ok(VirtAddr::from(va))

@@ -20,11 +20,12 @@ pub use mmap::CONTIGUOUS_MAX;
 use axerrno::{AxError, AxResult};
 use memory_addr::{AddrRange, MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
-use page_table_multiarch::{PageSize, PagingHandler, PagingMetaData};
+use page_table_multiarch::{PagingHandler, PagingMetaData};
+use paging::{Audit, LeafSize};
 
 use crate::area::AreaInfo;
 use crate::areas::{Area, AreaSet};
-use crate::backend::{Backend, Mapper};
+use crate::backend::{Backend, Mapper, PageTable};
 
 /// Result of [`AddrSpace::translate`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,8 +34,8 @@ pub struct Translation {
     pub paddr: PhysAddr,
     /// Flags of the PTE as the page-table format reports them.
     pub flags: MappingFlags,
-    /// Size of the page that maps `va`.
-    pub page_size: PageSize,
+    /// Size of the page (leaf) that maps `va`.
+    pub page_size: LeafSize,
 }
 
 /// Counters of an address space.
@@ -98,8 +99,19 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// An empty address space whose app calls may use
     /// `[window_start, window_start + window_size)`.
     pub fn new(window_start: VirtAddr, window_size: usize) -> AxResult<Self> {
+        Self::new_with(window_start, window_size, paging::RootLayout::Single)
+    }
+
+    /// Like [`AddrSpace::new`], over a page table with the given root layout
+    /// (a root per half for architectures with a translation base register per
+    /// half, such as AArch64: see [`paging::RootLayout`]).
+    pub fn new_with(
+        window_start: VirtAddr,
+        window_size: usize,
+        layout: paging::RootLayout,
+    ) -> AxResult<Self> {
         let window = Self::valid_range(window_start, window_size).ok_or(AxError::InvalidInput)?;
-        let mapper = Mapper::try_new().map_err(AxError::from)?;
+        let mapper = Mapper::try_new(layout).map_err(AxError::from)?;
         Ok(Self {
             set: AreaSet::new(),
             mapper,
@@ -110,14 +122,15 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         })
     }
 
-    /// A page-aligned, non-empty, non-overflowing range of valid virtual addresses.
+    /// A page-aligned, non-empty range the page table accepts: translated
+    /// virtual addresses (see `paging::PageTable::translates`), not crossing
+    /// the hole between the halves.
     fn valid_range(start: VirtAddr, size: usize) -> Option<AddrRange<VirtAddr>> {
-        if !start.is_aligned_4k() || size == 0 || !size.is_multiple_of(PAGE_SIZE_4K) {
+        if size == 0 {
             return None;
         }
-        let range = AddrRange::try_from_start_size(start, size)?;
-        (M::vaddr_is_valid(start.as_usize()) && M::vaddr_is_valid(range.end.as_usize() - 1))
-            .then_some(range)
+        PageTable::<M, PTE, H>::check_range(start, size).ok()?;
+        AddrRange::try_from_start_size(start, size)
     }
 
     /// The app window.
@@ -125,9 +138,24 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         self.window
     }
 
-    /// Physical address of the root page table (what the board activates).
+    /// Physical address of the root page table of the lower half (the only
+    /// root with [`paging::RootLayout::Single`]).
     pub fn page_table_root(&self) -> PhysAddr {
         self.mapper.page_table().root_paddr()
+    }
+
+    /// Calls `f` with the first address and the size of every leaf of the
+    /// page table, lowest first, each half walked from its own root as the
+    /// hardware walks it.
+    pub fn for_each_leaf(&self, mut f: impl FnMut(VirtAddr, usize)) {
+        self.mapper
+            .page_table()
+            .for_each_leaf(|l| f(l.vaddr, l.size.bytes()));
+    }
+
+    /// The root page tables (what the board activates).
+    pub fn page_table_roots(&self) -> paging::Roots {
+        self.mapper.page_table().roots()
     }
 
     /// `[addr, addr + len)` rounded to pages, checked to be aligned and inside the
@@ -150,10 +178,24 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             Ok((paddr, flags, page_size)) => Ok(Translation {
                 paddr,
                 flags,
-                page_size: page_size.into(),
+                page_size,
             }),
             Err(_) => Err(AxError::BadAddress),
         }
+    }
+
+    /// The page table, for reads: translations, leaf walks
+    /// (`for_each_leaf`: every leaf's address, frame, size and flags),
+    /// lookups. Every change goes through the address space's calls.
+    pub fn page_table(&self) -> &PageTable<M, PTE, H> {
+        self.mapper.page_table()
+    }
+
+    /// Audits the page table as the hardware sees it (every leaf, each half
+    /// from its own root): leaves, writable and executable leaves, and
+    /// whether the NULL page is mapped. See [`paging::PageTable::audit`].
+    pub fn audit(&self) -> Audit {
+        self.mapper.page_table().audit()
     }
 
     /// Counters.

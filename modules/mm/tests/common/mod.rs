@@ -3,8 +3,8 @@
 
 pub mod model;
 
-use memory_addr::VirtAddr;
-use mm::{AddrSpace, AreaInfo};
+use memory_addr::{PhysAddr, VirtAddr};
+use mm::{AddrSpace, AreaInfo, LeafSize, MappingFlags};
 use page_table_entry::x86_64::X64PTE;
 use page_table_multiarch::x86_64::X64PagingMetaData;
 use testing::TrackingHandler;
@@ -25,17 +25,26 @@ pub fn space() -> Space {
     Space::new(va(WIN), WSIZE).unwrap()
 }
 
-/// Everything a failed call must leave unchanged.
+/// Everything a failed call must leave unchanged: the areas, every
+/// page-table leaf (address, frame, size, flags), the page-table frames, and
+/// the frame counts.
 #[derive(Debug, PartialEq)]
 pub struct Snapshot {
     areas: Vec<AreaInfo>,
+    leaves: Vec<(VirtAddr, PhysAddr, LeafSize, MappingFlags)>,
+    table_frames: usize,
     frames: usize,
     data_frames: usize,
 }
 
 pub fn snapshot(s: &Space) -> Snapshot {
+    let mut leaves = Vec::new();
+    s.page_table()
+        .for_each_leaf(|l| leaves.push((l.vaddr, l.paddr, l.size, l.flags)));
     Snapshot {
         areas: s.areas().collect(),
+        leaves,
+        table_frames: s.stats().page_table_frames,
         frames: testing::frames_in_use(),
         data_frames: s.stats().data_frames,
     }

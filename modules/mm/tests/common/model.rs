@@ -33,7 +33,7 @@ use axerrno::AxError;
 use hal::Access;
 use memory_addr::VirtAddr;
 use mm::{
-    AddrSpace, AreaKind, FaultError, GenericPTE, MappingFlags, MmapFlags, PageSize, PagingHandler,
+    AddrSpace, AreaKind, FaultError, GenericPTE, LeafSize, MappingFlags, MmapFlags, PagingHandler,
     PagingMetaData, Populate, Prot,
 };
 
@@ -349,7 +349,7 @@ impl Model {
         }
         if huge && eager {
             for b in (p..p + n).step_by(BLOCK) {
-                if self.leaf_size(s, b) == PageSize::Size2M {
+                if self.leaf_size(s, b) == LeafSize::Size2M {
                     self.huge.insert(b);
                 } else {
                     assert!(
@@ -362,7 +362,7 @@ impl Model {
         }
     }
 
-    fn leaf_size<M, PTE, H>(&self, s: &AddrSpace<M, PTE, H>, p: usize) -> PageSize
+    fn leaf_size<M, PTE, H>(&self, s: &AddrSpace<M, PTE, H>, p: usize) -> LeafSize
     where
         M: PagingMetaData<VirtAddr = VirtAddr>,
         PTE: GenericPTE,
@@ -463,7 +463,7 @@ impl Model {
             });
         if fits {
             let b = block_of(p).unwrap();
-            if self.leaf_size(s, p) == PageSize::Size2M {
+            if self.leaf_size(s, p) == LeafSize::Size2M {
                 for q in b..b + BLOCK {
                     self.pages.get_mut(&q).unwrap().populated = true;
                 }
@@ -504,7 +504,7 @@ impl Model {
                         },
                         Kind::HugeLazy | Kind::HugeEager => AreaKind::HugeAlloc {
                             populate: populate(p.kind == Kind::HugeEager),
-                            page_size: PageSize::Size2M,
+                            page_size: LeafSize::Size2M,
                         },
                         Kind::Contig(f) => AreaKind::Contiguous {
                             start_frame: f.into(),
@@ -536,9 +536,9 @@ impl Model {
                 assert_eq!(t.flags & access, flags, "{what}: flags of page {p}");
                 let huge = block_of(p).is_some_and(|b| self.huge.contains(&b));
                 let want = if huge {
-                    PageSize::Size2M
+                    LeafSize::Size2M
                 } else {
-                    PageSize::Size4K
+                    LeafSize::Size4K
                 };
                 assert_eq!(t.page_size, want, "{what}: leaf size of page {p}");
                 if data {
@@ -605,7 +605,7 @@ impl Model {
         }
         let leaves =
             self.pages.values().filter(|q| mapped(q)).count() - self.huge.len() * (BLOCK - 1);
-        let audit = mm::audit::audit::<M, PTE, H>(s.page_table_root());
+        let audit = s.audit();
         assert_eq!(audit.leaves, leaves, "{what}: leaves in the page table");
     }
 }
