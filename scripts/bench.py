@@ -80,7 +80,7 @@ def machine() -> dict[str, str]:
         pass
     rustc = subprocess.run(["rustc", "-V"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     try:
-        q = subprocess.run([qemu.qemu_binary("qemu-system-riscv64"), "--version"],
+        q = subprocess.run([qemu.qemu_binary(qemu.all_boards()[0].binary), "--version"],
                            capture_output=True, text=True).stdout.splitlines()[0]
     except (SystemExit, IndexError, OSError):
         q = "not found"
