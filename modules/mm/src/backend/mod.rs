@@ -244,7 +244,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                 ..
             } => Ok(()),
             BackendKind::Contiguous { start_frame } => {
-                m.map_linear(s, e, contiguous_offset(s, start_frame), flags, false)
+                m.map_linear(s, e, contiguous_va_minus_pa(s, start_frame), flags, false)
             }
         }
     }
@@ -300,6 +300,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
 
 /// `va - pa` of a contiguous area starting at `start` with frame `start_frame`.
 #[inline]
-fn contiguous_offset(start: usize, start_frame: PhysAddr) -> usize {
+fn contiguous_va_minus_pa(start: usize, start_frame: PhysAddr) -> usize {
     start.wrapping_sub(start_frame.as_usize())
 }

@@ -49,7 +49,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             .map_err(AxError::from)
     }
 
-    /// Maps the physical memory map at `pa + phys_virt_offset`: Text `r-x`,
+    /// Maps the physical memory map at `va = pa + phys_virt_offset` (the
+    /// kernel's physical-memory window, `va - pa`, wrapping): Text `r-x`,
     /// Rodata `r--`, Data and Free `rw-` (huge pages where aligned), Reserved
     /// `r--`, Mmio `rw-` device. Physical page 0 is never mapped at virtual 0.
     /// Adjacent regions with equal flags form one area. On error, the regions
