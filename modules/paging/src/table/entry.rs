@@ -86,18 +86,32 @@ pub(super) enum Kind {
 /// formats (x86 PAT, RISC-V R/X) is never consulted at height 0.
 #[inline(always)]
 pub(super) fn kind<PTE: GenericPTE>(pte: &PTE, h: usize) -> Kind {
-    if pte.is_unused() {
-        Kind::Unused
-    } else if h > 0 && !pte.is_huge() {
-        if pte.is_present() || !links_carry_present::<PTE>() {
-            Kind::Table
+    // Tested in the order that answers the common cases (a present 4K leaf, a
+    // present link) in one or two bit tests; zero is only checked on the way
+    // to `Invalid` (on AArch64 a zero entry reads as huge and not present).
+    let absent = |pte: &PTE| {
+        if pte.is_unused() {
+            Kind::Unused
         } else {
             Kind::Invalid
         }
-    } else if h <= MAX_LEAF_HEIGHT && pte.is_present() {
-        Kind::Leaf
+    };
+    if h == 0 {
+        if pte.is_present() {
+            Kind::Leaf
+        } else {
+            absent(pte)
+        }
+    } else if pte.is_huge() {
+        if h <= MAX_LEAF_HEIGHT && pte.is_present() {
+            Kind::Leaf
+        } else {
+            absent(pte)
+        }
+    } else if pte.is_present() || (!links_carry_present::<PTE>() && !pte.is_unused()) {
+        Kind::Table
     } else {
-        Kind::Invalid
+        absent(pte)
     }
 }
 
@@ -110,27 +124,33 @@ fn links_carry_present<PTE: GenericPTE>() -> bool {
 
 /// Whether a leaf with `flags` can be written: the flags are readable or
 /// executable and the format encodes them as a present leaf of every size, so
-/// every leaf this crate writes is present (crate invariant 4). AArch64, for
-/// one, has no valid encoding without READ.
+/// every leaf this crate writes is present (crate invariant 4). Every
+/// supported format encodes readable flags as present (checked by
+/// [`format_supported`]), so only flags without READ are built and asked
+/// (`new_page` is an out-of-line call): AArch64, for one, has no valid
+/// encoding without READ.
 #[inline(always)]
 pub(super) fn leaf_flags_ok<PTE: GenericPTE>(flags: MappingFlags) -> bool {
-    flags.intersects(MappingFlags::READ | MappingFlags::EXECUTE)
-        && PTE::new_page(PhysAddr::from(PAGE), flags, false).is_present()
-        && PTE::new_page(PhysAddr::from(PAGE), flags, true).is_present()
+    flags.contains(MappingFlags::READ)
+        || (flags.contains(MappingFlags::EXECUTE)
+            && PTE::new_page(PhysAddr::from(PAGE), flags, false).is_present()
+            && PTE::new_page(PhysAddr::from(PAGE), flags, true).is_present())
 }
 
-/// Whether the format keeps the promises [`kind`] relies on, checked on
-/// entries built through `GenericPTE` (debug builds assert it whenever a
-/// table frame is allocated, so a format that breaks them is refused at the
-/// first table): a link is not unused, not huge, and keeps its address; a
-/// huge leaf is huge; a leaf is present for flags [`leaf_flags_ok`] accepts,
-/// and keeps its address. Formats whose entries are not 8 bytes (page_table_entry's
+/// Whether the format keeps the promises [`kind`] and [`leaf_flags_ok`] rely
+/// on, checked on entries built through `GenericPTE` (debug builds assert it
+/// whenever a table frame is allocated, so a format that breaks them is
+/// refused at the first table): a link is not unused, not huge, and keeps its
+/// address; a huge leaf is huge; a leaf with READ is present at every size,
+/// and keeps its address; a retired frame's link reads as `Invalid`. Formats whose entries are not 8 bytes (page_table_entry's
 /// 32-bit `A32PTE`) are refused at compile time by the table's geometry check.
 pub(super) fn format_supported<PTE: GenericPTE>() -> bool {
     let pa = PhysAddr::from(0x1234_5000);
     let link = PTE::new_table(pa);
     let rw = MappingFlags::READ | MappingFlags::WRITE;
     let (leaf, huge) = (PTE::new_page(pa, rw, false), PTE::new_page(pa, rw, true));
+    let r = MappingFlags::READ;
+    let (r_leaf, r_huge) = (PTE::new_page(pa, r, false), PTE::new_page(pa, r, true));
     !link.is_unused()
         && !link.is_huge()
         && link.paddr() == pa
@@ -139,6 +159,8 @@ pub(super) fn format_supported<PTE: GenericPTE>() -> bool {
         && kind(&huge, 1) == Kind::Leaf
         && kind(&huge, MAX_LEAF_HEIGHT) == Kind::Leaf
         && kind(&leaf, 0) == Kind::Leaf
+        && kind(&r_leaf, 0) == Kind::Leaf
+        && kind(&r_huge, 1) == Kind::Leaf
         && leaf.paddr() == pa
         && huge.paddr() == pa
         && (0..=MAX_LEAF_HEIGHT + 2)

@@ -197,6 +197,25 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         delta: usize,
         on_leaf: &mut F,
     ) -> bool {
+        // The 4K level gets its own copy of the loop, with the height a
+        // constant, so `kind` reduces to a present-bit test there.
+        if h == 0 {
+            self.unmap_table(table, 0, s, e, delta, on_leaf)
+        } else {
+            self.unmap_table(table, h, s, e, delta, on_leaf)
+        }
+    }
+
+    #[inline(always)]
+    fn unmap_table<F: FnMut(Leaf<M::VirtAddr>)>(
+        &mut self,
+        table: PhysAddr,
+        h: usize,
+        s: usize,
+        e: usize,
+        delta: usize,
+        on_leaf: &mut F,
+    ) -> bool {
         let (tb, last) = (Pt::<M, PTE, H>::table_base(s, h), index(e - 1, h));
         let mut i = index(s, h);
         while let Some(idx) = Pt::<M, PTE, H>::next_used(table, i, last) {
@@ -260,6 +279,24 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
     }
 
     fn protect_rec(
+        &mut self,
+        table: PhysAddr,
+        h: usize,
+        s: usize,
+        e: usize,
+        delta: usize,
+        flags: MappingFlags,
+    ) {
+        // As in `unmap_rec`: a copy of the loop for the 4K level.
+        if h == 0 {
+            self.protect_table(table, 0, s, e, delta, flags);
+        } else {
+            self.protect_table(table, h, s, e, delta, flags);
+        }
+    }
+
+    #[inline(always)]
+    fn protect_table(
         &mut self,
         table: PhysAddr,
         h: usize,
