@@ -18,7 +18,7 @@ use common::*;
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::{aarch64::A64PTE, loongarch64::LA64PTE, riscv::Rv64PTE, x86_64::X64PTE};
 use page_table_multiarch::{GenericPTE, MappingFlags, PagingMetaData};
-use paging::{Leaf, LeafSize, MapError, PageTable, QueryError, Size4K, UnmapError};
+use paging::{Leaf, LeafSize, MapError, PageTable, QueryError, RootLayout, Size4K, UnmapError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use testing::TrackingHandler;
@@ -34,14 +34,10 @@ fn rw() -> MappingFlags {
 
 /// A random page-aligned address of `M::VA_MAX_BITS` bits (as the original
 /// draws them), made canonical: sign-extended from its top bit, so the upper
-/// half is exercised too; with `lower_only`, that bit is cleared first.
-fn canonical_va<M: PagingMetaData>(rng: &mut SmallRng, lower_only: bool) -> usize {
-    let bits = M::VA_MAX_BITS;
-    let mut va = rng.random::<u64>() as usize & ((1usize << bits) - 1) & !(PAGE - 1);
-    if lower_only {
-        va &= !(1 << (bits - 1));
-    }
-    let shift = usize::BITS as usize - bits;
+/// half of every format is exercised too.
+fn canonical_va<M: PagingMetaData>(rng: &mut SmallRng) -> usize {
+    let shift = usize::BITS as usize - M::VA_MAX_BITS;
+    let va = rng.random::<u64>() as usize & (usize::MAX >> shift) & !(PAGE - 1);
     let va = ((va << shift) as isize >> shift) as usize;
     assert!(M::vaddr_is_valid(va), "{va:#x} is not canonical");
     va
@@ -71,10 +67,19 @@ where
     out
 }
 
-/// The original scenario with checks at every step. With `unmap_all`, the
-/// pages left at the end are unmapped first and only the root may remain;
-/// otherwise the table is dropped with them mapped (as the original does).
-fn random_maps<M, PTE>(seed: u64, unmap_all: bool, lower_only: bool)
+/// Root frames of a table with `layout`.
+fn roots(layout: RootLayout) -> usize {
+    match layout {
+        RootLayout::Single => 1,
+        RootLayout::PerHalf => 2,
+    }
+}
+
+/// The original scenario with checks at every step, on a table with
+/// `layout`. With `unmap_all`, the pages left at the end are unmapped first
+/// and only the roots may remain; otherwise the table is dropped with them
+/// mapped (as the original does).
+fn random_maps<M, PTE>(seed: u64, unmap_all: bool, layout: RootLayout)
 where
     M: PagingMetaData<VirtAddr = VirtAddr>,
     PTE: GenericPTE,
@@ -82,14 +87,14 @@ where
     testing::reset();
     let flags = norm::<PTE>(rw());
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut pt = Table::<M, PTE>::try_new().unwrap();
+    let mut pt = Table::<M, PTE>::try_new_with(layout).unwrap();
     // Mapped pages, vaddr -> paddr, and the same keys in a Vec to pick from.
     let mut pages: BTreeMap<usize, usize> = BTreeMap::new();
     let mut order: Vec<usize> = Vec::new();
     for step in 0..STEPS {
         if rng.random_ratio(3, 4) || order.is_empty() {
             let va = loop {
-                let va = canonical_va::<M>(&mut rng, lower_only);
+                let va = canonical_va::<M>(&mut rng);
                 if !pages.contains_key(&va) {
                     break va;
                 }
@@ -139,7 +144,7 @@ where
             assert_eq!(leaves(&pt), want, "step {step}: leaves");
         }
     }
-    assert!(pt.table_frames() > 1);
+    assert!(pt.table_frames() > roots(layout));
     if unmap_all {
         let mut c = pt.cursor();
         for &va in &order {
@@ -147,8 +152,12 @@ where
         }
         drop(c);
         assert!(leaves(&pt).is_empty());
-        assert_eq!(pt.table_frames(), 1, "empty tables were not reclaimed");
-        assert_eq!(testing::frames_in_use(), 1);
+        assert_eq!(
+            pt.table_frames(),
+            roots(layout),
+            "empty tables were not reclaimed"
+        );
+        assert_eq!(testing::frames_in_use(), roots(layout));
     } else {
         assert_eq!(testing::frames_in_use(), pt.table_frames());
     }
@@ -237,31 +246,36 @@ fn one_page_every_other_format() {
 
 #[test]
 fn random_maps_x86_64() {
-    random_maps::<X64Meta, X64PTE>(1234, false, false);
-    random_maps::<X64Meta, X64PTE>(4321, true, false);
+    random_maps::<X64Meta, X64PTE>(1234, false, RootLayout::Single);
+    random_maps::<X64Meta, X64PTE>(4321, true, RootLayout::Single);
 }
 
 #[test]
 fn random_maps_riscv_sv39() {
-    random_maps::<Sv39Meta, Rv64PTE>(1234, false, false);
-    random_maps::<Sv39Meta, Rv64PTE>(4321, true, false);
+    random_maps::<Sv39Meta, Rv64PTE>(1234, false, RootLayout::Single);
+    random_maps::<Sv39Meta, Rv64PTE>(4321, true, RootLayout::Single);
 }
 
 #[test]
 fn random_maps_riscv_sv48() {
-    random_maps::<Sv48Meta, Rv64PTE>(1234, false, false);
-    random_maps::<Sv48Meta, Rv64PTE>(4321, true, false);
+    random_maps::<Sv48Meta, Rv64PTE>(1234, false, RootLayout::Single);
+    random_maps::<Sv48Meta, Rv64PTE>(4321, true, RootLayout::Single);
 }
 
 #[test]
 fn random_maps_aarch64() {
-    // The lower half (TTBR0's); an AArch64 upper half is its own table.
-    random_maps::<A64Meta, A64PTE>(1234, false, true);
-    random_maps::<A64Meta, A64PTE>(4321, true, true);
+    random_maps::<A64Meta, A64PTE>(1234, false, RootLayout::Single);
+    random_maps::<A64Meta, A64PTE>(4321, true, RootLayout::Single);
+    // As the hardware uses it: a root per half (TTBR0_EL1 / TTBR1_EL1).
+    random_maps::<A64Meta, A64PTE>(1234, false, RootLayout::PerHalf);
+    random_maps::<A64Meta, A64PTE>(4321, true, RootLayout::PerHalf);
 }
 
 #[test]
 fn random_maps_loongarch64() {
-    random_maps::<La64Meta, LA64PTE>(1234, false, false);
-    random_maps::<La64Meta, LA64PTE>(4321, true, false);
+    random_maps::<La64Meta, LA64PTE>(1234, false, RootLayout::Single);
+    random_maps::<La64Meta, LA64PTE>(4321, true, RootLayout::Single);
+    // A root per half (PGDL / PGDH).
+    random_maps::<La64Meta, LA64PTE>(1234, false, RootLayout::PerHalf);
+    random_maps::<La64Meta, LA64PTE>(4321, true, RootLayout::PerHalf);
 }

@@ -519,8 +519,8 @@ fn differential_riscv_sv48() {
 
 #[test]
 fn differential_aarch64() {
-    // Both windows in the lower half (TTBR0's): the top one just below 2^47.
-    run::<A64Meta, page_table_entry::aarch64::A64PTE>(0xa64, (1 << 47) - 2 * WIN);
+    // The upper window at the top of the upper half (TTBR1's), as on the others.
+    run::<A64Meta, page_table_entry::aarch64::A64PTE>(0xa64, HIGH_SIGNED);
 }
 
 #[test]
