@@ -108,7 +108,7 @@ pub(super) fn kind<PTE: GenericPTE>(pte: &PTE, h: usize) -> Kind {
         } else {
             absent(pte)
         }
-    } else if pte.is_present() || (!links_carry_present::<PTE>() && !pte.is_unused()) {
+    } else if pte.is_present() || (!pte.is_unused() && !links_carry_present::<PTE>()) {
         Kind::Table
     } else {
         absent(pte)
@@ -116,7 +116,7 @@ pub(super) fn kind<PTE: GenericPTE>(pte: &PTE, h: usize) -> Kind {
 }
 
 /// Whether the format's table links report `is_present` (constant per format;
-/// folds away once inlined).
+/// asked only of a non-zero, non-huge, non-present entry).
 #[inline(always)]
 fn links_carry_present<PTE: GenericPTE>() -> bool {
     PTE::new_table(PhysAddr::from(PAGE)).is_present()
