@@ -135,6 +135,8 @@ test-host: deps-rust
 	cargo test -p config --features build
 	@echo "paging: differential test again, release, $(PAGING_DIFF_OPS) operations per PTE format"
 	PAGING_DIFF_OPS=$(PAGING_DIFF_OPS) cargo test -p paging --release --test differential
+	@echo "tlb: the shootdown protocol model-checked with loom (own target dir: --cfg loom changes every crate)"
+	RUSTFLAGS='--cfg loom' CARGO_TARGET_DIR='$(TARGET_DIR)/loom' cargo test -p tlb --release --test loom
 
 test-qemu: deps-rust deps-qemu test-tools
 	@$(QEMU_PY) test $(TEST_ARGS)
