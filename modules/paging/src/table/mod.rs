@@ -186,6 +186,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
 
     /// Translates `vaddr`: the physical address it maps to, the leaf's flags and
     /// the leaf's size.
+    #[inline]
     pub fn query(
         &self,
         vaddr: M::VirtAddr,
@@ -275,8 +276,12 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
     /// [`RootLayout::PerHalf`] its root, is the one the hardware uses.
     #[inline(always)]
     pub fn translates(va: usize) -> bool {
-        let top = va >> (Self::LA_BITS - 1);
-        (top == 0 || top == usize::MAX >> (Self::LA_BITS - 1)) && M::vaddr_is_valid(va)
+        // The same expression as `PagingMetaData`'s default `vaddr_is_valid`, so
+        // that for formats using the default (x86_64, RISC-V, LoongArch) the
+        // compiler folds the two checks into one.
+        let mask = usize::MAX << (Self::LA_BITS - 1);
+        let top = va & mask;
+        (top == 0 || top == mask) && M::vaddr_is_valid(va)
     }
 
     /// The virtual address of linear address `la`: its sign extension from the
@@ -290,6 +295,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
     }
 
     /// The present leaf containing linear address `la`, with its height.
+    #[inline(always)]
     fn find(&self, la: usize) -> Option<(PTE, usize)> {
         let mut table = self.root_for(la);
         let mut h = Self::TOP;
