@@ -34,17 +34,23 @@ pub use runtime::{AppResult, print, println};
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate_interface::impl_interface;
     pub use hal::ExitStatus;
-    pub use runtime::entry::run_app;
+    pub use runtime::entry::{AppIf, run_app};
 }
 
 /// Names the app's entry function: `fn main() -> tessera::AppResult`.
 #[macro_export]
 macro_rules! main {
     ($main:path) => {
-        #[unsafe(no_mangle)]
-        fn __tessera_app_main() -> $crate::__private::ExitStatus {
-            $crate::__private::run_app(env!("CARGO_PKG_NAME"), $main)
+        /// The app, as the kernel sees it.
+        struct TesseraApp;
+
+        #[$crate::__private::impl_interface]
+        impl $crate::__private::AppIf for TesseraApp {
+            fn app_main() -> $crate::__private::ExitStatus {
+                $crate::__private::run_app(env!("CARGO_PKG_NAME"), $main)
+            }
         }
     };
 }

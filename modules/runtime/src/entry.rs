@@ -16,9 +16,14 @@ static BOOT: Once<BootInfo> = Once::new();
 static MEMORY_MAP: Once<Vec<MemRegion>> = Once::new();
 static FIRMWARE_RAM: Once<FirmwareRam> = Once::new();
 
-unsafe extern "Rust" {
-    /// Defined by the app through `tessera::main!`.
-    fn __tessera_app_main() -> ExitStatus;
+/// The app's half of the contract with the kernel: its entry. An app
+/// implements it through `tessera::main!` (with `crate_interface`), so the
+/// compiler checks the signature on both sides and an image without an app
+/// does not link.
+#[crate_interface::def_interface]
+pub trait AppIf {
+    /// Runs the app and says how the machine should end.
+    fn app_main() -> ExitStatus;
 }
 
 /// What the board reported at boot.
@@ -79,8 +84,7 @@ pub(crate) fn kernel_main(boot: &BootInfo) -> ! {
         config::RAM.len(),
         frames::global::stats().free()
     );
-    // SAFETY: defined by the app crate through `tessera::main!` with this signature.
-    let status = unsafe { __tessera_app_main() };
+    let status = crate_interface::call_interface!(AppIf::app_main());
     Current::exit(status)
 }
 
