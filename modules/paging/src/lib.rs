@@ -139,6 +139,7 @@
 #![no_std]
 
 mod error;
+pub mod geometry;
 mod noflush;
 mod size;
 mod table;

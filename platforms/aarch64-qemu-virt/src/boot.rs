@@ -36,10 +36,11 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use hal::BootInfo;
 use memory_addr::PhysAddr;
 use page_table_entry::aarch64::{DescriptorAttr, MemAttr};
+use paging::geometry::{ENTRIES, index, span};
 
 /// One translation table: 512 descriptors, page aligned.
 #[repr(C, align(4096))]
-pub struct Table([u64; 512]);
+pub struct Table([u64; ENTRIES]);
 
 /// Device memory block: never executable.
 const BOOT_DEVICE: u64 = DescriptorAttr::from_mem_attr(MemAttr::Device)
@@ -57,12 +58,14 @@ const BOOT_NORMAL: u64 = DescriptorAttr::from_mem_attr(MemAttr::Normal)
 /// A valid table descriptor (bits 0 and 1).
 const TABLE_DESC: u64 = 0b11;
 
+/// Height of level 0 (the root of the 4-level table), whose entries map 512 GiB.
+const L0: usize = 3;
 /// Level-0 index of the kernel half.
-const HIGH_L0_INDEX: usize = (config::PHYS_VIRT_OFFSET >> 39) & 511;
+const HIGH_L0_INDEX: usize = index(config::PHYS_VIRT_OFFSET, L0);
 // The high half must be a TTBR1 address of a 48-bit space whose level-0 entry holds
 // the whole boot mapping (offset aligned to 512 GiB).
 const _: () = assert!(config::PHYS_VIRT_OFFSET >> 48 == 0xffff);
-const _: () = assert!(config::PHYS_VIRT_OFFSET & ((1 << 39) - 1) == 0);
+const _: () = assert!(config::PHYS_VIRT_OFFSET.is_multiple_of(span(L0)));
 
 /// MAIR_EL1: the memory attributes `A64PTE` indexes.
 pub const MAIR: u64 = MemAttr::MAIR_VALUE;
@@ -86,15 +89,15 @@ pub const SCTLR_MMU_OFF: u64 = 0x30d0_0800;
 /// SCTLR_EL1 running: MMU (M), data cache (C) and instruction cache (I) on.
 pub const SCTLR_MMU_ON: u64 = SCTLR_MMU_OFF | (1 << 0) | (1 << 2) | (1 << 12);
 
-const GIB: usize = 1 << 30;
+const GIB: usize = span(L0 - 1);
 /// The GiBs of physical memory that hold RAM: `[RAM_FIRST_GIB, RAM_END_GIB)`.
 const RAM_FIRST_GIB: usize = config::PHYS_MEMORY_BASE / GIB;
 const RAM_END_GIB: usize = config::PHYS_MEMORY_END.div_ceil(GIB);
 // One level-1 table covers 512 GiB; the devices' GiB is the first.
-const _: () = assert!(RAM_FIRST_GIB >= 1 && RAM_END_GIB <= 512);
+const _: () = assert!(RAM_FIRST_GIB >= 1 && RAM_END_GIB <= ENTRIES);
 
 const fn boot_l1() -> Table {
-    let mut t = [0u64; 512];
+    let mut t = [0u64; ENTRIES];
     t[0] = BOOT_DEVICE;
     let mut gib = RAM_FIRST_GIB;
     while gib < RAM_END_GIB {
@@ -111,12 +114,12 @@ static BOOT_L1: Table = boot_l1();
 /// The boot root of the lower half (TTBR0). Its entry 0 is written by `_start`
 /// with the MMU off (a table's physical address is not a constant) and never again.
 #[unsafe(link_section = ".data.boot_page_table")]
-static mut BOOT_L0_LOW: Table = Table([0; 512]);
+static mut BOOT_L0_LOW: Table = Table([0; ENTRIES]);
 
 /// The boot root of the upper half (TTBR1). Its entry `HIGH_L0_INDEX` is written
 /// by `_start` with the MMU off and never again.
 #[unsafe(link_section = ".data.boot_page_table")]
-static mut BOOT_L0_HIGH: Table = Table([0; 512]);
+static mut BOOT_L0_HIGH: Table = Table([0; ENTRIES]);
 
 global_asm!(
     ".section .text.boot, \"ax\"",

@@ -18,16 +18,19 @@
 use core::arch::global_asm;
 
 use hal::BootInfo;
+use paging::geometry::{ENTRIES, index, span};
 
 /// Leaf flags of the boot table: V R W X G A D.
 const BOOT_LEAF: u64 = 0b1110_1111;
 /// One Sv39 root with 1 GiB leaves.
 #[repr(C, align(4096))]
-struct Table([u64; 512]);
+struct Table([u64; ENTRIES]);
 
-const GIB: usize = 1 << 30;
+/// Height of the Sv39 root, whose entries map 1 GiB each.
+const ROOT: usize = 2;
+const GIB: usize = span(ROOT);
 /// The root slot of the high half (each slot maps 1 GiB).
-const HIGH_SLOT: usize = (config::PHYS_VIRT_OFFSET >> 30) & 511;
+const HIGH_SLOT: usize = index(config::PHYS_VIRT_OFFSET, ROOT);
 /// The GiBs of physical memory that hold RAM: `[RAM_FIRST_GIB, RAM_END_GIB)`.
 const RAM_FIRST_GIB: usize = config::PHYS_MEMORY_BASE / GIB;
 const RAM_END_GIB: usize = config::PHYS_MEMORY_END.div_ceil(GIB);
@@ -35,10 +38,12 @@ const RAM_END_GIB: usize = config::PHYS_MEMORY_END.div_ceil(GIB);
 const _: () = assert!(config::PHYS_VIRT_OFFSET.is_multiple_of(GIB));
 // Sv39 addresses are 39-bit sign-extended: the high half lives in slots 256..512,
 // the identity mapping in slots 0..256, and each must fit in its half.
-const _: () = assert!(HIGH_SLOT >= 256 && RAM_END_GIB <= 256 && HIGH_SLOT + RAM_END_GIB <= 512);
+const _: () = assert!(
+    HIGH_SLOT >= ENTRIES / 2 && RAM_END_GIB <= ENTRIES / 2 && HIGH_SLOT + RAM_END_GIB <= ENTRIES
+);
 
 const fn boot_table() -> Table {
-    let mut t = [0u64; 512];
+    let mut t = [0u64; ENTRIES];
     let mut gib = 0;
     while gib < RAM_END_GIB {
         // GiB 0 holds the devices; the others RAM (the gap between is left out).

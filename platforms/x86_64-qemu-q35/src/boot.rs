@@ -142,19 +142,19 @@ global_asm!(
     "   .quad tessera_boot_pdpt_phys + {table}",
     "   .fill {high} - 1, 8, 0",
     "   .quad tessera_boot_pdpt_phys + {table}",
-    "   .fill 511 - {high}, 8, 0",
+    "   .fill {entries} - 1 - {high}, 8, 0",
     ".global tessera_boot_pdpt",
     "tessera_boot_pdpt:",
     "   .quad tessera_boot_pd_phys + 0 * 4096 + {table}",
     "   .quad tessera_boot_pd_phys + 1 * 4096 + {table}",
     "   .quad tessera_boot_pd_phys + 2 * 4096 + {table}",
     "   .quad tessera_boot_pd_phys + 3 * 4096 + {table}",
-    "   .fill 508, 8, 0",
+    "   .fill {entries} - 4, 8, 0",
     ".global tessera_boot_pd",
     "tessera_boot_pd:",
     "   .set tessera_boot_i, 0",
-    "   .rept 2048",
-    "   .quad (tessera_boot_i << 21) + {leaf}",
+    "   .rept 4 * {entries}",
+    "   .quad tessera_boot_i * {span_2m} + {leaf}",
     "   .set tessera_boot_i, tessera_boot_i + 1",
     "   .endr",
     "",
@@ -168,16 +168,20 @@ global_asm!(
     ds = const KERNEL_DS,
     table = const BOOT_TABLE,
     leaf = const BOOT_LEAF,
+    entries = const paging::geometry::ENTRIES,
+    span_2m = const paging::geometry::span(1),
     high = const HIGH_SLOT,
     entry = sym rust_entry,
     options(att_syntax)
 );
 
+/// Height of the PML4 (the root of the 4-level table).
+const PML4: usize = 3;
 /// The PML4 slot of the high half; the boot table's identity slot is 0.
-const HIGH_SLOT: usize = (config::PHYS_VIRT_OFFSET >> 39) & 511;
+const HIGH_SLOT: usize = paging::geometry::index(config::PHYS_VIRT_OFFSET, PML4);
 const _: () = assert!(HIGH_SLOT != 0, "the high half must not share PML4 slot 0");
 const _: () = assert!(
-    config::PHYS_VIRT_OFFSET & ((1 << 39) - 1) == 0,
+    config::PHYS_VIRT_OFFSET.is_multiple_of(paging::geometry::span(PML4)),
     "the boot table maps the high half with a whole PML4 slot"
 );
 

@@ -21,25 +21,10 @@ use crate::size::LeafSize;
 
 use super::PageTable;
 
-pub(super) const ENTRIES: usize = 512;
+pub(super) use crate::geometry::{ENTRIES, index, shift, span};
 pub(super) const PAGE: usize = 0x1000;
 /// Leaves live at heights 0 (4K), 1 (2M) and 2 (1G) only.
 pub(super) const MAX_LEAF_HEIGHT: usize = 2;
-
-#[inline(always)]
-pub(super) const fn shift(h: usize) -> usize {
-    12 + 9 * h
-}
-
-#[inline(always)]
-pub(super) const fn span(h: usize) -> usize {
-    1 << shift(h)
-}
-
-#[inline(always)]
-pub(super) const fn index(la: usize, h: usize) -> usize {
-    (la >> shift(h)) & (ENTRIES - 1)
-}
 
 /// End (exclusive) of the entry at height `h` that contains linear address `la`.
 #[inline(always)]
