@@ -40,6 +40,6 @@ mod tests {
         );
         assert_eq!(index(0xffff_8000_0000_0000, 3), 256);
         assert_eq!(index(0xffff_ffc0_8000_0000, 2), 258);
-        assert_eq!(index(0x1234_5678_9000, 0), 0x89);
+        assert_eq!(index(0x1234_5678_9000, 0), 0x189);
     }
 }
