@@ -99,27 +99,40 @@ fn unmap_and_free(m: &Machine, tlb: &Tlb<Plat>, space: &SpaceTlb) {
     m.owner.store(FREED, Ordering::SeqCst);
 }
 
+/// CPU 1 runs `first`, then uses page 0 and answers its mailbox (as its IPI
+/// handler would) until CPU 0, meanwhile, has unmapped page 0, shot it down and
+/// freed its frame.
+fn against_unmap(
+    m: &Arc<Machine>,
+    tlb: &Arc<Tlb<Plat>>,
+    space: &Arc<SpaceTlb>,
+    first: impl FnOnce(&Machine, &Tlb<Plat>, &SpaceTlb) + Send + 'static,
+) {
+    let done = Arc::new(AtomicBool::new(false));
+    let t = {
+        let (m, tlb, space, done) = (m.clone(), tlb.clone(), space.clone(), done.clone());
+        thread::spawn(move || {
+            first(&m, &tlb, &space);
+            access(&m, 1);
+            while !done.load(Ordering::SeqCst) {
+                tlb.poll(1);
+                access(&m, 1);
+                thread::yield_now();
+            }
+        })
+    };
+    unmap_and_free(m, tlb, space);
+    done.store(true, Ordering::SeqCst);
+    t.join().unwrap();
+}
+
 #[test]
 fn no_cpu_uses_a_frame_after_the_shootdown_freed_it() {
     model(|| {
         let (m, tlb, space) = machine();
         space.enter(&tlb, 0);
         space.enter(&tlb, 1);
-        let done = Arc::new(AtomicBool::new(false));
-        let t = {
-            let (m, tlb, done) = (m.clone(), tlb.clone(), done.clone());
-            thread::spawn(move || {
-                access(&m, 1);
-                while !done.load(Ordering::SeqCst) {
-                    tlb.poll(1);
-                    access(&m, 1);
-                    thread::yield_now();
-                }
-            })
-        };
-        unmap_and_free(&m, &tlb, &space);
-        done.store(true, Ordering::SeqCst);
-        t.join().unwrap();
+        against_unmap(&m, &tlb, &space, |_, _, _| {});
         assert_eq!(tlb.stats().ipis, 1);
     });
 }
@@ -160,25 +173,12 @@ fn a_cpu_that_left_while_idle_catches_up_before_it_uses_the_space() {
         let (m, tlb, space) = machine();
         space.enter(&tlb, 0);
         space.enter(&tlb, 1);
-        let done = Arc::new(AtomicBool::new(false));
-        let t = {
-            let (m, tlb, space, done) = (m.clone(), tlb.clone(), space.clone(), done.clone());
-            thread::spawn(move || {
-                space.leave(&tlb, 1);
-                // Idle, with the table still loaded: the walker may fill the TLB
-                // speculatively. Then back to work.
-                fill(&m, 1);
-                space.enter(&tlb, 1);
-                access(&m, 1);
-                while !done.load(Ordering::SeqCst) {
-                    tlb.poll(1);
-                    access(&m, 1);
-                    thread::yield_now();
-                }
-            })
-        };
-        unmap_and_free(&m, &tlb, &space);
-        done.store(true, Ordering::SeqCst);
-        t.join().unwrap();
+        against_unmap(&m, &tlb, &space, |m, tlb, space| {
+            space.leave(tlb, 1);
+            // Idle, with the table still loaded: the walker may fill the TLB
+            // speculatively. Then back to work.
+            fill(m, 1);
+            space.enter(tlb, 1);
+        });
     });
 }

@@ -53,26 +53,15 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
         if !Self::translates(va) {
             return Err(LookupError::OutOfRange);
         }
-        let la = va & Self::LA_MASK;
-        let mut table = self.root_for(la);
-        let mut h = Self::TOP;
-        loop {
-            let pte = Self::read(table, index(la, h));
-            match kind(&pte, h) {
-                Kind::Table => {}
-                Kind::Leaf => {
-                    return Ok(Slot::Leaf(Leaf {
-                        vaddr: (va & !(span(h) - 1)).into(),
-                        paddr: pte.paddr(),
-                        size: leaf_size(h),
-                        flags: pte.flags(),
-                    }));
-                }
-                Kind::Unused | Kind::Invalid => return Ok(Slot::Hole { size: span(h) }),
-            }
-            table = pte.paddr();
-            h -= 1;
-        }
+        Ok(match self.descend(va & Self::LA_MASK) {
+            Ok((pte, h)) => Slot::Leaf(Leaf {
+                vaddr: (va & !(span(h) - 1)).into(),
+                paddr: pte.paddr(),
+                size: leaf_size(h),
+                flags: pte.flags(),
+            }),
+            Err(h) => Slot::Hole { size: span(h) },
+        })
     }
 
     /// Checks that `[vaddr, vaddr + size)` is a range the table's operations

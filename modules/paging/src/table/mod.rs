@@ -297,14 +297,22 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
     /// The present leaf containing linear address `la`, with its height.
     #[inline(always)]
     fn find(&self, la: usize) -> Option<(PTE, usize)> {
+        self.descend(la).ok()
+    }
+
+    /// One descent from `la`'s root: the present leaf containing `la` with its
+    /// height, or the height of the entry where the walk found nothing (a hole
+    /// of that entry's span).
+    #[inline(always)]
+    pub(super) fn descend(&self, la: usize) -> Result<(PTE, usize), usize> {
         let mut table = self.root_for(la);
         let mut h = Self::TOP;
         loop {
             let pte = Self::read(table, index(la, h));
             match kind(&pte, h) {
                 Kind::Table => {}
-                Kind::Leaf => return Some((pte, h)),
-                Kind::Unused | Kind::Invalid => return None,
+                Kind::Leaf => return Ok((pte, h)),
+                Kind::Unused | Kind::Invalid => return Err(h),
             }
             table = pte.paddr();
             h -= 1;
