@@ -124,9 +124,14 @@ fn a_shared_upper_root_is_neither_changed_nor_freed() {
         user.cursor()
             .map::<Size4K>(va(0x1000), pa(0x9000), F::READ)
             .unwrap();
-        // SAFETY: `kernel` outlives `user` and its upper half is not unmapped meanwhile.
+        let before = testing::frames_in_use();
+        // SAFETY: `kernel` outlives `user` and its upper half is not unmapped
+        // meanwhile; `user` is active nowhere.
         unsafe { user.cursor().copy_kernel_half(&kernel) }.unwrap();
         assert_eq!(user.roots().upper, kernel.roots().upper);
+        // The user table's own upper root is gone, freed only after the flush.
+        assert_eq!(testing::frames_in_use(), before - 1);
+        assert_eq!(frames_at_last_flush(), before);
         assert_eq!(user.query(va(UPPER + M2 + 5)).unwrap().0, pa(M2 + 5));
         assert_eq!(
             user.cursor()

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 
-use tlb::{CpuMask, Flush, Platform, SpaceTlb, Tlb};
+use tlb::{CpuMask, Flush, Flushed, Platform, SpaceTlb, Tlb};
 
 const PAGES: usize = 64;
 const FRAMES: usize = 256;
@@ -159,9 +159,9 @@ fn writer(
             }
             sd.add(p * PAGE, (p + 1) * PAGE);
         }
-        let flushed = sd.finish();
-        // Only now may the frames go: every CPU has dropped the old translations.
-        let _ = flushed;
+        // Only once the shootdown finished may the frames go: every CPU has
+        // dropped the old translations.
+        let _flushed: Flushed = sd.finish();
         for f in old {
             m.owner[f].store(NOBODY, Ordering::SeqCst);
             pool.0.lock().unwrap().push(f);

@@ -281,7 +281,11 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
     /// The tables referenced by the copied entries (or the shared upper root)
     /// must stay alive and in place as long as this table exists: `other` must
     /// outlive it, and nothing may unmap `other`'s upper half in a way that
-    /// frees those tables.
+    /// frees those tables. With a root per half this table's upper root
+    /// changes: a CPU that has the table active must load [`PageTable::roots`]
+    /// again before it uses the upper half (the old upper root is retired, so
+    /// it is freed only after this cursor's flush, but a translation register
+    /// still naming it would point at a freed frame afterwards).
     pub unsafe fn copy_kernel_half(
         &mut self,
         other: &PageTable<M, PTE, H>,
@@ -297,9 +301,10 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         }
         if self.pt.roots[0] != root {
             if !self.pt.is_shared(ENTRIES / 2) {
-                // Our own upper root is empty (checked above) and never reachable
-                // from the lower root: free it now, no walk can hold it.
-                H::dealloc_frame(root);
+                // Our own upper root is empty (checked above); a CPU with this
+                // table active may still walk it until the flush, so it goes
+                // through the retired list like any unlinked table.
+                self.retire(root);
             }
             self.pt.roots[1] = other.roots[1];
         } else {
