@@ -124,6 +124,18 @@ fn main() {
     .unwrap();
     writeln!(
         out,
+        "/// Size of each CPU's trap stack.\npub const TRAP_STACK_SIZE: usize = {:#x};",
+        model::TRAP_STACK_SIZE
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Bytes of one secondary CPU's stack slot (guard, trap stack, guard, kernel stack).\npub const CPU_STACK_STRIDE: usize = {:#x};",
+        cfg.cpu_stride()
+    )
+    .unwrap();
+    writeln!(
+        out,
         "/// Log level.\npub const LOG_LEVEL: &str = {:?};",
         cfg.log
     )

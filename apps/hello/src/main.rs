@@ -109,22 +109,22 @@ fn main() -> tessera::AppResult {
         let (guard, bottom) = (stack.guard, stack.bottom);
         println!(
             "guard page below the {} [{:#x}, {:#x}): {:#x}",
-            stack.name, bottom, stack.top, guard
+            stack, bottom, stack.top, guard
         );
         check!(
             mm::translate(guard).is_err() && mm::translate(guard + boot::GUARD_SIZE - 1).is_err(),
             "the {}'s guard page {guard:#x} is mapped",
-            stack.name
+            stack
         );
         check!(
             mm::read_faults(guard) && mm::read_faults(bottom - 1),
             "reading the {}'s guard page {guard:#x} does not fault",
-            stack.name
+            stack
         );
         check!(
             !mm::read_faults(bottom) && !mm::read_faults(stack.top - 1),
             "the {} [{bottom:#x}, {:#x}) is not readable",
-            stack.name,
+            stack,
             stack.top
         );
     }

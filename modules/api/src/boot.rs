@@ -55,9 +55,9 @@ pub fn known_word() -> KnownWord {
     Current::known_word(runtime::boot_info())
 }
 
-/// The kernel stacks (the boot stack apps run on, the trap stack), each with the
-/// unmapped guard page below it. A fault in a guard page is reported as a stack
-/// overflow.
-pub fn stacks() -> [GuardedStack; 2] {
-    runtime::memmap::stacks()
+/// The kernel stacks of every CPU (CPU 0's boot stack, which apps run on, each
+/// CPU's kernel and trap stack), each with the unmapped guard page below it. A
+/// fault in a guard page is reported as a stack overflow.
+pub fn stacks() -> alloc::vec::Vec<GuardedStack> {
+    runtime::memmap::stacks().collect()
 }

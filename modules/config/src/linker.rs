@@ -12,10 +12,16 @@
 //!          _strap_guard            4 KiB guard page, never mapped
 //!          _strap_stack .. _etrap_stack   the trap stack                (R W)
 //!          _sguard                 4 KiB guard page, never mapped
-//!          _sstack .. _estack      the boot stack                       (R W)
+//!          _sstack .. _estack      the boot stack (CPU 0)              (R W)
+//!          _ssecondary .. _esecondary   CPUs 1..SMP: a slot each, STRIDE bytes:
+//!              guard (4K) | trap stack | guard (4K) | kernel stack    (R W)
 //! _ekernel                         page aligned end of the image
 //! _start_phys                      the entry point's load address (the ELF entry)
 //! ```
+//!
+//! A secondary CPU `i`'s slot starts at `_ssecondary + (i - 1) * STRIDE`,
+//! with `STRIDE = 4K + TRAP_STACK_SIZE + 4K + stack-size`: the same shape as
+//! CPU 0's two stacks, so every stack of every CPU has its own guard page.
 //!
 //! The stacks sit outside `[_sbss, _ebss)` so that clearing bss does not clear
 //! the stack the board is running on. A board adds what only it needs through
@@ -26,9 +32,13 @@ use std::path::PathBuf;
 
 use crate::model::{self, Config};
 
-/// Size of the trap stack, used when the trap entry finds the current stack
-/// overflowed.
-pub const TRAP_STACK_SIZE: u64 = 16 * 1024;
+pub use crate::model::TRAP_STACK_SIZE;
+
+/// Bytes of one secondary CPU's stack slot: a guard page, the trap stack, a
+/// guard page, the kernel stack.
+pub fn cpu_stride(cfg: &Config) -> u64 {
+    cfg.cpu_stride()
+}
 
 /// What a board adds to the common layout.
 #[derive(Debug, Default, Clone, Copy)]
@@ -108,6 +118,9 @@ SECTIONS
         _sstack = .;
         . += {stack:#x};
         _estack = .;
+        _ssecondary = .;
+        . += {secondary:#x};
+        _esecondary = .;
     }} {seg}
     . = ALIGN(4K);
     _ekernel = .;
@@ -129,6 +142,7 @@ SECTIONS
         bss = inputs(board.bss),
         stack = cfg.stack_size,
         trap_stack = TRAP_STACK_SIZE,
+        secondary = (cfg.smp - 1) * cpu_stride(cfg),
     )
     .unwrap();
     ld

@@ -76,6 +76,22 @@ pub struct Config {
     pub log: String,
 }
 
+/// Most CPUs a kernel runs on: the CPU sets of the TLB shootdown are 64-bit
+/// masks (`tlb::MAX_CPUS`, `hal::smp::MAX_CPUS`).
+pub const MAX_CPUS: u64 = 64;
+
+/// Size of each CPU's trap stack, used when the trap entry finds the current
+/// stack overflowed.
+pub const TRAP_STACK_SIZE: u64 = 16 * 1024;
+
+impl Config {
+    /// Bytes of one secondary CPU's stack slot in the linker script: a guard
+    /// page, the trap stack, a guard page, the kernel stack.
+    pub fn cpu_stride(&self) -> u64 {
+        4096 + TRAP_STACK_SIZE + 4096 + self.stack_size
+    }
+}
+
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -309,6 +325,12 @@ fn load_with(arch: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         if v % 4096 != 0 {
             return Err(err(format!("{what} {v:#x} is not page aligned")));
         }
+    }
+    if cfg.smp == 0 || cfg.smp > MAX_CPUS {
+        return Err(format!(
+            "SMP={}: a kernel runs on 1 to {MAX_CPUS} CPUs",
+            cfg.smp
+        ));
     }
     if cfg.stack_size == 0 {
         return Err(err("stack-size is 0".into()));

@@ -26,6 +26,10 @@ pub trait KernelIf {
     fn fatal_page_fault(fault: &PageFault) -> !;
     /// The guard-page lookup: see [`stack_guard`].
     fn stack_guard(addr: usize) -> Option<core::ops::Range<usize>>;
+    /// A secondary CPU's entry: see [`secondary_main`].
+    fn secondary_main(cpu: usize) -> !;
+    /// The IPI hook: see [`ipi`].
+    fn ipi();
 }
 
 /// Enters the kernel once the board has a stack, the high-half mapping, a trap
@@ -44,6 +48,20 @@ pub fn page_fault(fault: &PageFault) -> FaultOutcome {
 /// machine with a failing status.
 pub fn fatal_page_fault(fault: &PageFault) -> ! {
     crate_interface::call_interface!(KernelIf::fatal_page_fault(fault))
+}
+
+/// Enters the kernel on secondary CPU `cpu` (its kernel index), once the
+/// board started it as `hal::smp` describes (page table, trap vector,
+/// per-CPU register, kernel stack, interrupts enabled for IPIs).
+pub fn secondary_main(cpu: usize) -> ! {
+    crate_interface::call_interface!(KernelIf::secondary_main(cpu))
+}
+
+/// An IPI arrived on the calling CPU: answers flush requests and wake-ups.
+/// Called from the board's IPI handler (interrupts disabled) or from
+/// `Board::wait_for_ipi`.
+pub fn ipi() {
+    crate_interface::call_interface!(KernelIf::ipi())
 }
 
 /// The guard page (unmapped, below a kernel stack) that holds `addr`, if any: a

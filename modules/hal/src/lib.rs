@@ -20,10 +20,12 @@ pub mod fault;
 pub mod kernel;
 pub mod mem;
 pub mod probe;
+pub mod smp;
 
 pub use fault::{Access, FaultOutcome, PageFault, RawCause};
 pub use mem::{FirmwareRam, MemKind, MemRegion};
 pub use paging::{RootLayout, Roots};
+pub use smp::{CpuList, CpuStart, StartError};
 
 use memory_addr::{PhysAddr, VirtAddr};
 use page_table_entry::GenericPTE;
@@ -173,4 +175,41 @@ pub trait Board {
 
     /// A word at a known physical address (device tree header, device register).
     fn known_word(boot: &BootInfo) -> KnownWord;
+
+    /// Whether [`Board::flush_tlb`] drops the translation from every CPU's TLB
+    /// (AArch64's `TLBI ...IS` completed by `DSB ISH`), so that a shootdown
+    /// needs no IPI.
+    const TLB_BROADCAST: bool = false;
+
+    /// The CPUs present, boot CPU first, as the firmware lists them (ACPI
+    /// MADT, the device tree's `/cpus`). See [`smp`].
+    fn cpus(boot: &BootInfo) -> CpuList;
+
+    /// Starts a secondary CPU as [`smp`] describes; returns once the firmware
+    /// accepted the request, without waiting for the CPU to arrive in
+    /// [`kernel::secondary_main`].
+    ///
+    /// # Safety
+    ///
+    /// Called once per CPU, from the boot CPU; the stacks of `start` belong to
+    /// that CPU alone from now on, and `start.roots` is the kernel's page table
+    /// (complete and valid for as long as the kernel runs, as for
+    /// [`Board::activate_page_table`]).
+    unsafe fn start_cpu(start: &CpuStart) -> Result<(), StartError>;
+
+    /// The kernel's index of the calling CPU (0 for the boot CPU), from the
+    /// per-CPU register the board set when the CPU started.
+    fn cpu_index() -> usize;
+
+    /// Interrupts the CPUs of `targets` (bit `i` = CPU index `i`): each calls
+    /// [`kernel::ipi`] soon, from its interrupt handler if it runs with
+    /// interrupts enabled, or when its [`Board::wait_for_ipi`] returns. A board
+    /// with [`Board::TLB_BROADCAST`] may implement this as a wake-up of CPUs in
+    /// `wait_for_ipi` only (the kernel sends nothing else there).
+    fn send_ipi(targets: u64);
+
+    /// Called with interrupts disabled: sleeps until an IPI is pending (at once
+    /// if one is), has [`kernel::ipi`] called for it, and returns with
+    /// interrupts disabled. May return without an IPI.
+    fn wait_for_ipi();
 }

@@ -103,8 +103,12 @@
 //! must free those frames only after the cursor has flushed (drop the cursor or
 //! call [`Cursor::flush`] first).
 //!
-//! The flush is local (`M::flush_tlb`); shooting down other CPUs is the
-//! platform's job inside its `flush_tlb`. On a hosted build (tests), use a
+//! A batch that only added translations is flushed locally (`M::flush_tlb`).
+//! A batch that removed or weakened any (unmap, protect, split, unlinked
+//! tables) goes, once per flush, to the kernel's [`Shootdown`] when one is
+//! installed ([`set_shootdown`]): it returns only after every CPU dropped
+//! them, so retired table frames and the caller's data frames are freed after
+//! every CPU's flush, not just the local one. On a hosted build (tests), use a
 //! metadata type whose `flush_tlb` is not a privileged instruction, such as
 //! [`NoFlush`].
 //!
@@ -141,6 +145,7 @@
 mod error;
 pub mod geometry;
 mod noflush;
+mod shootdown;
 mod size;
 mod table;
 
@@ -151,5 +156,6 @@ pub use error::{
 pub use memory_addr::{PhysAddr, VirtAddr};
 pub use noflush::NoFlush;
 pub use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
+pub use shootdown::{Shootdown, set_shootdown};
 pub use size::{LeafSize, PageSize, Size1G, Size2M, Size4K};
 pub use table::{Audit, Cursor, Leaf, PageTable, RootLayout, Roots, Slot, Split};

@@ -37,6 +37,14 @@ impl hal::kernel::KernelIf for Kernel {
     fn stack_guard(addr: usize) -> Option<core::ops::Range<usize>> {
         crate::space::stack_guard(addr)
     }
+
+    fn secondary_main(cpu: usize) -> ! {
+        crate::smp::secondary_main(cpu)
+    }
+
+    fn ipi() {
+        crate::smp::ipi()
+    }
 }
 
 /// The kernel's page table type on this board (what the kernel address space

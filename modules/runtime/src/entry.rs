@@ -67,15 +67,8 @@ pub(crate) fn kernel_main(boot: &BootInfo) -> ! {
         println!("kernel address space: {e:?}");
         Current::exit(ExitStatus::Fail);
     }
-    if config::SMP > 1 {
-        // Secondary CPUs are not started: apps run on the boot CPU alone, so no
-        // TLB shootdown is needed yet (and none is done).
-        log::warn!(
-            "SMP={}: only the boot CPU runs; {} other CPU(s) stay parked by the firmware",
-            config::SMP,
-            config::SMP - 1
-        );
-    }
+    crate::shootdown::init();
+    crate::smp::start_secondaries(boot, crate::space::roots());
     log::info!(
         "{} ({}), {} MiB RAM in {} range(s), {} frames free",
         Current::NAME,

@@ -11,7 +11,10 @@
 //!   kernel's implementation of `hal::kernel::KernelIf` (the board -> kernel calls);
 //! - [`space`]: the kernel address space and the page-fault hooks the board calls;
 //! - [`memmap`]: the physical memory map from the config and the linker symbols;
-//! - [`heap`], [`console`]: the kernel heap and `print!`/`log`.
+//! - [`heap`], [`console`]: the kernel heap and `print!`/`log`;
+//! - [`smp`]: starting the other CPUs, their idle loop and jobs;
+//! - [`shootdown`]: the TLB shootdown protocol (`tlb`) over this board, as
+//!   `paging`'s flush hook.
 #![no_std]
 
 extern crate alloc;
@@ -21,6 +24,9 @@ pub mod console;
 pub mod entry;
 pub mod heap;
 pub mod memmap;
+pub mod shootdown;
+pub mod smp;
 pub mod space;
+mod spacelock;
 
 pub use entry::{AppResult, boot_info};

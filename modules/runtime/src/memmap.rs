@@ -17,6 +17,9 @@
 //!   interrupted stack is at its guard page; x86_64: the double-fault IST stack);
 //! - the **boot stack** `[_sstack, _estack)`: the stack the kernel and the app
 //!   run on.
+//! - above them, `[_ssecondary, _esecondary)`: one slot of
+//!   `config::CPU_STACK_STRIDE` bytes per secondary CPU (`1..SMP`), each the
+//!   same shape (guard, trap stack, guard, kernel stack): [`stacks_of`].
 //!
 //! The memory map holds the kernel data `[_sdata, _strap_guard)` and the two
 //! stacks as separate regions; the guard pages are in no region, so the kernel
@@ -50,6 +53,8 @@ unsafe extern "C" {
     static _sguard: u8;
     static _sstack: u8;
     static _estack: u8;
+    static _ssecondary: u8;
+    static _esecondary: u8;
     static _ekernel: u8;
 }
 
@@ -59,7 +64,10 @@ pub const GUARD_SIZE: usize = 4096;
 /// A kernel stack and the unmapped guard page below it (virtual addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardedStack {
-    /// What the stack is for: "boot stack", "trap stack".
+    /// The CPU whose stack it is (0 = the boot CPU).
+    pub cpu: usize,
+    /// What the stack is for: "boot stack" (CPU 0's kernel stack), "kernel
+    /// stack" (another CPU's), "trap stack".
     pub name: &'static str,
     /// Start of the guard page; the page ends at `bottom`.
     pub guard: usize,
@@ -76,28 +84,73 @@ impl GuardedStack {
     }
 }
 
-/// The kernel stacks with a guard page, lowest first.
-pub fn stacks() -> [GuardedStack; 2] {
+impl core::fmt::Display for GuardedStack {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // CPU 0's stacks keep their plain names: "the boot stack".
+        match self.cpu {
+            0 => f.write_str(self.name),
+            cpu => write!(f, "CPU {cpu} {}", self.name),
+        }
+    }
+}
+
+/// CPU `cpu`'s trap stack and kernel stack (`cpu < config::SMP`), each above
+/// its guard page.
+pub fn stacks_of(cpu: usize) -> [GuardedStack; 2] {
+    assert!(
+        cpu < config::SMP,
+        "CPU {cpu}: the image has stacks for {} CPUs",
+        config::SMP
+    );
+    if cpu == 0 {
+        return [
+            GuardedStack {
+                cpu,
+                name: "trap stack",
+                guard: &raw const _strap_guard as usize,
+                bottom: &raw const _strap_stack as usize,
+                top: &raw const _etrap_stack as usize,
+            },
+            GuardedStack {
+                cpu,
+                name: "boot stack",
+                guard: &raw const _sguard as usize,
+                bottom: &raw const _sstack as usize,
+                top: &raw const _estack as usize,
+            },
+        ];
+    }
+    let slot = &raw const _ssecondary as usize + (cpu - 1) * config::CPU_STACK_STRIDE;
+    let trap_bottom = slot + GUARD_SIZE;
+    let trap_top = trap_bottom + config::TRAP_STACK_SIZE;
+    let bottom = trap_top + GUARD_SIZE;
     [
         GuardedStack {
+            cpu,
             name: "trap stack",
-            guard: &raw const _strap_guard as usize,
-            bottom: &raw const _strap_stack as usize,
-            top: &raw const _etrap_stack as usize,
+            guard: slot,
+            bottom: trap_bottom,
+            top: trap_top,
         },
         GuardedStack {
-            name: "boot stack",
-            guard: &raw const _sguard as usize,
-            bottom: &raw const _sstack as usize,
-            top: &raw const _estack as usize,
+            cpu,
+            name: "kernel stack",
+            guard: trap_top,
+            bottom,
+            top: bottom + config::STACK_SIZE,
         },
     ]
 }
 
+/// Every kernel stack with a guard page, CPU by CPU, lowest first.
+pub fn stacks() -> impl Iterator<Item = GuardedStack> {
+    (0..config::SMP).flat_map(stacks_of)
+}
+
 /// The stack whose guard page holds `addr`, if any: a fault there is a stack
-/// overflow.
+/// overflow. Allocates nothing (it runs in fault reports).
 pub fn guard_of(addr: usize) -> Option<GuardedStack> {
-    stacks().into_iter().find(|s| s.guard_contains(addr))
+    stacks().find(|s| s.guard_contains(addr))
 }
 
 fn pa_of(va: usize) -> usize {
@@ -105,10 +158,11 @@ fn pa_of(va: usize) -> usize {
 }
 
 /// The kernel image's sections as (start, end) physical addresses: the guard
-/// pages lie between the data and the trap stack and between the two stacks.
-fn kernel_sections() -> [(usize, usize, MemKind, &'static str); 5] {
-    let [trap, boot] = stacks();
-    [
+/// pages lie between the data and the trap stack, between each CPU's two
+/// stacks and between one CPU's slot and the next.
+fn kernel_sections() -> Vec<(usize, usize, MemKind, &'static str)> {
+    let [trap, boot] = stacks_of(0);
+    let mut sections = alloc::vec![
         (
             pa_of(&raw const _stext as usize),
             pa_of(&raw const _etext as usize),
@@ -131,15 +185,25 @@ fn kernel_sections() -> [(usize, usize, MemKind, &'static str); 5] {
             pa_of(trap.bottom),
             pa_of(trap.top),
             MemKind::Data,
-            trap.name,
+            trap.name
         ),
         (
             pa_of(boot.bottom),
-            pa_of(&raw const _ekernel as usize),
+            pa_of(boot.top),
             MemKind::Data,
-            boot.name,
+            boot.name
         ),
-    ]
+    ];
+    for s in stacks().skip(2) {
+        sections.push((pa_of(s.bottom), pa_of(s.top), MemKind::Data, s.name));
+    }
+    let last = stacks().last().map_or(boot.top, |s| s.top);
+    assert!(
+        last == &raw const _esecondary as usize
+            && pa_of(&raw const _ekernel as usize) == pa_of(last),
+        "linker script: the CPU stack slots must end the image (config::CPU_STACK_STRIDE)"
+    );
+    sections
 }
 
 /// The device tree's physical range, page aligned and cut at the end of its RAM range, if
@@ -242,8 +306,7 @@ pub fn build(boot: &BootInfo, firmware: &FirmwareRam) -> Vec<MemRegion> {
     for s in stacks() {
         assert!(
             s.guard.is_multiple_of(GUARD_SIZE) && s.guard + GUARD_SIZE == s.bottom,
-            "linker script: the {} must start one page above its guard page",
-            s.name
+            "linker script: the {s} must start one page above its guard page"
         );
         let guard = pa_of(s.guard);
         taken.push((guard, guard + GUARD_SIZE));

@@ -15,9 +15,11 @@
 //! `stack_guard` (through `hal::kernel::stack_guard`) whether CR2 is a guard
 //! page (x86_64).
 //!
-//! Locking: one spin lock around the address space. The fault path only
-//! `try_lock`s it: a fault taken while the lock is held (a bug in kernel code) is
-//! reported as such instead of deadlocking.
+//! Locking: [`SpaceLock`](crate::spacelock::SpaceLock) around the address
+//! space (its docs have the protocol). A fault on a CPU while another CPU
+//! holds the lock waits for it, answering TLB flush requests meanwhile; a
+//! fault taken while the same CPU holds it (a bug in kernel code) is reported
+//! as such instead of deadlocking.
 
 use alloc::vec::Vec;
 
@@ -26,8 +28,9 @@ use spin::Mutex;
 
 use crate::board::{AddrSpace, Current};
 use crate::println_unlocked;
+use crate::spacelock::SpaceLock;
 
-static SPACE: Mutex<Option<AddrSpace>> = Mutex::new(None);
+static SPACE: SpaceLock<Option<AddrSpace>> = SpaceLock::new(None);
 /// Why the last fault was denied, for the report.
 static LAST_DENIAL: Mutex<Option<Denial>> = Mutex::new(None);
 
@@ -54,7 +57,7 @@ pub fn init(regions: &[MemRegion]) -> Result<(), axerrno::AxError> {
     // table before this one is dropped).
     // It was built with the board's root layout.
     unsafe { Current::activate_page_table(roots) };
-    *SPACE.lock() = Some(space);
+    SPACE.write(|s| *s = Some(space));
     Ok(())
 }
 
@@ -64,24 +67,31 @@ pub fn init(regions: &[MemRegion]) -> Result<(), axerrno::AxError> {
 ///
 /// If called before [`init`] (the runtime calls `init` before the app runs).
 pub fn with<R>(f: impl FnOnce(&mut AddrSpace) -> R) -> R {
-    let mut guard = SPACE.lock();
-    f(guard
-        .as_mut()
-        .expect("the kernel address space is not built yet"))
+    SPACE.write(|s| {
+        f(s.as_mut()
+            .expect("the kernel address space is not built yet"))
+    })
+}
+
+/// The roots of the kernel page table (what every CPU loads).
+pub fn roots() -> hal::Roots {
+    with(|s| s.page_table_roots())
 }
 
 /// The kernel's side of `hal::kernel::page_fault` (through
 /// [`hal::kernel::KernelIf`], implemented in [`crate::board`]).
 pub(crate) fn page_fault(fault: &PageFault) -> FaultOutcome {
-    let denial = match SPACE.try_lock() {
-        None => Denial::Busy,
-        Some(mut guard) => match guard.as_mut() {
+    let denial = if SPACE.held_here() {
+        Denial::Busy
+    } else {
+        match SPACE.write(|s| {
+            s.as_mut()
+                .map(|space| space.handle_page_fault(fault.addr.into(), fault.access))
+        }) {
             None => Denial::NoSpace,
-            Some(space) => match space.handle_page_fault(fault.addr.into(), fault.access) {
-                Ok(()) => return FaultOutcome::Resolved,
-                Err(e) => Denial::Fault(e),
-            },
-        },
+            Some(Ok(())) => return FaultOutcome::Resolved,
+            Some(Err(e)) => Denial::Fault(e),
+        }
     };
     *LAST_DENIAL.lock() = Some(denial);
     FaultOutcome::Denied
@@ -97,7 +107,7 @@ pub(crate) fn fatal_page_fault(fault: &PageFault) -> ! {
     if let Some(stack) = crate::memmap::guard_of(fault.addr) {
         println_unlocked!(
             "\nstack overflow: the {}'s guard page at {:#x} was hit ({} at {:#x}, pc {:#x})",
-            stack.name,
+            stack,
             stack.guard,
             fault.access,
             fault.addr,
@@ -105,7 +115,7 @@ pub(crate) fn fatal_page_fault(fault: &PageFault) -> ! {
         );
         println_unlocked!(
             "  {} [{:#x}, {:#x}); {} {:#x}: {}",
-            stack.name,
+            stack,
             stack.bottom,
             stack.top,
             fault.cause.register,
@@ -126,7 +136,7 @@ pub(crate) fn fatal_page_fault(fault: &PageFault) -> ! {
     match LAST_DENIAL.try_lock().and_then(|d| *d) {
         Some(Denial::Fault(e)) => println_unlocked!("  {e}"),
         Some(Denial::Busy) => {
-            println_unlocked!("  the fault was taken while the address space was locked")
+            println_unlocked!("  the fault was taken while this CPU held the address-space lock")
         }
         Some(Denial::NoSpace) | None => {
             println_unlocked!("  no address space yet (early boot): no area")

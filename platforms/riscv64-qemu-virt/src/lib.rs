@@ -92,4 +92,23 @@ impl Board for RiscvVirt {
     fn known_word(boot: &BootInfo) -> KnownWord {
         KnownWord::fdt_magic(boot)
     }
+
+    fn cpus(boot: &BootInfo) -> hal::CpuList {
+        // Single-CPU placeholder until this board starts secondaries.
+        hal::CpuList::boot_only(boot.cpu_id)
+    }
+
+    unsafe fn start_cpu(_start: &hal::CpuStart) -> Result<(), hal::StartError> {
+        Err(hal::StartError::Unsupported)
+    }
+
+    fn cpu_index() -> usize {
+        0
+    }
+
+    fn send_ipi(_targets: u64) {}
+
+    fn wait_for_ipi() {
+        core::hint::spin_loop();
+    }
 }

@@ -35,6 +35,9 @@ pub struct Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
     addrs: [usize; FLUSH_BATCH],
     n_addrs: usize,
     pub(super) full: bool,
+    /// Whether a translation was removed or weakened (not only added): the
+    /// flush then goes to every CPU (`crate::shootdown`).
+    pub(super) weakened: bool,
     /// Head of the list of retired table frames, linked through their first word.
     retired: Option<PhysAddr>,
 }
@@ -61,6 +64,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
             addrs: [0; FLUSH_BATCH],
             n_addrs: 0,
             full: false,
+            weakened: false,
             retired: None,
         }
     }
@@ -92,14 +96,19 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
     /// Flushes the TLB for everything changed so far, then frees the retired
     /// table frames. Does nothing if nothing changed.
     pub fn flush(&mut self) {
-        if self.full {
-            M::flush_tlb(None);
-        } else {
-            for &va in &self.addrs[..self.n_addrs] {
-                M::flush_tlb(Some(va.into()));
+        match crate::shootdown::installed() {
+            Some(s) if self.weakened => {
+                s.shootdown(self.pt.root_paddr(), &self.addrs[..self.n_addrs], self.full)
+            }
+            _ if self.full => M::flush_tlb(None),
+            _ => {
+                for &va in &self.addrs[..self.n_addrs] {
+                    M::flush_tlb(Some(va.into()));
+                }
             }
         }
         self.full = false;
+        self.weakened = false;
         self.n_addrs = 0;
         while let Some(frame) = self.retired {
             let link = H::phys_to_virt(frame).as_ptr().cast::<usize>();
@@ -123,10 +132,25 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         }
     }
 
+    /// Records that the translation of the leaf at `va` was removed or
+    /// weakened: every CPU must flush it.
+    #[inline(always)]
+    pub(super) fn note_weakened(&mut self, va: usize) {
+        self.weakened = true;
+        self.note(va);
+    }
+
+    /// Asks for a full flush on every CPU (a split leaf, an unlinked table).
+    #[inline(always)]
+    pub(super) fn weaken_all(&mut self) {
+        self.weakened = true;
+        self.full = true;
+    }
+
     /// Queues an unlinked table frame (empty, or a collapsed table of leaves) to
     /// be freed after the next flush.
     pub(super) fn retire(&mut self, frame: PhysAddr) {
-        self.full = true;
+        self.weaken_all();
         let next = self.retired.map_or(0, |p| p.as_usize());
         let link = H::phys_to_virt(frame).as_mut_ptr().cast::<usize>();
         // SAFETY: `frame` is a table just unlinked from its parent and owned by
@@ -315,7 +339,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
         for i in ENTRIES / 2..ENTRIES {
             self.pt.shared[i / 64] |= 1 << (i % 64);
         }
-        self.full = true;
+        self.weaken_all();
         Ok(())
     }
 }

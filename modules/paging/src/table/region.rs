@@ -231,7 +231,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
                     // Edges were split, so this leaf lies wholly inside the range.
                     Pt::<M, PTE, H>::write(table, idx, PTE::empty_entry());
                     let va = la.wrapping_add(delta);
-                    self.note(va);
+                    self.note_weakened(va);
                     on_leaf(Leaf {
                         vaddr: va.into(),
                         paddr: pte.paddr(),
@@ -316,7 +316,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
                 Kind::Leaf => {
                     pte.set_flags(flags, h > 0);
                     Pt::<M, PTE, H>::write(table, idx, pte);
-                    self.note(la.wrapping_add(delta));
+                    self.note_weakened(la.wrapping_add(delta));
                 }
                 Kind::Table => self.protect_rec(pte.paddr(), h - 1, la, ee, delta, flags),
                 Kind::Unused | Kind::Invalid => {}

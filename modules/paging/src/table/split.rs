@@ -58,7 +58,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
                 Kind::Leaf => {
                     let child = Self::split_leaf(&pte, h, la).ok_or(RangeError::NoMemory)?;
                     Pt::<M, PTE, H>::write(table, idx, PTE::new_table(child));
-                    self.full = true;
+                    self.weaken_all();
                     return Ok(Some((pte, h)));
                 }
                 Kind::Table => {}
