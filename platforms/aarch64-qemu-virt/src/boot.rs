@@ -7,7 +7,8 @@
 //! set) by its magic.
 //!
 //! `_start`:
-//! 1. drops from EL2 to EL1h if needed (EL1 in AArch64, counters readable at EL1),
+//! 1. (`el1_setup_asm`, shared with the secondary CPUs' entry in [`crate::smp`])
+//!    drops from EL2 to EL1h if needed (EL1 in AArch64, counters readable at EL1),
 //!    and tells `rust_entry` which EL it was entered at (the PSCI conduit
 //!    depends on it: see `ArmVirt::exit`);
 //! 2. masks all exceptions, lets FP/SIMD run untrapped (the softfloat target does not
@@ -24,7 +25,9 @@
 //!    offset, with 1 GiB blocks, so that the frames the runtime takes for the
 //!    kernel's page tables are reachable before it switches to them;
 //! 5. turns on the MMU and caches, moves to the boot stack `_estack` at its
-//!    high-half address and jumps to `rust_entry` there.
+//!    high-half address and jumps to `rust_entry` there, which clears .bss,
+//!    points TPIDR_EL1 at CPU 0's block ([`crate::percpu`]) and only then sets
+//!    the trap vector.
 //!
 //! The identity half exists only for the few instructions between the MMU switch and
 //! the jump; the kernel address space the runtime builds (a root per TTBR, see
@@ -113,13 +116,58 @@ static BOOT_L1: Table = boot_l1();
 
 /// The boot root of the lower half (TTBR0). Its entry 0 is written by `_start`
 /// with the MMU off (a table's physical address is not a constant) and never again.
+/// Secondary CPUs turn their MMU on with it as TTBR0 (`crate::smp`), for the
+/// identity mapping of the few instructions before they jump to the high half.
 #[unsafe(link_section = ".data.boot_page_table")]
-static mut BOOT_L0_LOW: Table = Table([0; ENTRIES]);
+pub(crate) static mut BOOT_L0_LOW: Table = Table([0; ENTRIES]);
 
 /// The boot root of the upper half (TTBR1). Its entry `HIGH_L0_INDEX` is written
 /// by `_start` with the MMU off and never again.
 #[unsafe(link_section = ".data.boot_page_table")]
 static mut BOOT_L0_HIGH: Table = Table([0; ENTRIES]);
+
+/// The CPU setup `_start` and the secondary entry (`crate::smp`) share, as
+/// assembly text: EL2 -> EL1h if needed (`x21` = the EL it was entered at),
+/// all exceptions masked, SP_EL1 selected, FP/SIMD untrapped, MAIR_EL1 and
+/// TCR_EL1 (IPS from ID_AA64MMFR0_EL1.PARange). Clobbers x9 and x10. Needs the
+/// asm operands `sctlr_off`, `mair` and `tcr` (see their use in `_start`).
+macro_rules! el1_setup_asm {
+    () => {
+        concat!(
+            // EL2 -> EL1h.
+            "   mrs     x9, CurrentEL\n",
+            "   ubfx    x21, x9, #2, #2\n",
+            "   cmp     x21, #2\n",
+            "   b.ne    1f\n",
+            "   mov     x9, #(1 << 31)\n", // HCR_EL2.RW: EL1 runs AArch64
+            "   msr     hcr_el2, x9\n",
+            "   mrs     x9, cnthctl_el2\n",
+            "   orr     x9, x9, #3\n", // EL1PCTEN | EL1PCEN
+            "   msr     cnthctl_el2, x9\n",
+            "   msr     cntvoff_el2, xzr\n",
+            "   ldr     x9, ={sctlr_off}\n",
+            "   msr     sctlr_el1, x9\n",
+            "   mov     x9, #0x3c5\n", // EL1h, D A I F masked
+            "   msr     spsr_el2, x9\n",
+            "   adr     x9, 1f\n",
+            "   msr     elr_el2, x9\n",
+            "   eret\n",
+            "1:\n",
+            "   msr     daifset, #0xf\n",
+            "   msr     spsel, #1\n",
+            "   mov     x9, #(3 << 20)\n", // CPACR_EL1.FPEN: no FP/SIMD traps
+            "   msr     cpacr_el1, x9\n",
+            "   isb\n",
+            "   ldr     x9, ={mair}\n",
+            "   msr     mair_el1, x9\n",
+            "   ldr     x9, ={tcr}\n",
+            "   mrs     x10, id_aa64mmfr0_el1\n",
+            "   bfi     x9, x10, #32, #3\n", // TCR.IPS = PARange
+            "   msr     tcr_el1, x9\n",
+        )
+    };
+}
+pub(crate) use el1_setup_asm;
 
 global_asm!(
     ".section .text.boot, \"ax\"",
@@ -127,36 +175,7 @@ global_asm!(
     "_start:",
     "   mov     x19, x0",
     "   mrs     x20, mpidr_el1",
-    // EL2 -> EL1h.
-    "   mrs     x9, CurrentEL",
-    "   ubfx    x21, x9, #2, #2",
-    "   cmp     x21, #2",
-    "   b.ne    1f",
-    "   mov     x9, #(1 << 31)", // HCR_EL2.RW: EL1 runs AArch64
-    "   msr     hcr_el2, x9",
-    "   mrs     x9, cnthctl_el2",
-    "   orr     x9, x9, #3", // EL1PCTEN | EL1PCEN
-    "   msr     cnthctl_el2, x9",
-    "   msr     cntvoff_el2, xzr",
-    "   ldr     x9, ={sctlr_off}",
-    "   msr     sctlr_el1, x9",
-    "   mov     x9, #0x3c5", // EL1h, D A I F masked
-    "   msr     spsr_el2, x9",
-    "   adr     x9, 1f",
-    "   msr     elr_el2, x9",
-    "   eret",
-    "1:",
-    "   msr     daifset, #0xf",
-    "   msr     spsel, #1",
-    "   mov     x9, #(3 << 20)", // CPACR_EL1.FPEN: no FP/SIMD traps
-    "   msr     cpacr_el1, x9",
-    "   isb",
-    "   ldr     x9, ={mair}",
-    "   msr     mair_el1, x9",
-    "   ldr     x9, ={tcr}",
-    "   mrs     x10, id_aa64mmfr0_el1",
-    "   bfi     x9, x10, #32, #3", // TCR.IPS = PARange
-    "   msr     tcr_el1, x9",
+    el1_setup_asm!(),
     // Running at physical addresses: `adrp` is pc-relative, so these are physical.
     "   adrp    x9, {l1}",
     "   orr     x9, x9, #{table_desc}",
@@ -247,6 +266,8 @@ extern "C" fn rust_entry(x0: usize, mpidr: usize, entry_el: usize) -> ! {
         core::ptr::write_bytes(start, 0, end as usize - start as usize);
     }
     ENTRY_EL.store(entry_el, Ordering::Relaxed);
+    // TPIDR_EL1 before VBAR_EL1: the trap vector reads the CPU's block.
+    crate::percpu::init_boot();
     crate::trap::init();
     crate::console::init();
     let boot = BootInfo {

@@ -42,7 +42,9 @@
 
 pub mod boot;
 pub mod console;
+pub mod percpu;
 pub mod probe;
+pub mod smp;
 pub mod trap;
 
 use core::arch::asm;
@@ -152,12 +154,19 @@ impl Board for ArmVirt {
         TTBR0_EL1.set(roots.lower.as_usize() as u64);
         TTBR1_EL1.set(roots.upper.as_usize() as u64);
         barrier::isb(barrier::SY);
-        Self::flush_tlb(None);
+        // Only this CPU loaded new roots: a local flush is enough.
+        // SAFETY: drops this CPU's cached translations only; `dsb nsh` completes
+        // it and `isb` makes later instructions use the new tables.
+        unsafe { asm!("tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
     }
 
     fn flush_tlb(vaddr: Option<VirtAddr>) {
+        // Broadcast (`...IS`): the invalidation reaches every CPU of the inner
+        // shareable domain, and `dsb ish` waits until all have done it. By VA:
+        // `VAAE1IS` (every ASID, non-leaf too: see the crate docs), the operand
+        // is VA[55:12], so bit 55 picks TTBR0's or TTBR1's half.
         // SAFETY: TLB maintenance only drops cached translations; the barriers
-        // order it against earlier table writes and later accesses.
+        // order it after earlier table writes and before later accesses.
         unsafe {
             match vaddr {
                 Some(va) => asm!(
@@ -170,7 +179,7 @@ impl Board for ArmVirt {
                 ),
                 None => asm!(
                     "dsb ishst",
-                    "tlbi vmalle1",
+                    "tlbi vmalle1is",
                     "dsb ish",
                     "isb",
                     options(nostack)
@@ -183,22 +192,27 @@ impl Board for ArmVirt {
         KnownWord::fdt_magic(boot)
     }
 
+    const TLB_BROADCAST: bool = true;
+
     fn cpus(boot: &BootInfo) -> hal::CpuList {
-        // Single-CPU placeholder until this board starts secondaries.
-        hal::CpuList::boot_only(boot.cpu_id)
+        smp::cpus(boot)
     }
 
-    unsafe fn start_cpu(_start: &hal::CpuStart) -> Result<(), hal::StartError> {
-        Err(hal::StartError::Unsupported)
+    unsafe fn start_cpu(start: &hal::CpuStart) -> Result<(), hal::StartError> {
+        // SAFETY: the caller keeps `Board::start_cpu`'s contract, which is
+        // `smp::start_cpu`'s.
+        unsafe { smp::start_cpu(start) }
     }
 
     fn cpu_index() -> usize {
-        0
+        smp::cpu_index()
     }
 
-    fn send_ipi(_targets: u64) {}
+    fn send_ipi(targets: u64) {
+        smp::send_ipi(targets);
+    }
 
     fn wait_for_ipi() {
-        core::hint::spin_loop();
+        smp::wait_for_ipi();
     }
 }

@@ -6,14 +6,19 @@
 //! CPU pushes nothing on an exception, so each slot first decides which stack the
 //! frame goes on, with `x0` parked in SP_EL0 (otherwise unused) meanwhile:
 //! - normally the current stack (the interrupted `sp`);
-//! - the **trap stack** (`[_strap_stack, _etrap_stack)`, see the linker script)
-//!   when `sp` lies in the boot stack's guard page or in the lowest 4 KiB of the
-//!   boot stack (`sp - _sguard < 8 KiB`): a stack overflow faults with `sp` there,
-//!   and storing the frame on that `sp` would abort again on every attempt. The
-//!   frame then starts at the top of the trap stack;
+//! - the CPU's own **trap stack** when `sp` lies in the guard page of the CPU's
+//!   kernel stack (the boot stack on CPU 0) or in the lowest 4 KiB of that stack
+//!   (`sp - guard < 8 KiB`): a stack overflow faults with `sp` there, and storing
+//!   the frame on that `sp` would abort again on every attempt. The frame then
+//!   starts at the top of the trap stack;
 //! - the top of the trap stack as well when `sp` is at the trap stack's own guard
-//!   (`sp - _strap_guard < 8 KiB`): the trap stack itself ran out, which
+//!   (`sp - trap guard < 8 KiB`): the trap stack itself ran out, which
 //!   `handle_trap` reports without returning (the frames it overwrote are gone).
+//!
+//! Per CPU: the guard pages and the trap stack top come from the CPU's block
+//! ([`crate::percpu`]), which TPIDR_EL1 points at on every CPU before VBAR_EL1
+//! is set; with `x0` parked, `mrs x0, tpidr_el1; ldr x0, [x0, #field]` reads
+//! them without touching memory below `sp`. (SP_EL0 is taken: it parks `x0`.)
 //!
 //! The slot then saves x0/x1 and the interrupted `sp`, puts its slot number in x0
 //! and branches to the common entry, which saves the rest of the general
@@ -36,11 +41,12 @@
 
 use core::arch::global_asm;
 use core::fmt::Write;
+use core::sync::atomic::Ordering;
 
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1, Readable, VBAR_EL1, Writeable};
 use hal::{Access, Board, ConsoleWriter, ExitStatus, FaultOutcome, PageFault, RawCause};
 
-use crate::ArmVirt;
+use crate::{ArmVirt, percpu};
 
 /// Registers saved on exception entry.
 #[repr(C)]
@@ -65,16 +71,17 @@ global_asm!(
     // x0 waits in SP_EL0 (unused: the kernel runs on SP_EL1) while x0 decides
     // where the frame goes, before anything is stored.
     "   msr     sp_el0, x0",
-    // sp in the boot stack's guard page or the 4 KiB above it: the trap stack.
-    "   adrp    x0, _sguard",
-    "   add     x0, x0, :lo12:_sguard",
+    // sp in this CPU's kernel stack guard page or the 4 KiB above it: the
+    // trap stack. TPIDR_EL1 points at this CPU's block (`crate::percpu`).
+    "   mrs     x0, tpidr_el1",
+    "   ldr     x0, [x0, #{stack_guard}]",
     "   sub     x0, sp, x0",
     "   lsr     x0, x0, #13",
     "   cbz     x0, 1f",
     // The same at the trap stack's own guard page: start it over (handle_trap
     // then does not return).
-    "   adrp    x0, _strap_guard",
-    "   add     x0, x0, :lo12:_strap_guard",
+    "   mrs     x0, tpidr_el1",
+    "   ldr     x0, [x0, #{trap_guard}]",
     "   sub     x0, sp, x0",
     "   lsr     x0, x0, #13",
     "   cbz     x0, 1f",
@@ -82,8 +89,8 @@ global_asm!(
     "   mov     x0, sp",
     "   b       2f",
     "1:",
-    "   adrp    x0, _etrap_stack",
-    "   add     x0, x0, :lo12:_etrap_stack",
+    "   mrs     x0, tpidr_el1",
+    "   ldr     x0, [x0, #{trap_top}]",
     "   sub     x0, sp, x0", // x0 = sp - top
     "   sub     sp, sp, x0", // sp = top
     "   add     x0, sp, x0", // x0 = the interrupted sp
@@ -116,6 +123,9 @@ global_asm!(
     "   TESSERA_A64_VECTOR 13",
     "   TESSERA_A64_VECTOR 14",
     "   TESSERA_A64_VECTOR 15",
+    // A slot longer than 0x80 bytes would shift every later slot: the table
+    // would then end past 0x800 and this `.org` fail ("moves backwards").
+    ".org tessera_a64_vectors + 0x800",
     "",
     ".balign 0x80",
     "tessera_a64_trap_common:",
@@ -167,6 +177,9 @@ global_asm!(
     "   mrs     x0, sp_el0",
     "   eret",
     size = const FRAME_SIZE,
+    stack_guard = const percpu::STACK_GUARD,
+    trap_guard = const percpu::TRAP_GUARD,
+    trap_top = const percpu::TRAP_TOP,
     handler = sym handle_trap,
 );
 
@@ -327,14 +340,11 @@ fn decode_page_fault(esr: u64, far: u64, pc: u64) -> Option<PageFault> {
     })
 }
 
-unsafe extern "C" {
-    static _strap_guard: u8;
-}
-
 /// Whether the vector restarted the trap stack because the interrupted `sp` was
-/// at the trap stack's guard page (see the module docs).
+/// at this CPU's trap stack guard page (see the module docs).
 fn trap_stack_exhausted(sp: u64) -> bool {
-    (sp as usize).wrapping_sub(&raw const _strap_guard as usize) < 8 * 1024
+    let guard = percpu::current().trap_guard.load(Ordering::Relaxed);
+    (sp as usize).wrapping_sub(guard) < 8 * 1024
 }
 
 extern "C" fn handle_trap(tf: &mut TrapFrame, slot: u64) {
