@@ -98,6 +98,13 @@
 //! before linking them with one write, and if it runs out of frames halfway
 //! it returns them to `H` at once, as no walk could ever have reached them.
 //!
+//! An operation that runs several cursors (an `munmap` over several areas, a
+//! split followed by a protect) opens a batch ([`PageTable::begin_batch`]):
+//! until [`PageTable::end_batch`] the cursors hand their flush and their
+//! retired tables to the batch, which flushes once at the end (one shootdown
+//! per operation) and frees them only then, together with the data frames
+//! given to [`PageTable::free_after_flush`] (`table/batch.rs`).
+//!
 //! Data frames are not ours: [`Cursor::unmap_region`] hands each removed leaf
 //! (virtual address, physical address, size, flags) to a callback. The caller
 //! must free those frames only after the cursor has flushed (drop the cursor or
@@ -141,6 +148,8 @@
 //! `AxError`, in every enum. This crate never panics on a failed operation:
 //! what a failure means to the caller's own invariants is the caller's call.
 #![no_std]
+
+extern crate alloc;
 
 mod error;
 pub mod geometry;

@@ -19,27 +19,19 @@ use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaDa
 use crate::error::{MapError, PageError, ProtectError, RangeError, UnmapError};
 use crate::size::PageSize;
 
+use super::batch::Pending;
 use super::entry::{ENTRIES, Kind, RETIRED_TAG, index, kind, leaf_flags_ok};
 use super::{Leaf, PageTable, Pt};
-
-/// Leaf addresses remembered for a targeted flush before falling back to a full one.
-const FLUSH_BATCH: usize = 16;
 
 /// A batch of changes to a [`PageTable`].
 ///
 /// Records what the TLB must forget; on drop (or [`Cursor::flush`]) it calls
-/// `M::flush_tlb`, then frees the table frames it retired. Dereferences to the
-/// table for queries.
+/// `M::flush_tlb` (or the installed shootdown), then frees the table frames it
+/// retired; inside an operation batch ([`PageTable::begin_batch`]) it hands
+/// both to the batch instead. Dereferences to the table for queries.
 pub struct Cursor<'a, M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
     pub(super) pt: &'a mut PageTable<M, PTE, H>,
-    addrs: [usize; FLUSH_BATCH],
-    n_addrs: usize,
-    pub(super) full: bool,
-    /// Whether a translation was removed or weakened (not only added): the
-    /// flush then goes to every CPU (`crate::shootdown`).
-    pub(super) weakened: bool,
-    /// Head of the list of retired table frames, linked through their first word.
-    retired: Option<PhysAddr>,
+    pub(super) st: Pending,
 }
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Deref for Cursor<'_, M, PTE, H> {
@@ -61,11 +53,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
     pub fn cursor(&mut self) -> Cursor<'_, M, PTE, H> {
         Cursor {
             pt: self,
-            addrs: [0; FLUSH_BATCH],
-            n_addrs: 0,
-            full: false,
-            weakened: false,
-            retired: None,
+            st: Pending::new(),
         }
     }
 }
@@ -96,69 +84,45 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
     /// Flushes the TLB for everything changed so far, then frees the retired
     /// table frames. Does nothing if nothing changed.
     pub fn flush(&mut self) {
-        match crate::shootdown::installed() {
-            Some(s) if self.weakened => {
-                s.shootdown(self.pt.root_paddr(), &self.addrs[..self.n_addrs], self.full)
-            }
-            _ if self.full => M::flush_tlb(None),
-            _ => {
-                for &va in &self.addrs[..self.n_addrs] {
-                    M::flush_tlb(Some(va.into()));
-                }
-            }
+        if self.st.is_empty() || self.pt.defer(&mut self.st) {
+            return;
         }
-        self.full = false;
-        self.weakened = false;
-        self.n_addrs = 0;
-        while let Some(frame) = self.retired {
-            let link = H::phys_to_virt(frame).as_ptr().cast::<usize>();
-            // SAFETY: `frame` is a retired table frame we still own (not yet freed);
-            // its first word holds the next link, written by `retire`.
-            let next = unsafe { link.read_volatile() } & !RETIRED_TAG;
-            self.retired = (next != 0).then(|| PhysAddr::from(next));
-            H::dealloc_frame(frame);
-        }
+        let root = self.pt.root_paddr();
+        self.st.run::<M, H>(root);
     }
 
     #[inline(always)]
     pub(super) fn note(&mut self, va: usize) {
-        if !self.full {
-            if self.n_addrs < FLUSH_BATCH {
-                self.addrs[self.n_addrs] = va;
-                self.n_addrs += 1;
-            } else {
-                self.full = true;
-            }
-        }
+        self.st.note(va);
     }
 
     /// Records that the translation of the leaf at `va` was removed or
     /// weakened: every CPU must flush it.
     #[inline(always)]
     pub(super) fn note_weakened(&mut self, va: usize) {
-        self.weakened = true;
-        self.note(va);
+        self.st.weakened = true;
+        self.st.note(va);
     }
 
     /// Asks for a full flush on every CPU (a split leaf, an unlinked table).
     #[inline(always)]
     pub(super) fn weaken_all(&mut self) {
-        self.weakened = true;
-        self.full = true;
+        self.st.weakened = true;
+        self.st.full = true;
     }
 
     /// Queues an unlinked table frame (empty, or a collapsed table of leaves) to
     /// be freed after the next flush.
     pub(super) fn retire(&mut self, frame: PhysAddr) {
         self.weaken_all();
-        let next = self.retired.map_or(0, |p| p.as_usize());
+        let next = self.st.retired.map_or(0, |p| p.as_usize());
         let link = H::phys_to_virt(frame).as_mut_ptr().cast::<usize>();
         // SAFETY: `frame` is a table just unlinked from its parent and owned by
         // us. Its first word becomes the list link, tagged so that a stale
         // hardware walk reads an invalid entry in every format
         // (`entry::retired_link`).
         unsafe { link.write_volatile(next | RETIRED_TAG) };
-        self.retired = Some(frame);
+        self.st.retired = Some(frame);
     }
 
     /// Maps one page of size `S` at `vaddr` to `paddr`, creating the tables down

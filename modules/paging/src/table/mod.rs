@@ -30,6 +30,7 @@ use crate::size::LeafSize;
 use entry::{ENTRIES, Kind, PAGE, index, kind, leaf_size, shift, span};
 
 mod audit;
+mod batch;
 mod collapse;
 mod cursor;
 mod entry;
@@ -97,6 +98,8 @@ pub struct PageTable<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> {
     roots: [PhysAddr; 2],
     /// Root slots whose entries were copied from another table (not owned).
     shared: [u64; ENTRIES / 64],
+    /// The open operation batch, if any (`batch.rs`).
+    batch: batch::Batch,
     _marker: Marker<M, PTE, H>,
 }
 
@@ -132,6 +135,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
         Ok(Self {
             roots: [lower, upper],
             shared: [0; ENTRIES / 64],
+            batch: batch::Batch::new(),
             _marker: PhantomData,
         })
     }
@@ -149,6 +153,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
         Self {
             roots: [root, root],
             shared: [0; ENTRIES / 64],
+            batch: batch::Batch::new(),
             _marker: PhantomData,
         }
     }
@@ -363,6 +368,10 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Drop for PageTable<M, PTE, H> {
     fn drop(&mut self) {
+        if self.in_batch() {
+            self.batch.depth = 1;
+            self.end_batch();
+        }
         // Children before parents: a table is read only before it is freed.
         self.for_each_owned_table(&mut |t| H::dealloc_frame(t));
     }
