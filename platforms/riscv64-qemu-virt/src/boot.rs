@@ -3,7 +3,9 @@
 //! OpenSBI enters `_start` at the load address with the MMU off, `a0` = hart id and
 //! `a1` = device tree. `_start` sets the boot stack (physical), turns on Sv39 with
 //! [`BOOT_PAGE_TABLE`], moves `sp` to the high half and jumps to [`rust_entry`] at
-//! its high-half address.
+//! its high-half address. `rust_entry` clears `.bss`, makes the boot hart CPU 0
+//! (`tp`, see [`crate::smp`]), installs the trap vector and enables the IPI
+//! (`sie.SSIE`, `sstatus.SIE`) before `hal::kernel::kernel_main`.
 //!
 //! The boot table maps, with 1 GiB leaves, the first GiB of physical memory (QEMU
 //! virt's devices: `sifive_test`, the PLIC, the UART) and every GiB that holds RAM
@@ -24,7 +26,7 @@ use paging::geometry::{ENTRIES, index, span};
 const BOOT_LEAF: u64 = 0b1110_1111;
 /// One Sv39 root with 1 GiB leaves.
 #[repr(C, align(4096))]
-struct Table([u64; ENTRIES]);
+pub(crate) struct Table([u64; ENTRIES]);
 
 /// Height of the Sv39 root, whose entries map 1 GiB each.
 const ROOT: usize = 2;
@@ -58,9 +60,9 @@ const fn boot_table() -> Table {
 }
 
 /// The boot page table: the devices' GiB and RAM at 0 and at the high-half
-/// offset.
+/// offset. Secondary harts start on it too ([`crate::smp`]); nothing writes it.
 #[unsafe(link_section = ".data.boot_page_table")]
-static BOOT_PAGE_TABLE: Table = boot_table();
+pub(crate) static BOOT_PAGE_TABLE: Table = boot_table();
 
 global_asm!(
     ".section .text.boot, \"ax\"",
@@ -108,7 +110,9 @@ extern "C" fn rust_entry(hart_id: usize, fdt: usize) -> ! {
         let end = &raw mut _ebss;
         core::ptr::write_bytes(start, 0, end as usize - start as usize);
     }
+    crate::smp::init_boot(hart_id);
     crate::trap::init();
+    crate::smp::enable_ipi();
     let boot = BootInfo {
         cpu_id: hart_id,
         fdt: (fdt != 0).then(|| fdt.into()),

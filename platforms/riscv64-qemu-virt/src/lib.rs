@@ -6,12 +6,26 @@
 //!   `hal::kernel::kernel_main`.
 //! - [`trap`]: the trap vector; page faults (scause 12/13/15) are decoded into
 //!   `hal::PageFault` and handed to the kernel; anything else is reported and ends
-//!   the machine with a failing status. When `sp` is at the boot stack's guard
-//!   page (a stack overflow), the vector saves its frame on the trap stack
-//!   instead, so the overflow is reported (`stack overflow: ...`) rather than
+//!   the machine with a failing status, except the IPI. When `sp` is at the
+//!   hart's kernel stack's guard page (a stack overflow), the vector saves its
+//!   frame on the hart's trap stack instead, so the overflow is reported (`stack overflow: ...`) rather than
 //!   faulting again on every push.
-//! - stacks (linker script, `build.rs`): the boot stack and the trap stack, each
-//!   above a 4 KiB guard page that the kernel address space leaves unmapped.
+//! - [`smp`]: several harts. The per-CPU register is `tp`: it points at the
+//!   hart's `PerCpu` block (kernel index, hart id, stack bounds for the trap
+//!   entry). `cpus` lists the boot hart, then the other enabled harts of the
+//!   device tree's `/cpus` (`reg` = hart id). `start_cpu` fills the hart's block
+//!   and calls SBI HSM `hart_start` with the block's physical address as
+//!   `opaque`; the hart's assembly entry turns on the boot page table, moves to
+//!   the high half, sets `tp`, loads the kernel's `satp` and its kernel stack,
+//!   then Rust installs the trap vector, enables the IPI and calls
+//!   `hal::kernel::secondary_main`. IPIs are SBI `send_ipi` (supervisor software
+//!   interrupt, the only interrupt enabled, on every hart, the boot hart
+//!   included, from before `kernel_main`); `wait_for_ipi` is `wfi` with
+//!   `sstatus.SIE` off. `TLB_BROADCAST` is false: remote flushes are the
+//!   kernel's, through these IPIs (SBI RFENCE is not used).
+//! - stacks (linker script, `build.rs`): each CPU's kernel stack (CPU 0's boot
+//!   stack) and trap stack, each above a 4 KiB guard page that the kernel
+//!   address space leaves unmapped.
 //! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
 //! - console: legacy SBI putchar; exit: the `sifive_test` device (status 0 for
 //!   pass, 1 for fail; SBI shutdown cannot carry a status).
@@ -19,6 +33,7 @@
 
 pub mod boot;
 pub mod probe;
+pub mod smp;
 pub mod trap;
 
 use hal::{Board, BootInfo, ExitStatus, KnownWord, RootLayout, Roots};
@@ -94,21 +109,25 @@ impl Board for RiscvVirt {
     }
 
     fn cpus(boot: &BootInfo) -> hal::CpuList {
-        // Single-CPU placeholder until this board starts secondaries.
-        hal::CpuList::boot_only(boot.cpu_id)
+        smp::cpus(boot)
     }
 
-    unsafe fn start_cpu(_start: &hal::CpuStart) -> Result<(), hal::StartError> {
-        Err(hal::StartError::Unsupported)
+    unsafe fn start_cpu(start: &hal::CpuStart) -> Result<(), hal::StartError> {
+        // SAFETY: the caller's contract is `smp::start`'s.
+        unsafe { smp::start(start) }
     }
 
     fn cpu_index() -> usize {
-        0
+        smp::current()
+            .index
+            .load(core::sync::atomic::Ordering::Relaxed)
     }
 
-    fn send_ipi(_targets: u64) {}
+    fn send_ipi(targets: u64) {
+        smp::send_ipi(targets);
+    }
 
     fn wait_for_ipi() {
-        core::hint::spin_loop();
+        smp::wait_for_ipi();
     }
 }

@@ -2,15 +2,18 @@
 //!
 //! All traps arrive at `trap_vector` (stvec, direct mode). The kernel has one
 //! privilege level, so the frame goes on a kernel stack; which one is decided
-//! first, before anything is stored, with `sscratch` holding `t0` meanwhile:
+//! first, before anything is stored, with `sscratch` holding `t0` meanwhile. Each
+//! hart has its own kernel stack and trap stack, each above a guard page; the
+//! entry finds the calling hart's bounds in its `PerCpu` block, whose address is
+//! in `tp` ([`crate::smp`]; CPU 0's are the linker script's `_sguard`,
+//! `[_strap_stack, _etrap_stack)`, `_strap_guard`):
 //! - normally the current stack (the interrupted `sp`);
-//! - the **trap stack** (`[_strap_stack, _etrap_stack)`, see the linker script)
-//!   when `sp` lies in the boot stack's guard page or in the lowest 4 KiB of the
-//!   boot stack (`sp - _sguard < 8 KiB`): a stack overflow faults with `sp` there,
-//!   and storing the frame on that `sp` would fault again, forever. The frame then
-//!   starts at the top of the trap stack;
+//! - the hart's **trap stack** when `sp` lies in its kernel stack's guard page or
+//!   in the lowest 4 KiB of that stack (`sp - stack_guard < 8 KiB`): a stack
+//!   overflow faults with `sp` there, and storing the frame on that `sp` would
+//!   fault again, forever. The frame then starts at the top of the trap stack;
 //! - the top of the trap stack as well when `sp` is at the trap stack's own guard
-//!   (`sp - _strap_guard < 8 KiB`): the trap stack itself ran out, which
+//!   (`sp - trap_guard < 8 KiB`): the trap stack itself ran out, which
 //!   `handle_trap` reports without returning (the frames it overwrote are gone).
 //!
 //! The entry saves the general registers, the interrupted `sp`, `sepc` and
@@ -22,16 +25,21 @@
 //!   ([`crate::probe`]); any other denied fault goes to
 //!   `hal::kernel::fatal_page_fault`, which reports it and ends the machine (a
 //!   fault in a guard page as `stack overflow: the boot stack's guard page ...`);
+//! - the supervisor software interrupt (scause = interrupt | 1, an IPI; the only
+//!   interrupt enabled) clears `sip.SSIP` and calls `hal::kernel::ipi`
+//!   (`crate::smp::answer_ipi`), with interrupts off;
 //! - every other exception or interrupt is reported here and ends the machine
 //!   with a failing status.
 //!
 //! The target has no stack probes: a single frame larger than the 4 KiB guard page
 //! can step over it into `.bss` (the trap stack's neighbour) without a fault.
 //!
-//! FP registers are not saved: trap-handling code does not use floating point.
+//! FP registers are not saved: trap-handling code (the page-fault path and the
+//! kernel's IPI answer, which may interrupt any code) does not use floating point.
 
 use core::arch::global_asm;
 use core::fmt::Write;
+use core::sync::atomic::Ordering;
 
 use hal::{Access, Board, ConsoleWriter, ExitStatus, FaultOutcome, PageFault, RawCause};
 
@@ -59,14 +67,15 @@ global_asm!(
     ".global trap_vector",
     "trap_vector:",
     "   csrw    sscratch, t0",
-    // sp in the boot stack's guard page or the 4 KiB above it: use the trap stack.
-    "   lla     t0, _sguard",
+    // tp = this hart's `PerCpu` (crate::smp). sp in the kernel stack's guard
+    // page or the 4 KiB above it: use the trap stack.
+    "   ld      t0, {stack_guard}(tp)",
     "   sub     t0, sp, t0",
     "   srli    t0, t0, 13",
     "   beqz    t0, 1f",
     // The same at the trap stack's own guard page: start it over (handle_trap
     // then does not return).
-    "   lla     t0, _strap_guard",
+    "   ld      t0, {trap_guard}(tp)",
     "   sub     t0, sp, t0",
     "   srli    t0, t0, 13",
     "   beqz    t0, 1f",
@@ -76,7 +85,7 @@ global_asm!(
     "   j       2f",
     "1:",
     "   mv      t0, sp",
-    "   lla     sp, _etrap_stack",
+    "   ld      sp, {trap_top}(tp)",
     "   addi    sp, sp, -{size}",
     "2:",
     // t0 = the interrupted sp, sp = the frame; the interrupted t0 is in sscratch.
@@ -155,6 +164,9 @@ global_asm!(
     "   ld      sp, 2*8(sp)",
     "   sret",
     size = const FRAME_SIZE,
+    stack_guard = const crate::smp::OFF_STACK_GUARD,
+    trap_guard = const crate::smp::OFF_TRAP_GUARD,
+    trap_top = const crate::smp::OFF_TRAP_TOP,
     handler = sym handle_trap,
 );
 
@@ -175,6 +187,8 @@ pub fn init() {
 }
 
 const SCAUSE_INTERRUPT: usize = 1 << 63;
+/// Interrupt code of the supervisor software interrupt (an IPI).
+const SSOFT: usize = 1;
 
 fn exception_name(code: usize) -> &'static str {
     match code {
@@ -195,19 +209,21 @@ fn exception_name(code: usize) -> &'static str {
     }
 }
 
-unsafe extern "C" {
-    static _strap_guard: u8;
-}
-
 /// Whether the trap entry restarted the trap stack because the interrupted `sp`
-/// was at the trap stack's guard page (see the module docs).
+/// was at the calling hart's trap stack's guard page (see the module docs).
 fn trap_stack_exhausted(sp: usize) -> bool {
-    sp.wrapping_sub(&raw const _strap_guard as usize) < 8 * 1024
+    let guard = crate::smp::current().trap_guard.load(Ordering::Relaxed);
+    sp.wrapping_sub(guard) < 8 * 1024
 }
 
 extern "C" fn handle_trap(tf: &mut TrapFrame) {
     let scause = riscv::register::scause::read().bits();
     let stval = riscv::register::stval::read();
+    if scause == SCAUSE_INTERRUPT | SSOFT {
+        // An IPI (the only interrupt enabled): answered with interrupts off.
+        crate::smp::answer_ipi();
+        return;
+    }
     let exhausted = trap_stack_exhausted(tf.regs[2]);
     let access = match scause {
         12 => Some(Access::Execute),
