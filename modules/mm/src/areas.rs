@@ -34,7 +34,6 @@
 //! placements happen, nothing while they do not.
 
 use alloc::collections::BTreeMap;
-use core::cell::Cell;
 
 use page_table_entry::MappingFlags;
 
@@ -48,7 +47,7 @@ pub(crate) trait AreaBackend: Sized {
     type Ctx;
 
     /// What the fault path needs to know of the backend, by value (kept in the
-    /// set's last-hit cache, see [`AreaSet::lookup`]).
+    /// last-hit cache, see [`AreaSet::lookup`]).
     type View: Copy;
 
     /// The backend's [`AreaBackend::View`].
@@ -96,6 +95,24 @@ pub(crate) struct AreaView<V> {
     pub(crate) backend: V,
 }
 
+/// The area [`AreaSet::lookup`] found last, tagged with the set's generation
+/// at that time. It lives outside the set (the address space keeps it under
+/// its table lock), so the set stays `Sync` and its lookups need only `&self`.
+pub(crate) struct LastHit<V> {
+    generation: u64,
+    view: Option<AreaView<V>>,
+}
+
+impl<V> LastHit<V> {
+    /// An empty cache.
+    pub(crate) const fn new() -> Self {
+        Self {
+            generation: 0,
+            view: None,
+        }
+    }
+}
+
 /// One area: `[start, end)` with `flags`; the start is the map key.
 pub(crate) struct Area<B> {
     pub(crate) end: usize,
@@ -109,10 +126,11 @@ pub(crate) struct AreaSet<B: AreaBackend> {
     /// The ranges no area covers (told only where the union of the areas
     /// changes: insert, unmap, clear; splits and merges keep it).
     gaps: LazyGaps,
-    /// The area [`AreaSet::lookup`] found last. Every `&mut self` method clears
-    /// it first, so it never outlives a change of the set (the fault path only
-    /// reads the set; faults in one area come in runs).
-    last: Cell<Option<AreaView<B::View>>>,
+    /// Bumped first by every `&mut self` method, so a [`LastHit`] taken
+    /// before a change of the set is never used after it (the fault path only
+    /// reads the set; faults in one area come in runs). Starts at 1, so an
+    /// empty [`LastHit`] (generation 0) never matches.
+    generation: u64,
 }
 
 impl<B: AreaBackend> AreaSet<B> {
@@ -120,7 +138,7 @@ impl<B: AreaBackend> AreaSet<B> {
         Self {
             areas: BTreeMap::new(),
             gaps: LazyGaps::new(),
-            last: Cell::new(None),
+            generation: 1,
         }
     }
 
@@ -160,10 +178,17 @@ impl<B: AreaBackend> AreaSet<B> {
             .map(|(&s, a)| (s, a))
     }
 
-    /// The area containing `va`, by value: O(1) when it is the area found last,
-    /// else O(log n).
-    pub(crate) fn lookup(&self, va: usize) -> Option<AreaView<B::View>> {
-        if let Some(v) = self.last.get()
+    /// The area containing `va`, by value: O(1) when it is the area `last`
+    /// holds from a lookup since the set last changed, else O(log n) (and
+    /// `last` then holds it).
+    #[inline]
+    pub(crate) fn lookup(
+        &self,
+        va: usize,
+        last: &mut LastHit<B::View>,
+    ) -> Option<AreaView<B::View>> {
+        if last.generation == self.generation
+            && let Some(v) = last.view
             && v.start <= va
             && va < v.end
         {
@@ -176,14 +201,17 @@ impl<B: AreaBackend> AreaSet<B> {
             flags: a.flags,
             backend: a.backend.view(),
         };
-        self.last.set(Some(v));
+        *last = LastHit {
+            generation: self.generation,
+            view: Some(v),
+        };
         Some(v)
     }
 
-    /// Forgets the last-hit area: called first by every method that changes
-    /// the set.
+    /// Makes every [`LastHit`] stale: called first by every method that
+    /// changes the set.
     fn changing(&mut self) {
-        self.last.set(None);
+        self.generation += 1;
     }
 
     /// Whether any area intersects `[start, end)`. O(log n).

@@ -238,6 +238,7 @@ mod error;
 mod flags;
 mod gaps;
 mod invariant;
+mod lock;
 mod space;
 
 pub use area::{AreaInfo, AreaKind, Populate};

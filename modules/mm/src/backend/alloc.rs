@@ -17,7 +17,7 @@
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
-use paging::{Leaf, LeafSize, Size1G, Size2M, Slot};
+use paging::{Leaf, LeafSize, Size1G, Size2M, Size4K, Slot};
 
 use super::mapper::{Mapper, block_end, zero_frames};
 use super::{BackendKind, map_err};
@@ -30,43 +30,33 @@ use crate::invariant::{infallible, invariant};
 const BATCH: usize = 32;
 
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
-    /// Fault path of an allocated area: re-map a parked frame or map a new zeroed one.
-    pub(crate) fn fault_alloc(
+    /// Fault path of an allocated area, first step (under the table lock):
+    /// re-maps a parked frame at `page` if there is one. `None` if there is
+    /// none (the page needs a new frame).
+    #[inline]
+    pub(crate) fn unpark(
         &mut self,
         page: VirtAddr,
         flags: MappingFlags,
-    ) -> Result<(), NoMemory> {
-        if let Some(pa) = self.parked.remove(&page) {
-            return self.map_one(page, pa, flags).inspect_err(|_| {
-                self.parked.insert(page, pa);
-            });
-        }
-        let pa = self.alloc_data_frame().ok_or(NoMemory)?;
-        match self.map_one(page, pa, flags) {
-            Ok(()) => {
-                self.data_frames += 1;
-                Ok(())
-            }
-            Err(e) => {
-                H::dealloc_frame(pa);
-                Err(e)
-            }
-        }
+    ) -> Option<Result<(), NoMemory>> {
+        let pa = self.parked.remove(&page)?;
+        Some(self.map_one(page, pa, flags).inspect_err(|_| {
+            self.parked.insert(page, pa);
+        }))
     }
 
-    /// Fault path of a huge allocated area `[area_start, area_end)`: if the
-    /// aligned `size` block around `page` lies inside the area and nothing of
-    /// it is mapped or parked, map one zeroed huge frame over it; if no aligned
-    /// run is free, count a fallback and map a 4K frame (as for a block that
-    /// is partly mapped already, e.g. after a split).
-    pub(crate) fn fault_huge(
-        &mut self,
+    /// Fault path of a huge allocated area `[area_start, area_end)` (under the
+    /// table lock): the first address of the aligned `size` block around
+    /// `page` if that block lies inside the area and nothing of it is mapped
+    /// or parked, so it can get one huge page; `None` if the page must get a
+    /// 4K frame (a block that is partly mapped already, e.g. after a split).
+    pub(crate) fn huge_block(
+        &self,
         page: VirtAddr,
         area_start: usize,
         area_end: usize,
         size: LeafSize,
-        flags: MappingFlags,
-    ) -> Result<(), NoMemory> {
+    ) -> Option<usize> {
         let bytes = size.bytes();
         let base = page.as_usize() & !(bytes - 1);
         let fits = base >= area_start
@@ -77,23 +67,37 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                 .range(VirtAddr::from(base)..VirtAddr::from(base + bytes))
                 .next()
                 .is_none();
-        if fits {
-            match H::alloc_frames(bytes / PAGE_SIZE_4K, bytes) {
-                Some(pa) => {
-                    self.map_huge_run(base, pa, size, flags)?;
-                    self.huge_faults += 1;
-                    return Ok(());
-                }
-                None => {
-                    // Counted only if the 4K page is mapped: a fault that
-                    // fails changes nothing, counters included.
-                    self.fault_alloc(page, flags)?;
-                    self.huge_fallbacks += 1;
-                    return Ok(());
-                }
+        fits.then_some(base)
+    }
+
+    /// Fault path, last step (under the table lock): maps the zeroed frame
+    /// (or aligned run, for a `size` above 4K) `pa`, which the fault allocated
+    /// without the lock, at `va` with one `size` leaf, and counts its frames.
+    /// `Ok(false)` if something is mapped there meanwhile (another CPU's fault
+    /// won the race, or mapped part of the block): nothing was changed and
+    /// the caller still owns `pa`. On error nothing was changed either.
+    #[inline]
+    pub(crate) fn install(
+        &mut self,
+        va: usize,
+        pa: PhysAddr,
+        size: LeafSize,
+        flags: MappingFlags,
+    ) -> Result<bool, NoMemory> {
+        // One cursor per arm, dropped (flushed) at the end of its statement.
+        let r = match size {
+            LeafSize::Size4K => self.pt.cursor().map::<Size4K>(va.into(), pa, flags),
+            LeafSize::Size2M => self.pt.cursor().map::<Size2M>(va.into(), pa, flags),
+            LeafSize::Size1G => self.pt.cursor().map::<Size1G>(va.into(), pa, flags),
+        };
+        match r {
+            Ok(()) => {
+                self.data_frames += size.bytes() / PAGE_SIZE_4K;
+                Ok(true)
             }
+            Err(paging::MapError::AlreadyMapped) => Ok(false),
+            Err(e) => Err(map_err(e)),
         }
-        self.fault_alloc(page, flags)
     }
 
     /// Zeroes the aligned run at `pa` and maps it with one `page`-size leaf

@@ -19,7 +19,8 @@ use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::{LeafSize, Size4K, Slot};
 
-use super::{PageTable, map_err};
+use super::{BackendKind, PageTable, map_err};
+use crate::areas::LastHit;
 use crate::error::NoMemory;
 use crate::invariant::broken;
 
@@ -33,11 +34,21 @@ pub(crate) struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE
     pub(super) huge_pool: Vec<(PhysAddr, usize)>,
     pub(super) reserve: Vec<PhysAddr>,
     pub(super) data_frames: usize,
-    pub(super) huge_faults: u64,
-    pub(super) huge_fallbacks: u64,
+    pub(crate) huge_faults: u64,
+    pub(crate) huge_fallbacks: u64,
     /// Set when a protect gave a 2M allocated area accessible flags: the caller
     /// then looks for split 2M blocks to collapse (and clears it).
     pub(crate) huge_protected: bool,
+    /// The fault path's last-hit area (see `AreaSet::lookup`); here, under the
+    /// table lock, so that faults on several CPUs can share it.
+    pub(crate) last: LastHit<BackendKind>,
+    /// Faults resolved by mapping a page.
+    pub(crate) faults_handled: u64,
+    /// Faults on a page mapped already with flags allowing the access.
+    pub(crate) spurious_faults: u64,
+    /// Faults that found the page mapped by another CPU when they came to
+    /// install the frame they had allocated (the frame was freed).
+    pub(crate) fault_races: u64,
 }
 
 /// End of the naturally aligned `size` block containing `va`, capped at `end`.
@@ -55,6 +66,20 @@ pub(super) fn zero_frames<H: PagingHandler>(pa: PhysAddr, frames: usize) {
     unsafe { core::ptr::write_bytes(ptr, 0, frames * PAGE_SIZE_4K) };
 }
 
+/// A zeroed frame (`Size4K`) or aligned run of frames (a huge `size`) for
+/// the fault path, taken from the handler and zeroed without the table lock
+/// (the pools belong to `&mut self` paths). `None` if the handler has none.
+#[inline]
+pub(crate) fn fault_frame<H: PagingHandler>(size: LeafSize) -> Option<PhysAddr> {
+    let frames = size.bytes() / PAGE_SIZE_4K;
+    let pa = match size {
+        LeafSize::Size4K => H::alloc_frame(),
+        _ => H::alloc_frames(frames, size.bytes()),
+    }?;
+    zero_frames::<H>(pa, frames);
+    Some(pa)
+}
+
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
     /// A mapper over a new, empty page table.
     pub(crate) fn try_new(layout: paging::RootLayout) -> Result<Self, NoMemory> {
@@ -69,6 +94,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             huge_faults: 0,
             huge_fallbacks: 0,
             huge_protected: false,
+            last: LastHit::new(),
+            faults_handled: 0,
+            spurious_faults: 0,
+            fault_races: 0,
         })
     }
 

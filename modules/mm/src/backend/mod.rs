@@ -74,7 +74,7 @@ use crate::areas::AreaBackend;
 use crate::error::NoMemory;
 use crate::invariant::broken;
 
-pub(crate) use mapper::Mapper;
+pub(crate) use mapper::{Mapper, fault_frame};
 
 /// The metadata the page table is instantiated with: `M` on bare metal,
 /// `paging::NoFlush<M>` on a hosted build (see the module docs).

@@ -8,21 +8,34 @@
 //! caller reports. A failed fault changes nothing (no frame or table leaks).
 
 use hal::Access;
-use memory_addr::{MemoryAddr, PhysAddr, VirtAddr};
+use memory_addr::{MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::LeafSize;
 
 use super::{AddrSpace, info};
 use crate::area::AreaInfo;
-use crate::backend::{BackendKind, flush_one};
-use crate::error::FaultError;
+use crate::backend::{BackendKind, Mapper, fault_frame, flush_one};
+use crate::error::{FaultError, NoMemory};
 use crate::flags::allows;
+
+/// What a fault on an allocated page still needs after its first look under
+/// the table lock: a new 4K frame (`fallback`: in a huge area whose aligned
+/// run could not be had), or a huge page over the block at `base`.
+#[derive(Clone, Copy)]
+enum Need {
+    Frame { fallback: bool },
+    Huge { base: usize, size: LeafSize },
+}
 
 impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     AddrSpace<M, PTE, H>
 {
     /// Resolves a page fault at `va` for `access`, or says why it cannot.
+    ///
+    /// Takes `&self`: faults on several CPUs run at once (the kernel holds its
+    /// address-space lock for reading); the crate docs ("Locking protocol for
+    /// several CPUs") say what is done under the table lock and what is not.
     ///
     /// Order: area lookup (O(1) for the area of the previous fault, else
     /// O(log n); none: [`FaultError::NoArea`]); the area's
@@ -30,69 +43,177 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// already mapped with flags allowing the access is a stale TLB entry: it is
     /// flushed and counted in
     /// [`MmStats::spurious_faults`](crate::MmStats::spurious_faults). Otherwise
-    /// an Alloc page gets its parked frame back or a new zeroed frame. Linear and
+    /// an Alloc page gets its parked frame back or a new zeroed frame, which is
+    /// allocated and zeroed without the table lock; if another CPU mapped the
+    /// page meanwhile, the frame is freed, the fault succeeds and is counted in
+    /// [`MmStats::fault_races`](crate::MmStats::fault_races). Linear and
     /// contiguous pages are all mapped while their area allows access, so such
     /// a fault is normally denied by the flag check; a missing page of theirs
     /// (defensive: `mprotect` creates their tables up front) is re-created
     /// here. Allocates nothing but the frame (and page tables), logs at trace
     /// level only.
-    pub fn handle_page_fault(&mut self, va: VirtAddr, access: Access) -> Result<(), FaultError> {
-        let area = self.set.lookup(va.as_usize()).ok_or(FaultError::NoArea)?;
+    pub fn handle_page_fault(&self, va: VirtAddr, access: Access) -> Result<(), FaultError> {
+        let page = va.align_down_4k();
+        let mut m = self.mapper.lock();
+        let Some(area) = self.set.lookup(va.as_usize(), &mut m.last) else {
+            return Err(FaultError::NoArea);
+        };
         let (start, end, flags, kind) = (area.start, area.end, area.flags, area.backend);
         if !allows(flags, access) {
+            drop(m);
             return Err(self.denied(start));
         }
-        let page = va.align_down_4k();
-        if let Some((_, pte_flags, _)) = self.mapper.query(page) {
-            return self.mapped_already(va, pte_flags, access, start);
+        if let Some((_, pte_flags, _)) = m.query(page) {
+            let spurious = Self::mapped_already(&mut m, va, pte_flags, access);
+            drop(m);
+            return if spurious {
+                Ok(())
+            } else {
+                Err(self.denied(start))
+            };
         }
-        let r = match kind {
+        let need = match kind {
             BackendKind::Linear { va_minus_pa, .. } => {
                 let pa = PhysAddr::from(page.as_usize().wrapping_sub(va_minus_pa));
-                self.mapper.map_one(page, pa, flags)
+                let r = m.map_one(page, pa, flags);
+                return self.mapped(m, r, va, start);
             }
             BackendKind::Contiguous { start_frame } => {
                 let pa = start_frame + (page.as_usize() - start);
-                self.mapper.map_one(page, pa, flags)
+                let r = m.map_one(page, pa, flags);
+                return self.mapped(m, r, va, start);
             }
-            BackendKind::Alloc {
-                page: LeafSize::Size4K,
-                ..
-            } => self.mapper.fault_alloc(page, flags),
             BackendKind::Alloc { page: size, .. } => {
-                self.mapper.fault_huge(page, start, end, size, flags)
+                if let Some(r) = m.unpark(page, flags) {
+                    return self.mapped(m, r, va, start);
+                }
+                match size {
+                    LeafSize::Size4K => Need::Frame { fallback: false },
+                    _ => match m.huge_block(page, start, end, size) {
+                        Some(base) => Need::Huge { base, size },
+                        None => Need::Frame { fallback: false },
+                    },
+                }
             }
         };
-        match r {
-            Ok(()) => {
-                self.faults_handled += 1;
-                log::trace!("fault at {va:?} ({access}) mapped");
-                Ok(())
+        drop(m);
+        self.fill(va, flags, start, need)
+    }
+
+    /// The rest of a fault on an allocated page that needs a new frame: the
+    /// frame (or aligned run) is allocated and zeroed without the table lock,
+    /// then installed under it. If the page was mapped meanwhile (another
+    /// CPU's fault), the frame is freed and the fault succeeds; if only part
+    /// of a huge block was mapped meanwhile, the page gets a 4K frame instead.
+    #[inline]
+    fn fill(
+        &self,
+        va: VirtAddr,
+        flags: MappingFlags,
+        start: usize,
+        mut need: Need,
+    ) -> Result<(), FaultError> {
+        let page = va.align_down_4k();
+        loop {
+            let (at, size, fallback) = match need {
+                Need::Frame { fallback } => (page.as_usize(), LeafSize::Size4K, fallback),
+                Need::Huge { base, size } => (base, size, false),
+            };
+            let Some(pa) = fault_frame::<H>(size) else {
+                if let Need::Huge { .. } = need {
+                    // No aligned run free: this page gets a 4K frame.
+                    need = Need::Frame { fallback: true };
+                    continue;
+                }
+                return Err(self.no_memory(start));
+            };
+            let frames = size.bytes() / PAGE_SIZE_4K;
+            let mut m = self.mapper.lock();
+            match m.install(at, pa, size, flags) {
+                Ok(true) => {
+                    m.faults_handled += 1;
+                    if size != LeafSize::Size4K {
+                        m.huge_faults += 1;
+                    }
+                    if fallback {
+                        m.huge_fallbacks += 1;
+                    }
+                    drop(m);
+                    log::trace!("fault at {va:?} mapped");
+                    return Ok(());
+                }
+                Ok(false) => {
+                    // Something was mapped at `at` since the first look; only
+                    // another CPU's fault can have done it (every other change
+                    // needs `&mut self`).
+                    let raced = size == LeafSize::Size4K || m.query(page).is_some();
+                    if raced {
+                        m.fault_races += 1;
+                    }
+                    drop(m);
+                    // Never mapped: no flush needed before the free.
+                    H::dealloc_frames(pa, frames);
+                    if raced {
+                        // The winner flushed only its own TLB.
+                        flush_one::<M>(page);
+                        log::trace!("fault at {va:?} mapped by another CPU");
+                        return Ok(());
+                    }
+                    // Part of the huge block was mapped: a 4K frame for the page.
+                    need = Need::Frame { fallback: false };
+                }
+                Err(NoMemory) => {
+                    drop(m);
+                    H::dealloc_frames(pa, frames);
+                    return Err(self.no_memory(start));
+                }
             }
-            Err(_) => Err(self.no_memory(start)),
         }
     }
 
-    /// A fault at `va` on a page that is mapped already: a stale TLB entry if the PTE
-    /// allows `access` (flushed, counted), else denied. Kept out of line: the
-    /// lazy path does not need its registers.
+    /// Ends a fault that mapped a page under the table lock `m` (a parked
+    /// frame, a linear or contiguous page).
+    #[inline]
+    fn mapped(
+        &self,
+        mut m: crate::lock::TableGuard<'_, Mapper<M, PTE, H>>,
+        r: Result<(), NoMemory>,
+        va: VirtAddr,
+        start: usize,
+    ) -> Result<(), FaultError> {
+        match r {
+            Ok(()) => {
+                m.faults_handled += 1;
+                drop(m);
+                log::trace!("fault at {va:?} mapped");
+                Ok(())
+            }
+            Err(NoMemory) => {
+                drop(m);
+                Err(self.no_memory(start))
+            }
+        }
+    }
+
+    /// A fault at `va` on a page that is mapped already: a stale TLB entry if
+    /// the PTE allows `access` (flushed, counted: `true`), else `false`
+    /// (denied). Kept out of line: the lazy path does not need its registers.
     #[cold]
     #[inline(never)]
     fn mapped_already(
-        &mut self,
+        m: &mut Mapper<M, PTE, H>,
         va: VirtAddr,
         pte_flags: MappingFlags,
         access: Access,
-        start: usize,
-    ) -> Result<(), FaultError> {
+    ) -> bool {
         if allows(pte_flags, access) {
             // Stale TLB entry (e.g. after a protect on another path): drop it.
             flush_one::<M>(va.align_down_4k());
-            self.spurious_faults += 1;
+            m.spurious_faults += 1;
             log::trace!("spurious fault at {va:?}");
-            return Ok(());
+            return true;
         }
-        Err(self.denied(start))
+        false
     }
 
     /// [`FaultError::Denied`] for the area starting at `start` (the fault path

@@ -44,7 +44,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 e,
                 flags,
                 Backend::linear(va_minus_pa, huge),
-                &mut self.mapper,
+                self.mapper.get_mut(),
             )
             .map_err(AxError::from)
     }
@@ -91,7 +91,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 for &(s, e) in &done {
                     // The regions were mapped whole by this call: their ends are
                     // leaf boundaries, so nothing needs splitting.
-                    self.set.unmap(s, e, &mut self.mapper);
+                    self.set.unmap(s, e, self.mapper.get_mut());
                 }
                 return Err(e);
             }

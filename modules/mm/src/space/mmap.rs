@@ -86,13 +86,13 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         let populate = !contiguous && flags.contains(MmapFlags::POPULATE) && accessible(mflags);
         // 1. Data frames, while the old mapping is intact.
         let (backend, run) = if contiguous {
-            let run = self.mapper.alloc_contiguous(pages)?;
+            let run = self.mapper.get_mut().alloc_contiguous(pages)?;
             (Backend::contiguous(run), Some(run))
         } else if populate {
             if huge {
-                self.mapper.fill_huge_pool(size / align, page)?;
+                self.mapper.get_mut().fill_huge_pool(size / align, page)?;
             } else {
-                self.mapper.fill_pool(pages)?;
+                self.mapper.get_mut().fill_pool(pages)?;
             }
             (Backend::alloc_sized(Populate::Eager, page), None)
         } else {
@@ -108,39 +108,39 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         if fixed && !noreplace && self.set.overlaps(start, end) {
             // 2. Split the old mapping's huge pages at the ends, and hold the
             //    frames the new mapping's page tables will need.
-            let splits = match self.mapper.split_edges(start, end) {
+            let splits = match self.mapper.get_mut().split_edges(start, end) {
                 Ok(splits) => splits,
                 Err(e) => {
-                    release(&mut self.mapper);
+                    release(self.mapper.get_mut());
                     return Err(e.into());
                 }
             };
             if (populate || contiguous) && accessible(mflags) {
                 // The leaves the new mapping will be made of: 4K if any block
                 // of the pool fell back to 4K frames (or for a 4K mapping).
-                let leaf = if self.mapper.pool_has_4k() {
+                let leaf = if self.mapper.get_mut().pool_has_4k() {
                     LeafSize::Size4K
                 } else {
                     page
                 };
-                if let Err(e) = self.mapper.reserve_tables(start, end, leaf) {
-                    self.mapper.unsplit(splits);
-                    release(&mut self.mapper);
+                if let Err(e) = self.mapper.get_mut().reserve_tables(start, end, leaf) {
+                    self.mapper.get_mut().unsplit(splits);
+                    release(self.mapper.get_mut());
                     return Err(e.into());
                 }
             }
             // 3. Remove the old mapping (its ends are leaf boundaries now).
-            self.set.unmap(start, end, &mut self.mapper);
-            self.mapper.release_reserve();
+            self.set.unmap(start, end, self.mapper.get_mut());
+            self.mapper.get_mut().release_reserve();
         }
         // 4. Map: the frames it needs are free now.
         let r = self
             .set
-            .insert(start, end, mflags, backend, &mut self.mapper);
+            .insert(start, end, mflags, backend, self.mapper.get_mut());
         if r.is_err() {
-            release(&mut self.mapper);
+            release(self.mapper.get_mut());
         }
-        self.mapper.drain_pool();
+        self.mapper.get_mut().drain_pool();
         r.map(|()| VirtAddr::from(start)).map_err(AxError::from)
     }
 
@@ -162,8 +162,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// shrunk or split as needed; holes are not an error.
     pub fn munmap(&mut self, addr: VirtAddr, len: usize) -> AxResult {
         let (s, e) = self.window_range(addr, len)?;
-        self.mapper.split_edges(s, e)?;
-        self.set.unmap(s, e, &mut self.mapper);
+        self.mapper.get_mut().split_edges(s, e)?;
+        self.set.unmap(s, e, self.mapper.get_mut());
         Ok(())
     }
 
@@ -177,7 +177,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         if !self.set.covers(s, e) {
             return Err(Uncovered.into());
         }
-        let splits = self.mapper.split_edges(s, e)?;
+        let splits = self.mapper.get_mut().split_edges(s, e)?;
         if accessible(mflags) {
             // Pages that come back (parked, linear, contiguous) are mapped first,
             // so that the change below cannot run out of frames.
@@ -189,7 +189,12 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 let (from, to) = (start.max(s), area.end.min(e));
                 let flags = mflags | (area.flags - ACCESS_BITS);
                 let kind = area.backend.kind();
-                if self.mapper.reopen(kind, start, from, to, flags).is_err() {
+                if self
+                    .mapper
+                    .get_mut()
+                    .reopen(kind, start, from, to, flags)
+                    .is_err()
+                {
                     failed = Some(from);
                     break;
                 }
@@ -198,23 +203,30 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 for (start, area) in self.set.range(s, stop) {
                     if !accessible(area.flags) {
                         let kind = area.backend.kind();
-                        self.mapper.close(kind, start.max(s), area.end.min(stop));
+                        self.mapper
+                            .get_mut()
+                            .close(kind, start.max(s), area.end.min(stop));
                     }
                 }
-                self.mapper.unsplit(splits);
+                self.mapper.get_mut().unsplit(splits);
                 return Err(NoMemory.into());
             }
         }
-        self.mapper.huge_protected = false;
+        self.mapper.get_mut().huge_protected = false;
         // Coverage was checked above: this cannot fail.
-        let r = self
-            .set
-            .protect(s, e, |old| mflags | (old - ACCESS_BITS), &mut self.mapper);
+        let r = self.set.protect(
+            s,
+            e,
+            |old| mflags | (old - ACCESS_BITS),
+            self.mapper.get_mut(),
+        );
         infallible(r, "protect of the areas", s, e);
         // Candidates: a 2M area got new accessible flags, or this call split a
         // huge leaf at an edge (even when no flags changed).
         let split = splits.iter().any(Option::is_some);
-        if core::mem::take(&mut self.mapper.huge_protected) || (split && accessible(mflags)) {
+        if core::mem::take(&mut self.mapper.get_mut().huge_protected)
+            || (split && accessible(mflags))
+        {
             self.collapse_huge(s, e);
         }
         Ok(())
@@ -243,7 +255,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             let from = start.max(lo).next_multiple_of(M2);
             let to = area.end.min(hi) & !(M2 - 1);
             if from < to {
-                self.huge_collapses += self.mapper.collapse_2m(from, to);
+                self.huge_collapses += self.mapper.get_mut().collapse_2m(from, to);
             }
         }
     }
@@ -283,7 +295,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             va + size,
             mflags,
             Backend::linear(va_minus_pa, true),
-            &mut self.mapper,
+            self.mapper.get_mut(),
         )?;
         Ok(VirtAddr::from(va))
     }

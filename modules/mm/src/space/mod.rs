@@ -26,6 +26,7 @@ use paging::{Audit, LeafSize};
 use crate::area::AreaInfo;
 use crate::areas::{Area, AreaSet};
 use crate::backend::{Backend, Mapper, PageTable};
+use crate::lock::TableLock;
 
 /// Result of [`AddrSpace::translate`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +50,11 @@ pub struct MmStats {
     pub faults_handled: u64,
     /// Faults on a page already mapped with flags allowing the access (stale TLB).
     pub spurious_faults: u64,
+    /// Faults that allocated a frame and then found the page mapped by a fault
+    /// on another CPU (the frame was freed; the fault succeeded). Every fault
+    /// that succeeds is counted once: here, in `faults_handled` or in
+    /// `spurious_faults`.
+    pub fault_races: u64,
     /// Faults in huge areas that mapped a whole huge page.
     pub huge_faults: u64,
     /// Huge pages that got 4K frames because no aligned run of frames was
@@ -63,12 +69,18 @@ pub struct MmStats {
 }
 
 /// An address space: areas, their page table, the app window and counters.
+///
+/// `Send` and `Sync`: [`AddrSpace::handle_page_fault`] takes `&self` and may
+/// run on several CPUs at once (see the crate docs, "Locking protocol for
+/// several CPUs"); every call that changes areas takes `&mut self`.
 pub struct AddrSpace<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> {
+    /// Only read by faults; changed by `&mut self` calls only.
     set: AreaSet<Backend<M, PTE, H>>,
-    mapper: Mapper<M, PTE, H>,
+    /// The page table and its side state (parked frames, pools, the fault
+    /// path's last-hit area and counters): under the table lock for `&self`
+    /// callers, reached with `get_mut` by `&mut self` ones.
+    mapper: TableLock<Mapper<M, PTE, H>>,
     window: AddrRange<VirtAddr>,
-    faults_handled: u64,
-    spurious_faults: u64,
     huge_collapses: u64,
 }
 
@@ -114,10 +126,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         let mapper = Mapper::try_new(layout).map_err(AxError::from)?;
         Ok(Self {
             set: AreaSet::new(),
-            mapper,
+            mapper: TableLock::new(mapper),
             window,
-            faults_handled: 0,
-            spurious_faults: 0,
             huge_collapses: 0,
         })
     }
@@ -141,21 +151,23 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// Physical address of the root page table of the lower half (the only
     /// root with [`paging::RootLayout::Single`]).
     pub fn page_table_root(&self) -> PhysAddr {
-        self.mapper.page_table().root_paddr()
+        self.mapper.lock().page_table().root_paddr()
     }
 
     /// Calls `f` with the first address and the size of every leaf of the
     /// page table, lowest first, each half walked from its own root as the
-    /// hardware walks it.
+    /// hardware walks it. Holds the table lock while it walks: `f` must not
+    /// fault on this address space (faults on other CPUs wait).
     pub fn for_each_leaf(&self, mut f: impl FnMut(VirtAddr, usize)) {
         self.mapper
+            .lock()
             .page_table()
             .for_each_leaf(|l| f(l.vaddr, l.size.bytes()));
     }
 
     /// The root page tables (what the board activates).
     pub fn page_table_roots(&self) -> paging::Roots {
-        self.mapper.page_table().roots()
+        self.mapper.lock().page_table().roots()
     }
 
     /// `[addr, addr + len)` rounded to pages, checked to be aligned and inside the
@@ -174,7 +186,8 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
 
     /// What `va` is mapped to.
     pub fn translate(&self, va: VirtAddr) -> AxResult<Translation> {
-        match self.mapper.page_table().query(va) {
+        let r = self.mapper.lock().page_table().query(va);
+        match r {
             Ok((paddr, flags, page_size)) => Ok(Translation {
                 paddr,
                 flags,
@@ -187,27 +200,33 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// The page table, for reads: translations, leaf walks
     /// (`for_each_leaf`: every leaf's address, frame, size and flags),
     /// lookups. Every change goes through the address space's calls.
-    pub fn page_table(&self) -> &PageTable<M, PTE, H> {
-        self.mapper.page_table()
+    ///
+    /// The table lock is held until the returned guard is dropped: faults on
+    /// other CPUs wait meanwhile, and a fault on this address space by the
+    /// holder itself would never end.
+    pub fn page_table(&self) -> impl core::ops::Deref<Target = PageTable<M, PTE, H>> + '_ {
+        PageTableGuard(self.mapper.lock())
     }
 
     /// Audits the page table as the hardware sees it (every leaf, each half
     /// from its own root): leaves, writable and executable leaves, and
     /// whether the NULL page is mapped. See [`paging::PageTable::audit`].
     pub fn audit(&self) -> Audit {
-        self.mapper.page_table().audit()
+        self.mapper.lock().page_table().audit()
     }
 
     /// Counters.
     pub fn stats(&self) -> MmStats {
-        let (huge_faults, huge_fallbacks) = self.mapper.huge_counts();
+        let m = self.mapper.lock();
+        let (huge_faults, huge_fallbacks) = m.huge_counts();
         MmStats {
             huge_faults,
             huge_fallbacks,
-            data_frames: self.mapper.data_frames(),
-            page_table_frames: self.mapper.table_frames(),
-            faults_handled: self.faults_handled,
-            spurious_faults: self.spurious_faults,
+            data_frames: m.data_frames(),
+            page_table_frames: m.table_frames(),
+            faults_handled: m.faults_handled,
+            spurious_faults: m.spurious_faults,
+            fault_races: m.fault_races,
             huge_collapses: self.huge_collapses,
             areas: self.set.len(),
         }
@@ -230,6 +249,21 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     /// Unmaps every area and frees every data frame; the page table then frees
     /// its tables.
     fn drop(&mut self) {
-        self.set.clear(&mut self.mapper);
+        self.set.clear(self.mapper.get_mut());
+    }
+}
+
+/// [`AddrSpace::page_table`]: the page table, with the table lock held.
+struct PageTableGuard<'a, M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>(
+    crate::lock::TableGuard<'a, Mapper<M, PTE, H>>,
+);
+
+impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> core::ops::Deref
+    for PageTableGuard<'_, M, PTE, H>
+{
+    type Target = PageTable<M, PTE, H>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.page_table()
     }
 }
