@@ -16,7 +16,10 @@
 //! jumps to the high half, sets `rsp` to the boot stack (`_estack`), clears bss and
 //! calls [`rust_entry`], which installs the final GDT (with a TSS for the
 //! double-fault stack) and the IDT at their high-half addresses, sets up the
-//! serial console and enters the kernel.
+//! serial console, sets the per-CPU register (index 0), reads the multiboot
+//! memory map and the ACPI MADT, copies the secondary CPUs' trampoline to low
+//! memory, masks the 8259 PIC, enables the local APIC and interrupts (IPIs
+//! only) and enters the kernel.
 //!
 //! The identity half of the boot table only serves the instructions between
 //! enabling paging and the jump to the high half; the kernel address space built
@@ -191,6 +194,7 @@ extern "C" fn rust_entry(magic: u32, multiboot_info: u32) -> ! {
     // The firmware's banner does not end its last line.
     crate::console::write(b"\n");
     crate::trap::init();
+    crate::smp::set_cpu_index(0);
     if magic != MULTIBOOT_BOOTLOADER_MAGIC {
         // Not fatal: nothing here depends on the multiboot information.
         crate::console::write(b"warning: not entered by a multiboot loader\n");
@@ -200,11 +204,23 @@ extern "C" fn rust_entry(magic: u32, multiboot_info: u32) -> ! {
     } else {
         FirmwareRam::new()
     };
+    // SAFETY: the boot table is still active and the multiboot information
+    // was read (it lies above the trampoline page anyway).
+    unsafe {
+        crate::acpi::scan();
+        crate::smp::install_trampoline();
+    }
     let boot = BootInfo {
         cpu_id: crate::cpu::apic_id(),
         fdt: None,
         firmware_ram,
     };
+    crate::smp::set_apic_id(0, boot.cpu_id);
+    // SAFETY: once, on the boot CPU, interrupts still disabled.
+    unsafe { crate::apic::disable_pic() };
+    crate::apic::enable();
+    // The boot CPU takes IPIs from now on (the only interrupts left unmasked).
+    x86_64::instructions::interrupts::enable();
     hal::kernel::kernel_main(&boot)
 }
 

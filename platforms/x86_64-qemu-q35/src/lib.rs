@@ -4,7 +4,8 @@
 //!   table (the first 4 GiB both identity-mapped and at the high-half offset,
 //!   2 MiB leaves), the switch to long mode and to the high half, then
 //!   `hal::kernel::kernel_main`.
-//! - [`trap`]: GDT, TSS (double-fault stack) and IDT; page faults (#PF) are
+//! - [`trap`]: per-CPU GDT and TSS (double-fault stack), one shared IDT (the
+//!   exceptions and the IPI vector); page faults (#PF) are
 //!   decoded into `hal::PageFault` and handed to the kernel; a double fault
 //!   (#DF) whose CR2 is a stack's guard page is the page fault of a stack
 //!   overflow and is reported as such; every other exception is reported and
@@ -20,14 +21,37 @@
 //! - [`timer`]: the cycle counter is the TSC; its rate is measured once against
 //!   the HPET.
 //!
+//! # Several CPUs
+//! - [`acpi`]: at boot, under the boot table, the MADT's enabled local APICs;
+//!   `cpus` lists the boot CPU (its APIC id from its APIC) first, then the
+//!   others in MADT order.
+//! - [`smp`]: `start_cpu` sends INIT, STARTUP, STARTUP to the CPU's APIC id;
+//!   the CPU runs a real-mode trampoline at physical 0x8000 (copied there at
+//!   boot; in the config's reserved "bios" range) that climbs to long mode on
+//!   the boot page table, then loads the kernel's page table, its own stack,
+//!   GDT/TSS (double-fault IST on its trap stack) and the shared IDT, sets
+//!   its GS base (the per-CPU register: `%gs:0` is its kernel index), enables
+//!   its local APIC and interrupts and calls `hal::kernel::secondary_main`.
+//! - [`apic`]: xAPIC MMIO at 0xFEE0_0000. IPIs are fixed vector
+//!   [`apic::IPI_VECTOR`] (0xF0) to the target's APIC id (a table kernel
+//!   index -> APIC id); the handler calls `hal::kernel::ipi` and sends EOI.
+//!   The 8259 PIC is remapped and masked at boot, so IPIs (and the APIC's
+//!   ignored spurious vector) are the only interrupts; any other is reported
+//!   as unexpected and fails the run. The boot CPU enables its APIC and
+//!   interrupts before `kernel_main`. `wait_for_ipi` is `sti; hlt; cli`.
+//! - TLB flushes are local (`TLB_BROADCAST` false): shootdowns use IPIs.
+//!
 //! The crate is empty unless built for `x86_64-unknown-none`.
 #![no_std]
 #![cfg(all(target_arch = "x86_64", target_os = "none"))]
 
+pub mod acpi;
+pub mod apic;
 pub mod boot;
 pub mod console;
 pub mod cpu;
 pub mod probe;
+pub mod smp;
 pub mod timer;
 pub mod trap;
 
@@ -110,21 +134,26 @@ impl Board for X86Q35 {
     }
 
     fn cpus(boot: &BootInfo) -> hal::CpuList {
-        // Single-CPU placeholder until this board starts secondaries.
-        hal::CpuList::boot_only(boot.cpu_id)
+        acpi::cpus(boot.cpu_id)
     }
 
-    unsafe fn start_cpu(_start: &hal::CpuStart) -> Result<(), hal::StartError> {
-        Err(hal::StartError::Unsupported)
+    unsafe fn start_cpu(start: &hal::CpuStart) -> Result<(), hal::StartError> {
+        // SAFETY: the caller's promise (once per CPU, from the boot CPU, its
+        // own stacks, the kernel's page table); the trampoline was installed
+        // at boot.
+        unsafe { smp::start(start) };
+        Ok(())
     }
 
     fn cpu_index() -> usize {
-        0
+        smp::cpu_index()
     }
 
-    fn send_ipi(_targets: u64) {}
+    fn send_ipi(targets: u64) {
+        smp::send_ipi(targets);
+    }
 
     fn wait_for_ipi() {
-        core::hint::spin_loop();
+        smp::wait_for_ipi();
     }
 }

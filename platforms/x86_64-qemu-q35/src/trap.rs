@@ -1,11 +1,15 @@
-//! Descriptor tables and the exception entry.
+//! Descriptor tables and the trap entry.
 //!
-//! [`init`] installs, at their high-half addresses, a GDT (null, 64-bit code,
-//! data, a TSS whose IST slot 1 is the double-fault stack: the linker script's
-//! trap stack, above its own unmapped guard page) and an IDT whose 32 exception
-//! vectors point at small stubs. Interrupts stay disabled: the kernel
-//! takes exceptions only, and an IDT slot past 31 is not present (a stray
-//! interrupt raises #NP for that gate, which is reported).
+//! Each CPU has its own GDT (null, 64-bit code, data, a TSS) and TSS, whose
+//! IST slot 1 is that CPU's double-fault stack (the boot CPU's: the linker
+//! script's trap stack; a secondary's: `hal::CpuStart::trap_stack_top`; each
+//! above its own unmapped guard page). All CPUs share one IDT, written once
+//! by the boot CPU ([`init_idt`]) before any secondary starts, and read-only
+//! afterwards; [`init_cpu`] loads a CPU's tables. The IDT has the 32
+//! exception vectors, [`crate::apic::IPI_VECTOR`] (calls `hal::kernel::ipi`,
+//! then EOI) and the APIC's spurious vector (returns at once, no EOI). Every
+//! other slot is not present: a stray interrupt there raises #NP with the
+//! IDT flag in its error code, reported as an unexpected interrupt.
 //!
 //! Each stub pushes a zero error code if the CPU pushes none, then the vector,
 //! and jumps to `tessera_trap_common`, which saves the general registers into a
@@ -35,6 +39,7 @@
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
 
+use hal::smp::MAX_CPUS;
 use hal::{Access, ConsoleWriter, ExitStatus, FaultOutcome, PageFault, RawCause};
 
 use crate::boot::{KERNEL_CS, KERNEL_DS};
@@ -89,6 +94,18 @@ global_asm!(
     "   jmp     tessera_trap_common",
     ".endr",
     "",
+    // The IPI: an interrupt, so no error code.
+    ".balign 16",
+    "tessera_trap_stub_ipi:",
+    "   pushq   $0",
+    "   pushq   ${ipi}",
+    "   jmp     tessera_trap_common",
+    // The APIC's spurious interrupt needs no EOI and no handler.
+    ".balign 16",
+    ".global tessera_trap_spurious",
+    "tessera_trap_spurious:",
+    "   iretq",
+    "",
     "tessera_trap_common:",
     "   pushq   %r15",
     "   pushq   %r14",
@@ -137,7 +154,9 @@ global_asm!(
     ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
     "   .quad tessera_trap_stub_\\n",
     ".endr",
+    ".global tessera_trap_stub_ipi",
     ".section .text",
+    ipi = const crate::apic::IPI_VECTOR,
     handler = sym handle_trap,
     options(att_syntax)
 );
@@ -145,6 +164,10 @@ global_asm!(
 unsafe extern "C" {
     /// Addresses of the 32 exception stubs.
     static tessera_trap_stubs: [usize; 32];
+    /// The IPI's stub.
+    fn tessera_trap_stub_ipi();
+    /// The spurious interrupt's stub.
+    fn tessera_trap_spurious();
 }
 
 /// The task-state segment: only the interrupt stack table is used.
@@ -213,47 +236,52 @@ const DOUBLE_FAULT_IST: u8 = 1;
 const TSS_SELECTOR: u16 = 0x18;
 
 unsafe extern "C" {
-    /// Top of the trap stack (linker script): the double-fault stack, above its
-    /// own guard page.
+    /// Top of the trap stack (linker script): the boot CPU's double-fault
+    /// stack, above its own guard page.
     static _etrap_stack: u8;
 }
-static mut TSS: Tss = Tss {
-    _reserved0: 0,
-    rsp: [0; 3],
-    _reserved1: 0,
-    ist: [0; 7],
-    _reserved2: 0,
-    _reserved3: 0,
-    iomap_base: core::mem::size_of::<Tss>() as u16,
+
+/// A CPU's TSS and GDT (null, 64-bit code, data, TSS in two slots).
+#[repr(C, align(16))]
+struct CpuTables {
+    tss: Tss,
+    gdt: [u64; 5],
+}
+
+const TABLES: CpuTables = CpuTables {
+    tss: Tss {
+        _reserved0: 0,
+        rsp: [0; 3],
+        _reserved1: 0,
+        ist: [0; 7],
+        _reserved2: 0,
+        _reserved3: 0,
+        iomap_base: core::mem::size_of::<Tss>() as u16,
+    },
+    gdt: [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0],
 };
-/// null, 64-bit code, data, TSS (two slots).
-static mut GDT: [u64; 5] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, 0, 0];
+
+/// Slot `i`: CPU index `i`'s tables, written only by that CPU in [`init_cpu`].
+static mut CPU_TABLES: [CpuTables; MAX_CPUS] = [TABLES; MAX_CPUS];
+/// Written by the boot CPU in [`init_idt`], before any other CPU runs.
 static mut IDT: [Gate; 256] = [Gate::MISSING; 256];
 
-/// Installs the GDT, TSS and IDT. Called once, on the boot CPU, before the kernel.
+/// The boot CPU's tables: fills the IDT and loads CPU 0's tables with the
+/// linker script's trap stack. Called once, on the boot CPU, before the kernel
+/// and before any secondary CPU starts.
 pub fn init() {
-    let tss = &raw mut TSS as u64;
-    let stack_top = &raw const _etrap_stack as u64;
-    let limit = core::mem::size_of::<Tss>() as u64 - 1;
-    // Available 64-bit TSS (type 9), present.
-    let tss_low = (limit & 0xffff)
-        | ((tss & 0xff_ffff) << 16)
-        | (0x89 << 40)
-        | (((limit >> 16) & 0xf) << 48)
-        | (((tss >> 24) & 0xff) << 56);
-    let tss_high = tss >> 32;
+    init_idt();
+    let stack_top = &raw const _etrap_stack as usize;
+    // SAFETY: index 0 is the boot CPU's, and this runs on it, once.
+    unsafe { init_cpu(0, stack_top) };
+}
+
+fn init_idt() {
     // SAFETY: `tessera_trap_stubs` is an initialised table in .rodata.
     let stubs: &[usize; 32] = unsafe { &tessera_trap_stubs };
-    // SAFETY: single CPU, called once before any exception can be taken: nothing
-    // else accesses these statics while they are written. The GDT keeps the
-    // selectors of the boot GDT (code 0x08, data 0x10), so reloading it while those
-    // are in use is consistent; the TSS descriptor is marked available before `ltr`.
+    // SAFETY: called once by the boot CPU before any other CPU starts or any
+    // IDT is loaded: nothing else reads or writes the IDT meanwhile.
     unsafe {
-        let tss_ptr = &raw mut TSS;
-        (*tss_ptr).ist[(DOUBLE_FAULT_IST - 1) as usize] = stack_top;
-        let gdt = (&raw mut GDT).cast::<u64>();
-        gdt.add(3).write(tss_low);
-        gdt.add(4).write(tss_high);
         let idt = (&raw mut IDT).cast::<Gate>();
         for (vector, &stub) in stubs.iter().enumerate() {
             let ist = if vector == DOUBLE_FAULT {
@@ -263,14 +291,55 @@ pub fn init() {
             };
             idt.add(vector).write(Gate::interrupt(stub, ist));
         }
-        let gdtr = DescriptorPointer {
-            limit: (core::mem::size_of::<[u64; 5]>() - 1) as u16,
-            base: &raw const GDT as u64,
-        };
-        let idtr = DescriptorPointer {
-            limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
-            base: &raw const IDT as u64,
-        };
+        let ipi = tessera_trap_stub_ipi as *const () as usize;
+        idt.add(crate::apic::IPI_VECTOR as usize)
+            .write(Gate::interrupt(ipi, 0));
+        let spurious = tessera_trap_spurious as *const () as usize;
+        idt.add(crate::apic::SPURIOUS_VECTOR as usize)
+            .write(Gate::interrupt(spurious, 0));
+    }
+}
+
+/// Loads CPU `cpu`'s GDT and TSS (double-fault stack `trap_stack_top`) and the
+/// shared IDT.
+///
+/// # Safety
+///
+/// Called once per CPU index, on that CPU, with interrupts disabled, after
+/// [`init_idt`]; `trap_stack_top` is the top of a stack that belongs to this
+/// CPU alone.
+pub unsafe fn init_cpu(cpu: usize, trap_stack_top: usize) {
+    // SAFETY: only the slot's address is taken (the index is bounds-checked).
+    let tables = unsafe { &raw mut CPU_TABLES[cpu] };
+    let limit = core::mem::size_of::<Tss>() as u64 - 1;
+    // SAFETY: slot `cpu` is written only by CPU `cpu`, once (the caller's
+    // promise), through this raw pointer; the hardware reads it only after
+    // `lgdt`/`ltr` below.
+    unsafe {
+        (*tables).tss.ist[(DOUBLE_FAULT_IST - 1) as usize] = trap_stack_top as u64;
+        let tss = &raw const (*tables).tss as u64;
+        // Available 64-bit TSS (type 9), present.
+        (*tables).gdt[3] = (limit & 0xffff)
+            | ((tss & 0xff_ffff) << 16)
+            | (0x89 << 40)
+            | (((limit >> 16) & 0xf) << 48)
+            | (((tss >> 24) & 0xff) << 56);
+        (*tables).gdt[4] = tss >> 32;
+    }
+    let gdtr = DescriptorPointer {
+        limit: (core::mem::size_of::<[u64; 5]>() - 1) as u16,
+        // SAFETY: a place projection of a valid pointer; nothing is read.
+        base: unsafe { &raw const (*tables).gdt } as u64,
+    };
+    let idtr = DescriptorPointer {
+        limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
+        base: &raw const IDT as u64,
+    };
+    // SAFETY: the GDT keeps the boot GDT's selectors (code 0x08, data 0x10),
+    // so reloading CS and the data segments with them is consistent; the TSS
+    // descriptor is marked available before `ltr`; the IDT is complete
+    // (`init_idt` ran) and never written again.
+    unsafe {
         asm!(
             "lgdt ({gdtr})",
             // Reload CS with a far return, then the data segments.
@@ -387,6 +456,11 @@ fn overflow_fault(tf: &TrapFrame) -> Option<PageFault> {
 }
 
 extern "C" fn handle_trap(tf: &mut TrapFrame) {
+    if tf.vector == crate::apic::IPI_VECTOR as u64 {
+        hal::kernel::ipi();
+        crate::apic::eoi();
+        return;
+    }
     if tf.vector == DOUBLE_FAULT as u64
         && let Some(fault) = overflow_fault(tf)
     {
@@ -418,7 +492,21 @@ extern "C" fn handle_trap(tf: &mut TrapFrame) {
     }
 }
 
+/// #NP error code: the selector is an IDT gate (bit 1); bits 15:3 its index.
+const ERROR_IDT: u64 = 1 << 1;
+const SEGMENT_NOT_PRESENT: u64 = 11;
+
 fn fatal_trap(tf: &TrapFrame) -> ! {
+    if tf.vector == SEGMENT_NOT_PRESENT && tf.error_code & ERROR_IDT != 0 {
+        let _ = writeln!(
+            ConsoleWriter::<crate::X86Q35>::new(),
+            "\nunexpected interrupt: vector {:#x} (no handler) at rip {:#x} on CPU {}",
+            tf.error_code >> 3,
+            tf.rip,
+            crate::smp::cpu_index()
+        );
+        <crate::X86Q35 as hal::Board>::exit(ExitStatus::Fail)
+    }
     let name = if tf.vector == PAGE_FAULT {
         "page fault with a reserved bit set in a page-table entry"
     } else {
