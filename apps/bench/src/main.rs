@@ -9,13 +9,22 @@
 //!   every page + munmap, per page, and `lazy_vs_populate_ratio` between them;
 //! - `mmap_munmap_cycles`: one lazy one-page mmap + munmap pair;
 //! - `mprotect_split_cycles`: mprotect of the middle page of a populated
-//!   1000-page area (a split).
+//!   1000-page area (a split);
+//! - the SMP rows (`smp.rs`, every CPU count): IPIs, shootdowns and ticks per
+//!   `munmap` / `mprotect` of 1 and 512 pages with the other CPUs busy reading
+//!   the address space or idle (`smp_{busy,idle}_{munmap,mprotect}_{1,512}p_*`),
+//!   and lazy-fault throughput with 1, 2 and 4 CPUs faulting disjoint pages of
+//!   one area at once (`smp_fault_{n}cpu_*`).
 //!
 //! Without the `full` feature the counts are small, so `make test` runs it in a
 //! moment; `make bench` builds it with `full`. Under QEMU's TCG the absolute
 //! figures are emulation figures: compare ratios.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
+
+mod smp;
 
 use tessera::mm::{self, MmapFlags, PAGE_SIZE, Prot};
 use tessera::{AppResult, Context, String, Vec, check_eq, println, time};
@@ -162,5 +171,5 @@ fn main() -> AppResult {
     println!("bench: mprotect_split_cycles={split}");
     let end = mm::stats();
     check_eq!(end.data_frames, start.data_frames, "anonymous frames left");
-    Ok(())
+    smp::run()
 }
