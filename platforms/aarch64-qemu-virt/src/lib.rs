@@ -10,12 +10,40 @@
 //! - [`trap`]: the exception vector (VBAR_EL1); translation, access-flag and
 //!   permission faults (data and instruction aborts) are decoded into
 //!   `hal::PageFault` and handed to the kernel; anything else is reported and ends
-//!   the machine with a failing status. When `sp` is at the boot stack's guard
-//!   page (a stack overflow), the vector saves its frame on the trap stack
-//!   instead, so the overflow is reported (`stack overflow: ...`) rather than
-//!   aborting again on every store.
-//! - stacks (linker script, `build.rs`): the boot stack and the trap stack, each
-//!   above a 4 KiB guard page that the kernel address space leaves unmapped.
+//!   the machine with a failing status. When `sp` is at the guard page of the
+//!   CPU's kernel stack (a stack overflow), the vector saves its frame on that
+//!   CPU's trap stack instead, so the overflow is reported (`stack overflow:
+//!   ...`) rather than aborting again on every store.
+//! - [`percpu`]: one block per CPU, TPIDR_EL1 pointing at it (set before
+//!   VBAR_EL1 on every CPU): `cpu_index`, and the guard pages and trap stack
+//!   top the vector reads.
+//! - [`smp`]: the other CPUs. `cpus` reads the device tree's `/cpus` (boot CPU
+//!   first, then `reg` = MPIDR affinity in tree order) and `/psci`'s `method`;
+//!   `start_cpu` is PSCI `CPU_ON` through that conduit (`hvc` or `smc`; anything
+//!   else is refused) with the physical address of the secondary entry and of
+//!   the CPU's block as context id. The entry sets up the CPU like `_start`,
+//!   turns the MMU on with the boot identity half (TTBR0) and the kernel's upper
+//!   root (TTBR1), jumps to the high half, loads the kernel's lower root, its
+//!   stack, TPIDR_EL1 and VBAR_EL1, and calls `hal::kernel::secondary_main`.
+//!   `send_ipi` is `DSB ISH; SEV` and `wait_for_ipi` is `WFE` then
+//!   `hal::kernel::ipi`: the kernel only ever wakes idle CPUs on this board (no
+//!   IPI for shootdowns, see below), so no GIC SGI is needed and the GIC stays
+//!   off.
+//! - TLB maintenance is broadcast (`TLB_BROADCAST`): `flush_tlb` is `DSB ISHST;
+//!   TLBI VAAE1IS (one page) or VMALLE1IS (all); DSB ISH; ISB`. The `IS` forms
+//!   reach every CPU of the inner-shareable domain and `DSB ISH` waits for all of
+//!   them, so a shootdown needs no IPI. `VAAE1IS` rather than `VAE1IS`: the
+//!   kernel uses no ASIDs (every TTBR's ASID field is 0, TCR.A1 = 0), and the
+//!   all-ASID form also drops non-global entries whatever ASID they were tagged
+//!   with; not the leaf-only `VAALE1IS`, since a flush also follows the unlinking
+//!   of a table, whose cached walk entries must go too. The operand is VA[55:12],
+//!   so bit 55 selects the half: one instruction serves TTBR0's and TTBR1's
+//!   mappings, and `VMALLE1IS` covers both halves and all ASIDs.
+//!   `activate_page_table` flushes only the local TLB (`TLBI VMALLE1`): only this
+//!   CPU loaded new roots.
+//! - stacks (linker script, `build.rs`): per CPU a kernel stack (the boot stack
+//!   on CPU 0) and a trap stack, each above a 4 KiB guard page that the kernel
+//!   address space leaves unmapped.
 //! - [`probe`]: byte loads/stores whose faults are fixed up instead of fatal.
 //! - [`console`]: the PL011 UART.
 //! - exit: pass is PSCI `SYSTEM_OFF` through `hvc #0` (QEMU exits with status 0;
@@ -48,7 +76,7 @@ pub mod smp;
 pub mod trap;
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{CNTFRQ_EL0, CNTVCT_EL0, Readable, TTBR0_EL1, TTBR1_EL1, Writeable};
@@ -67,8 +95,10 @@ const SEMIHOSTING_SYS_EXIT: u64 = 0x18;
 /// `ADP_Stopped_ApplicationExit`: the reason that carries an exit status.
 const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x2_0026;
 
-/// Set when `exit` starts: a second entry means the exit call itself trapped.
-static EXITING: AtomicBool = AtomicBool::new(false);
+/// The CPU (index + 1) that started `exit`, 0 before: a second entry on the
+/// same CPU means the exit call itself trapped; on another CPU, that the
+/// machine is already being ended.
+static EXITING: AtomicUsize = AtomicUsize::new(0);
 
 /// PSCI `SYSTEM_OFF`: QEMU ends with status 0. Returns only if PSCI is absent.
 ///
@@ -121,13 +151,19 @@ impl Board for ArmVirt {
     }
 
     fn exit(status: ExitStatus) -> ! {
-        if EXITING.swap(true, Ordering::Relaxed) {
-            // The exit call trapped (semihosting not enabled: `hlt` is undefined).
-            // Powering off would read as a pass, so stop here; the harness times out.
-            console::write_bytes(
-                b"\nexit: semihosting is not enabled (QEMU -semihosting); halting\n",
-            );
-            halt();
+        let me = smp::cpu_index() + 1;
+        match EXITING.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {}
+            // Another CPU ends the machine with its status.
+            Err(other) if other != me => halt(),
+            Err(_) => {
+                // The exit call trapped (semihosting not enabled: `hlt` is undefined).
+                // Powering off would read as a pass, so stop here; the harness times out.
+                console::write_bytes(
+                    b"\nexit: semihosting is not enabled (QEMU -semihosting); halting\n",
+                );
+                halt();
+            }
         }
         match status {
             ExitStatus::Pass => {

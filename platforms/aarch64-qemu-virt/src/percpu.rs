@@ -25,8 +25,9 @@ use hal::smp::MAX_CPUS;
 /// Size of a guard page.
 const GUARD: usize = 4096;
 
-/// One CPU's block (64-byte aligned: one cache line, cleaned as a whole
-/// before a CPU that reads it with its MMU off is started).
+/// One CPU's block (64 bytes, 64-byte aligned: a cache line on Cortex-A72,
+/// so CPUs do not share lines; cleaned to memory before a CPU that reads it
+/// with its MMU off is started).
 #[repr(C, align(64))]
 pub struct CpuLocal {
     /// The kernel's index of the CPU.
@@ -59,7 +60,7 @@ pub const TTBR0: usize = offset_of!(CpuLocal, ttbr0);
 pub const TTBR1: usize = offset_of!(CpuLocal, ttbr1);
 /// See [`INDEX`].
 pub const STACK_TOP: usize = offset_of!(CpuLocal, stack_top);
-// The whole block is one 64-byte line (see `crate::smp::clean_to_poc`).
+// 64 bytes: one Cortex-A72 cache line.
 const _: () = assert!(core::mem::size_of::<CpuLocal>() == 64);
 
 impl CpuLocal {

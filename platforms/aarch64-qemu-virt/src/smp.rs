@@ -44,6 +44,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use aarch64_cpu::asm::barrier;
 use hal::BootInfo;
 use hal::smp::{CpuList, CpuStart, MAX_CPUS, StartError};
 
@@ -184,20 +185,24 @@ fn psci_cpu_on(conduit: Conduit, mpidr: usize, entry: usize, context: usize) -> 
     ret as isize
 }
 
-/// Cleans the cache line of `block` to the point of coherency, so that a CPU
-/// reading it with its MMU (and so its caches) off sees what was written.
+/// Cleans `block` to the point of coherency, so that a CPU reading it with
+/// its MMU (and so its caches) off sees what was written.
 fn clean_to_poc(block: &CpuLocal) {
-    // SAFETY: `dc cvac` writes a dirty line back to memory and changes no data;
-    // the block is one 64-byte aligned line (see `percpu`), mapped at this
-    // address. The `dsb` completes it before the PSCI call.
-    unsafe {
-        asm!(
-            "dc cvac, {}",
-            "dsb ish",
-            in(reg) block as *const CpuLocal,
-            options(nostack, preserves_flags),
-        );
+    let ctr: u64;
+    // SAFETY: reads CTR_EL0 (cache type), which EL1 may always read.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    // CTR_EL0.DminLine: log2 of the smallest data cache line, in words.
+    let line = 4usize << ((ctr >> 16) & 0xf);
+    let start = block as *const CpuLocal as usize;
+    for va in (start..start + core::mem::size_of::<CpuLocal>()).step_by(line) {
+        // SAFETY: `dc cvac` writes a dirty line back to memory and changes no
+        // data; `va` lies in the block, which is mapped, and the clean is ordered
+        // after this CPU's earlier stores to the same line.
+        unsafe { asm!("dc cvac, {}", in(reg) va, options(nostack, preserves_flags)) };
     }
+    // `dsb sy` completes the cleans (for every observer, the MMU-off one
+    // included) before the PSCI call.
+    barrier::dsb(barrier::SY);
 }
 
 /// Starts `start.index` with PSCI `CPU_ON` (see the module docs).
