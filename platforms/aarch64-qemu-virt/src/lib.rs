@@ -36,7 +36,7 @@
 //!   kernel uses no ASIDs (every TTBR's ASID field is 0, TCR.A1 = 0), and the
 //!   all-ASID form also drops non-global entries whatever ASID they were tagged
 //!   with; not the leaf-only `VAALE1IS`, since a flush also follows the unlinking
-//!   of a table, whose cached walk entries must go too. The operand is VA[55:12],
+//!   of a table, whose cached walk entries must go too. The operand is `VA[55:12]`,
 //!   so bit 55 selects the half: one instruction serves TTBR0's and TTBR1's
 //!   mappings, and `VMALLE1IS` covers both halves and all ASIDs.
 //!   `activate_page_table` flushes only the local TLB (`TLBI VMALLE1`): only this
