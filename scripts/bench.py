@@ -3,16 +3,22 @@
 
 What it runs (see docs/BENCHMARKS.md, "How it is measured"):
   1. host, criterion: `cargo bench -p hostbench` (area-set scaling vs memory_set 0.4.1,
-     mmap/touch/munmap life cycle) and `cargo bench -p paging --bench paging` (our page table
-     vs page_table_multiarch's PageTable64), built in target/bench-host without the
-     all-formats rustc wrapper (see `host_dir`); results from
-     target/bench-host/criterion/**/new/estimates.json (median), only files written by this run;
+     mmap/touch/munmap life cycle, and concurrent lazy faults when benches/benches/faults.rs
+     exists) and `cargo bench -p paging --bench paging` (our page table vs
+     page_table_multiarch's PageTable64), built in target/bench-host without the all-formats
+     rustc wrapper (see `host_dir`); A/B: each side of a side-by-side bench is its own
+     invocation (a criterion filter), the sides alternate over --ab-rounds rounds (A B, B A,
+     A B, ...) and the figure is the median over the rounds of criterion's median
+     (target/bench-host/criterion/**/new/estimates.json, read after each invocation);
   2. host, callgrind: instructions per lazy fault (benches/src/bin/faultcount.rs);
   3. host: page-table frames (benches/src/bin/ptmem.rs);
-  4. QEMU: apps/bench built with its `full` feature on every board of configs/platforms/,
-     several boots, medians of its `bench:` lines.
+  4. QEMU: apps/bench built with its `full` feature (and SMP=4) on every board of
+     configs/platforms/, booted with 1, 2 and 4 CPUs, several boots each (the CPU counts
+     alternate), medians of its `bench:` lines;
+  5. plots of the rows that scale with something, docs/bench-*.svg next to the report.
 
 Usage: scripts/bench.py [--out FILE] [--skip-host] [--skip-qemu] [--qemu-runs N]
+                        [--ab-rounds N] [--smp 1,2,4]
 """
 
 from __future__ import annotations
@@ -47,6 +53,13 @@ AREA_OPS = (
 FAULT_TARGET = 1500
 SCALING_TARGET = 2.0
 FAULTS = 2000
+# CPU counts the QEMU boards boot with (the kernel is built for the largest).
+SMP_COUNTS = (1, 2, 4)
+# Concurrent lazy faults on the host (benches/benches/faults.rs): 2 threads / 1 thread.
+HOST_FAULTS_TARGET = 1.6
+# Criterion settings of the per-side runs of areas.rs and lifecycle.rs (their own: 0.3 s
+# warm-up, 1 s measured): shorter, since every side runs once per A/B round.
+AB_AREAS_ARGS = ("--warm-up-time", "0.2", "--measurement-time", "0.5")
 
 
 def target_dir() -> Path:
@@ -111,12 +124,18 @@ def machine() -> dict[str, str]:
 # Criterion
 
 
-def criterion_results(since: float) -> dict[tuple[str, str, str], float]:
-    """(group, function, value) -> median ns, for estimates written after `since`."""
-    out: dict[tuple[str, str, str], float] = {}
+def criterion_files() -> dict[Path, int]:
+    """Every criterion estimate file and its modification time (ns)."""
     base = host_dir() / "criterion"
-    for est in base.glob("**/new/estimates.json"):
-        if est.stat().st_mtime < since:
+    return {e: e.stat().st_mtime_ns for e in base.glob("**/new/estimates.json")}
+
+
+def criterion_results(before: dict[Path, int]) -> dict[tuple[str, str, str], float]:
+    """(group, function, value) -> median ns, of the estimates written since `before`
+    (a `criterion_files()` snapshot)."""
+    out: dict[tuple[str, str, str], float] = {}
+    for est, mtime in criterion_files().items():
+        if before.get(est) == mtime:
             continue
         meta = est.parent / "benchmark.json"
         try:
@@ -129,19 +148,72 @@ def criterion_results(since: float) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def host_criterion(res: dict) -> None:
-    start = time.time() - 1
-    run(["cargo", "bench", "-p", "hostbench", "--bench", "areas", "--bench", "lifecycle"],
-        env=host_env())
-    paging_out = ""
+def bench_once(cmd: list[str], samples: dict, check: bool = True) -> subprocess.CompletedProcess:
+    """One criterion invocation; appends each estimate it wrote to `samples[key]`."""
+    before = criterion_files()
+    p = run(cmd, env=host_env(), check=check, quiet=True)
+    for k, v in criterion_results(before).items():
+        samples.setdefault(k, []).append(v)
+    return p
+
+
+def host_criterion(res: dict, rounds: int) -> None:
+    """The side-by-side benches, A/B alternated: each side is one invocation (a criterion
+    filter on the function id), the order of the sides flips every round."""
+    samples: dict[tuple[str, str, str], list[float]] = {}
+    # Build everything first, so no round pays for compiling.
+    run(["cargo", "bench", "-p", "hostbench", "--no-run"], env=host_env(), quiet=True)
+    faults_bench = (ROOT / "benches" / "benches" / "faults.rs").is_file()
+    pairs = [
+        (["--bench", "areas"], ("/tessera/", "/memory_set/"), AB_AREAS_ARGS),
+        (["--bench", "lifecycle"], ("^lifecycle/lazy/", "^lifecycle/populate/"),
+         AB_AREAS_ARGS),
+    ]
+    for r in range(rounds):
+        for bench, sides, extra in pairs:
+            order = sides if r % 2 == 0 else sides[::-1]
+            for side in order:
+                bench_once(["cargo", "bench", "-p", "hostbench", *bench, "--", side, *extra],
+                           samples)
+    if faults_bench:
+        # Its sides (1 thread, 2 threads) are not known to this script: whole runs, rounds.
+        lines: list[str] = []
+        fs: dict[tuple[str, str, str], list[float]] = {}
+        for r in range(rounds):
+            p = bench_once(["cargo", "bench", "-p", "hostbench", "--bench", "faults"], fs,
+                           check=False)
+            if p.returncode != 0:
+                res["notes"].append(f"`cargo bench -p hostbench --bench faults` failed "
+                                    f"(status {p.returncode}).")
+                break
+            lines += [l.strip() for l in p.stdout.splitlines()
+                      if re.search(r"RATIO|thread", l) and "Benchmarking" not in l]
+        res["host_faults"] = True
+        res["host_faults_lines"] = lines
+        res["host_faults_keys"] = set(fs)
+        for k, v in fs.items():
+            samples.setdefault(k, []).extend(v)
+    paging_lines: list[str] = []
     if (ROOT / "modules" / "paging" / "benches").is_dir():
-        p = run(["cargo", "bench", "-p", "paging", "--bench", "paging"], env=host_env(),
-                check=False)
-        paging_out = p.stdout
-        if p.returncode != 0:
-            res["notes"].append(f"`cargo bench -p paging --bench paging` failed (status {p.returncode}).")
-    res["criterion"] = criterion_results(start)
-    res["paging_ratio_lines"] = [l.strip() for l in paging_out.splitlines() if "RATIO" in l]
+        # The paging bench cannot run one side alone (its RATIO report needs both), so
+        # its rounds are whole runs: ours then PageTable64 for each case, back to back.
+        for r in range(rounds):
+            cmd = ["cargo", "bench", "-p", "paging", "--bench", "paging"]
+            p = bench_once(cmd, samples, check=False)
+            if p.returncode != 0:
+                # Once more (a run was once ended by a SIGTERM from outside); a failed run
+                # may have written estimates for some cases: they count as that round's.
+                p = bench_once(cmd, samples, check=False)
+            if p.returncode != 0:
+                res["notes"].append(
+                    f"`cargo bench -p paging --bench paging` failed (status {p.returncode}).")
+                break
+            paging_lines += [f"round {r + 1}: " + l.strip() for l in p.stdout.splitlines()
+                             if "RATIO" in l]
+    res["criterion_rounds"] = samples
+    res["criterion"] = {k: statistics.median(v) for k, v in samples.items()}
+    res["paging_ratio_lines"] = paging_lines
+    res["ab_rounds"] = rounds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,10 +273,26 @@ def ptmem(res: dict) -> None:
 # QEMU
 
 
-def qemu_boards(res: dict, runs: int, mem: str) -> None:
+def medians(samples: dict[str, list[str]]) -> dict[str, str]:
+    r: dict[str, str] = {}
+    for k, vs in samples.items():
+        try:
+            m = statistics.median(float(v) for v in vs)
+        except ValueError:
+            r[k] = vs[0]
+            continue
+        r[k] = f"{m:.0f}" if m.is_integer() else f"{m:g}"
+    return r
+
+
+def qemu_boards(res: dict, runs: int, mem: str, counts: tuple[int, ...]) -> None:
+    """Per board: one kernel built for max(counts) CPUs, booted `runs` times with each CPU
+    count (the counts alternate: 1 2 4 1 2 4 ...). res["qemu"][board] has the 1-CPU boot's
+    rows (the single-CPU table), res["qemu_smp"][board][n] every boot's rows."""
     res["qemu"] = {}
+    res["qemu_smp"] = {}
     for board in qemu.all_boards():
-        env = qemu.build_env(board, mem, "1", "warn")
+        env = qemu.build_env(board, mem, str(max(counts)), "warn")
         cmd = ["cargo", "build", "-p", "bench", "--target", board.target, "--release",
                "--features", "full"]
         b = run(cmd, env=env, check=False, quiet=True)
@@ -212,30 +300,444 @@ def qemu_boards(res: dict, runs: int, mem: str) -> None:
             res["qemu"][board.platform] = {"error": "build failed"}
             continue
         elf = qemu.elf_path(board, "bench", "release")
-        samples: dict[str, list[str]] = {}
-        error = None
+        samples: dict[int, dict[str, list[str]]] = {n: {} for n in counts}
+        errors: dict[int, str] = {}
         for _ in range(runs):
-            status, out, secs = qemu.run_captured(qemu.qemu_command(board, elf, mem, "1"), 300)
-            lines = qemu.clean_output(out)
-            print(f"  {board.platform}: status {status} in {secs:.1f}s", flush=True)
-            if status != board.pass_status or not any(l.startswith("bench: ok") for l in lines):
-                error = f"run failed (status {status}): " + " | ".join(lines[-3:])
-                break
-            for line in lines:
-                m = re.match(r"bench: (\w+)=(\S+)", line)
-                if m:
-                    samples.setdefault(m.group(1), []).append(m.group(2))
-        if error:
-            res["qemu"][board.platform] = {"error": error}
+            for n in counts:
+                if n in errors:
+                    continue
+                status, out, secs = qemu.run_captured(
+                    qemu.qemu_command(board, elf, mem, str(n)), 600)
+                lines = qemu.clean_output(out)
+                print(f"  {board.platform} SMP={n}: status {status} in {secs:.1f}s", flush=True)
+                if status != board.pass_status or not any(l.startswith("bench: ok") for l in lines):
+                    errors[n] = f"run failed (status {status}): " + " | ".join(lines[-3:])
+                    continue
+                for line in lines:
+                    m = re.match(r"bench: (\w+)=(\S+)", line)
+                    if m:
+                        samples[n].setdefault(m.group(1), []).append(m.group(2))
+        per_n: dict[int, dict[str, str]] = {}
+        for n in counts:
+            if n in errors:
+                per_n[n] = {"error": errors[n]}
+            else:
+                per_n[n] = medians(samples[n])
+                per_n[n]["runs"] = str(runs)
+        res["qemu_smp"][board.platform] = per_n
+        one = per_n.get(min(counts), {"error": "not booted"})
+        res["qemu"][board.platform] = one
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (plain SVG, no plotting library)
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#17becf", "#7f7f7f", "#bcbd22")
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _num(v: float) -> str:
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e9:
+        return f"{v / 1e9:g}G"
+    if a >= 1e6:
+        return f"{v / 1e6:g}M"
+    if a >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def _ticks(lo: float, hi: float, log: bool) -> list[float]:
+    import math
+    if log:
+        a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        return [10.0 ** e for e in range(a, b + 1)]
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / 5
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.floor(lo / step) * step
+    out, v = [], start
+    while v <= hi + step * 1e-9:
+        out.append(round(v, 10))
+        v += step
+    if out[-1] < hi:
+        out.append(out[-1] + step)
+    return out
+
+
+def svg_panels(path: Path, title: str, panels: list[dict], cols: int = 3) -> None:
+    """Writes a grid of line charts. A panel: title, xlabel, ylabel, xs (numbers), optional
+    xlabels, logx, logy, series: [(name, ys with None for missing, dashed)]."""
+    import math
+    pw, ph = 330, 250          # panel size
+    ml, mr, mt, mb = 58, 12, 28, 42   # plot margins inside a panel
+    legend_h = 14
+    rows = (len(panels) + cols - 1) // cols
+    cols = min(cols, len(panels))
+    nleg = max(len(p["series"]) for p in panels)
+    ph_full = ph + nleg * legend_h + 12
+    W, H = cols * pw + 10, rows * ph_full + 40
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+         f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14" '
+         f'font-weight="bold">{_esc(title)}</text>']
+    for i, p in enumerate(panels):
+        ox, oy = 5 + (i % cols) * pw, 34 + (i // cols) * ph_full
+        x0, x1, y0, y1 = ox + ml, ox + pw - mr, oy + mt, oy + ph - mb
+        xs = [float(x) for x in p["xs"]]
+        logx, logy = p.get("logx", False), p.get("logy", False)
+        vals = [v for _, ys, *_ in p["series"] for v in ys if v is not None and (v > 0 or not logy)]
+        o.append(f'<text x="{(x0 + x1) / 2}" y="{oy + 16}" text-anchor="middle" '
+                 f'font-weight="bold">{_esc(p["title"])}</text>')
+        o.append(f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" fill="none" '
+                 f'stroke="#444"/>')
+        if not vals:
+            o.append(f'<text x="{(x0 + x1) / 2}" y="{(y0 + y1) / 2}" text-anchor="middle">'
+                     f'no data</text>')
             continue
-        r: dict[str, str] = {}
-        for k, vs in samples.items():
-            try:
-                r[k] = f"{statistics.median(float(v) for v in vs):g}"
-            except ValueError:
-                r[k] = vs[0]
-        r["runs"] = str(runs)
-        res["qemu"][board.platform] = r
+        lo, hi = min(vals), max(vals)
+        if not logy:
+            lo = min(lo, 0.0)
+        yt = _ticks(lo, hi, logy)
+        ylo, yhi = yt[0], yt[-1]
+        if yhi == ylo:
+            yhi = ylo + 1
+        xlo, xhi = min(xs), max(xs)
+
+        def fx(x: float) -> float:
+            if xhi == xlo:
+                return (x0 + x1) / 2
+            if logx:
+                return x0 + 10 + (math.log10(x) - math.log10(xlo)) / (
+                    math.log10(xhi) - math.log10(xlo)) * (x1 - x0 - 20)
+            return x0 + 10 + (x - xlo) / (xhi - xlo) * (x1 - x0 - 20)
+
+        def fy(y: float) -> float:
+            if logy:
+                return y1 - (math.log10(y) - math.log10(ylo)) / (
+                    math.log10(yhi) - math.log10(ylo)) * (y1 - y0)
+            return y1 - (y - ylo) / (yhi - ylo) * (y1 - y0)
+
+        for t in yt:
+            y = fy(t)
+            o.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#ddd"/>')
+            o.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end">{_num(t)}</text>')
+        for x, lab in zip(xs, p.get("xlabels") or [_num(x) for x in xs]):
+            X = fx(x)
+            o.append(f'<line x1="{X:.1f}" y1="{y1}" x2="{X:.1f}" y2="{y1 + 4}" stroke="#444"/>')
+            o.append(f'<text x="{X:.1f}" y="{y1 + 16}" text-anchor="middle">{_esc(lab)}</text>')
+        o.append(f'<text x="{(x0 + x1) / 2}" y="{y1 + 32}" text-anchor="middle">'
+                 f'{_esc(p["xlabel"])}</text>')
+        o.append(f'<text transform="translate({ox + 12},{(y0 + y1) / 2}) rotate(-90)" '
+                 f'text-anchor="middle">{_esc(p["ylabel"])}</text>')
+        for j, (name, ys, *rest) in enumerate(p["series"]):
+            dashed = bool(rest and rest[0])
+            color = (rest[1] if len(rest) > 1 and rest[1] else PALETTE[j % len(PALETTE)])
+            pts = [(fx(x), fy(y)) for x, y in zip(xs, ys)
+                   if y is not None and (y > 0 or not logy)]
+            dash = ' stroke-dasharray="5,3"' if dashed else ""
+            if len(pts) > 1:
+                d = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
+                o.append(f'<polyline points="{d}" fill="none" stroke="{color}" '
+                         f'stroke-width="1.8"{dash}/>')
+            for a, b in pts:
+                o.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.8" fill="{color}"/>')
+            ly = oy + ph + j * legend_h + 8
+            o.append(f'<line x1="{x0}" y1="{ly - 4}" x2="{x0 + 18}" y2="{ly - 4}" '
+                     f'stroke="{color}" stroke-width="2"{dash}/>')
+            o.append(f'<text x="{x0 + 24}" y="{ly}">{_esc(name)}</text>')
+    o.append("</svg>")
+    path.write_text("\n".join(o) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# SMP rows and plots
+
+SMP_CALLS = (
+    ("munmap_1p", "munmap, 1 page"),
+    ("munmap_512p", "munmap, 512 pages"),
+    ("mprotect_1p", "mprotect RW→R, 1 page"),
+    ("mprotect_512p", "mprotect RW→R, 512 pages"),
+)
+
+
+def fnum(v: str | float | None, nd: int = 2) -> float | None:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def smp_rows(res: dict) -> dict[str, dict[int, dict[str, str]]]:
+    """Boards' SMP boots that ran (board -> CPU count -> rows)."""
+    out: dict[str, dict[int, dict[str, str]]] = {}
+    for b, per_n in sorted(res.get("qemu_smp", {}).items()):
+        ok = {n: r for n, r in per_n.items() if "error" not in r and "smp_cpus" in r}
+        if ok:
+            out[b] = ok
+    return out
+
+
+def hz_of(r: dict[str, str]) -> float | None:
+    try:
+        return float(r["counter"].rstrip("Hz"))
+    except (KeyError, ValueError):
+        return None
+
+
+def smp_verdict(state: str, ipis: dict[int, float]) -> str:
+    """At most one IPI per other busy CPU per call; none with the others idle."""
+    worst = []
+    for n, v in sorted(ipis.items()):
+        allowed = (n - 1) if state == "busy" else 0
+        if v > allowed + 1e-9:
+            worst.append(f"{v:g} at {n} CPUs, allowed {allowed}")
+    if not ipis:
+        return "-"
+    return "met" if not worst else "**missed** (" + "; ".join(worst) + ")"
+
+
+def smp_report(res: dict, o: list[str], counts: tuple[int, ...]) -> None:
+    rows = smp_rows(res)
+    if not rows and not res.get("qemu_smp"):
+        return
+    cols = " | ".join(f"{n} CPU{'s' if n > 1 else ''}" for n in counts)
+    align = "---:|" * len(counts)
+    o.append("## SMP (QEMU TCG): TLB shootdowns per munmap / mprotect")
+    o.append("")
+    o.append("`apps/bench` booted with 1, 2 and 4 CPUs. CPU 0 makes the call on a populated")
+    o.append("read-write mapping; the other CPUs are either **busy** (each runs a job that keeps")
+    o.append("reading the pages of another mapping, so it is in the address space) or **idle**")
+    o.append("(no job: out of the address space). IPIs and shootdowns are deltas of")
+    o.append("`tessera::smp::tlb_stats()` around the call, averaged over the repetitions.")
+    o.append("")
+    o.append("Target: at most one IPI per other busy CPU per call, whatever its length (that is,")
+    o.append("one shootdown per call), and no IPI to idle CPUs. aarch64-qemu-virt broadcasts TLB")
+    o.append("maintenance (`TLBI ...IS`, `TLB_BROADCAST`): it sends no IPIs at all, so only its")
+    o.append("shootdown count says anything.")
+    o.append("")
+    o.append(f"![IPIs per call by CPU count](bench-smp-ipis.svg)")
+    o.append("")
+    icols = " | ".join(f"IPIs, {n} CPU{'s' if n > 1 else ''}" for n in counts)
+    scols = " | ".join(f"shootdowns, {n} CPU{'s' if n > 1 else ''}" for n in counts)
+    o.append(f"| board | call | other CPUs | {icols} | {scols} | target |")
+    o.append("|---|---|---|" + align + align + "---|")
+    for b, per_n in rows.items():
+        for state in ("busy", "idle"):
+            for key, label in SMP_CALLS:
+                ipis = {n: fnum(per_n[n].get(f"smp_{state}_{key}_ipis")) for n in per_n}
+                ipis = {n: v for n, v in ipis.items() if v is not None}
+                sds = [per_n.get(n, {}).get(f"smp_{state}_{key}_shootdowns", "-") for n in counts]
+                ic = [per_n.get(n, {}).get(f"smp_{state}_{key}_ipis", "-") for n in counts]
+                o.append(f"| {b} | {label} | {state} | " + " | ".join(ic) + " | "
+                         + " | ".join(sds) + f" | {smp_verdict(state, ipis)} |")
+    o.append("")
+    missed = []
+    for b, per_n in rows.items():
+        for state in ("busy", "idle"):
+            for key, label in SMP_CALLS:
+                ipis = {n: fnum(per_n[n].get(f"smp_{state}_{key}_ipis")) for n in per_n}
+                ipis = {n: v for n, v in ipis.items() if v is not None}
+                sd = [fnum(per_n[n].get(f"smp_{state}_{key}_shootdowns")) for n in per_n]
+                many = max((x for x in sd if x is not None), default=0)
+                verdict = smp_verdict(state, ipis)
+                if "missed" in verdict or many > 1:
+                    pages = int(key.split("_")[1].rstrip("p"))
+                    each = pages / many if many else 0
+                    text = f"{b}: {label}, others {state}: up to {many:g} shootdowns per call"
+                    if many:
+                        text += f" ({each:g} pages per shootdown)"
+                    if "missed" in verdict:
+                        text += "; IPIs " + verdict.replace("**missed** ", "")
+                    missed.append((text, key.startswith("munmap") and each == 32))
+    if missed:
+        o.append("Above target (more than one shootdown per call, so more than one IPI per busy")
+        o.append("CPU where the board sends IPIs, or IPIs to idle CPUs):")
+        o.append("")
+        o.extend(f"- {m}" for m, _ in missed)
+        o.append("")
+    if any(batch for _, batch in missed):
+        o.append("A munmap of an allocated area unmaps its leaves in page-table cursors of at most")
+        o.append("`BATCH` (32) leaves each (`modules/mm/src/backend/alloc.rs`) and each cursor's")
+        o.append("flush is one shootdown, which fits 32 pages per shootdown; paging's")
+        o.append("operation batches (one shootdown per operation) would bring it to one.")
+        o.append("")
+    if not missed:
+        o.append("Every call took at most one shootdown: target met on every board.")
+        o.append("")
+    o.append("### Ticks per call (median over the repetitions, then over the boots)")
+    o.append("")
+    o.append("In the board counter's ticks, TCG time in brackets. A busy CPU's vCPU is a")
+    o.append("host thread that spins: with more vCPUs than free host cores, an IPI waits for the")
+    o.append("target's thread to be scheduled, so the busy figures say more about the host than")
+    o.append("about the kernel.")
+    o.append("")
+    o.append("![Ticks per call by CPU count](bench-smp-cycles.svg)")
+    o.append("")
+    o.append(f"| board | call | other CPUs | {cols} |")
+    o.append("|---|---|---|" + align)
+    for b, per_n in rows.items():
+        for state in ("busy", "idle"):
+            for key, label in SMP_CALLS:
+                cells = []
+                for n in counts:
+                    r = per_n.get(n, {})
+                    t, hz = fnum(r.get(f"smp_{state}_{key}_cycles")), hz_of(r)
+                    if t is None:
+                        cells.append("-")
+                    elif hz:
+                        us = t / hz * 1e6
+                        when = f"{us / 1e3:.1f} ms" if us >= 1e3 else f"{us:.1f} µs"
+                        cells.append(f"{t:.0f} ({when})")
+                    else:
+                        cells.append(f"{t:g}")
+                o.append(f"| {b} | {label} | {state} | " + " | ".join(cells) + " |")
+    o.append("")
+    o.append("### Lazy-fault throughput, several CPUs faulting at once")
+    o.append("")
+    o.append("Each of `k` CPUs faults its own pages of one lazy area (1024 pages each), all")
+    o.append("starting at a barrier; the time is CPU 0's from that barrier to a second one that")
+    o.append("every CPU reaches when it is done. Faults per second of TCG time, over all `k`")
+    o.append("CPUs; `k / 1` is the speed-up over one CPU faulting alone in the same boot. The")
+    o.append("host has " + str(os.cpu_count()) + " cores, shared with other work while this ran:")
+    o.append("vCPUs beyond the free host cores cannot fault in parallel.")
+    o.append("")
+    o.append("![Fault throughput by CPU count](bench-smp-faults.svg)")
+    o.append("")
+    ks = [k for k in counts]
+    o.append("| board | CPUs booted | " + " | ".join(f"{k} faulting" for k in ks) + " | "
+             + " | ".join(f"{k} / 1" for k in ks if k > 1) + " |")
+    o.append("|---|---:|" + "---:|" * (len(ks) + len([k for k in ks if k > 1])))
+    for b, per_n in rows.items():
+        for n in sorted(per_n):
+            r = per_n[n]
+            f = {k: fnum(r.get(f"smp_fault_{k}cpu_per_sec")) for k in ks}
+            cells = [f"{f[k]:,.0f}/s" if f[k] else "-" for k in ks]
+            ratios = [fmt_x(f[k] / f[1]) if f[k] and f.get(1) else "-" for k in ks if k > 1]
+            o.append(f"| {b} | {n} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    o.append("")
+    for b, per_n in sorted(res.get("qemu_smp", {}).items()):
+        for n, r in sorted(per_n.items()):
+            if "error" in r:
+                o.append(f"{b} with {n} CPUs: {r['error']}")
+                o.append("")
+
+
+def host_faults_report(res: dict, o: list[str]) -> None:
+    o.append("## Concurrent lazy faults (host, `benches/benches/faults.rs`)")
+    o.append("")
+    o.append(f"Target: 2 threads faulting one area at least {HOST_FAULTS_TARGET:g}x the fault")
+    o.append("throughput of 1 thread.")
+    o.append("")
+    if not res.get("host_faults"):
+        o.append("**Not measured yet**: `benches/benches/faults.rs` does not exist in this tree.")
+        o.append("When it does, `make bench` runs it (`cargo bench -p hostbench --bench faults`)")
+        o.append("and this section lists its criterion medians and its own ratio lines.")
+        o.append("")
+        return
+    crit = res.get("criterion", {})
+    keys = sorted(k for k in crit if k in res.get("host_faults_keys", set()))
+    o.append("| benchmark | median |")
+    o.append("|---|---:|")
+    for k in keys:
+        o.append(f"| {'/'.join(x for x in k if x)} | {fmt_ns(crit[k])} |")
+    o.append("")
+    one = [k for k in keys if re.search(r"(^|\D)1(\D|$)", "/".join(k))]
+    two = [k for k in keys if re.search(r"(^|\D)2(\D|$)", "/".join(k))]
+    if len(one) == 1 and len(two) == 1:
+        r = crit[one[0]] / crit[two[0]]
+        ok = "met" if r >= HOST_FAULTS_TARGET else "**missed**"
+        o.append(f"Time of the 1-thread run / time of the 2-thread run: {r:.2f}x ({ok} if both "
+                 "runs fault the same pages in total; see the bench's own lines below).")
+        o.append("")
+    if res.get("host_faults_lines"):
+        o.append("```")
+        o.extend(res["host_faults_lines"])
+        o.append("```")
+        o.append("")
+
+
+def plots(res: dict, outdir: Path, counts: tuple[int, ...]) -> list[str]:
+    """Writes the SVG plots; returns their file names."""
+    written: list[str] = []
+    crit = res.get("criterion", {})
+    if any(k[0].startswith("area_") for k in crit):
+        panels = []
+        for group, label in AREA_OPS:
+            series = []
+            for impl, dashed, color in (("tessera", False, PALETTE[0]),
+                                        ("memory_set", True, PALETTE[1])):
+                ys = [crit.get((group, impl, str(n))) for n in SIZES]
+                if any(y is not None for y in ys):
+                    series.append((impl + (" (anchor)" if impl == "memory_set" else ""), ys,
+                                   dashed, color))
+            if series:
+                panels.append(dict(title=label if len(label) < 48 else label[:45] + "...",
+                                   xlabel="areas", ylabel="ns per operation", xs=list(SIZES),
+                                   xlabels=["1k", "10k", "100k"], logx=True, logy=True,
+                                   series=series))
+        svg_panels(outdir / "bench-areas.svg",
+                   "Area-set scaling (host): tessera vs memory_set 0.4.1, time per operation",
+                   panels)
+        written.append("bench-areas.svg")
+    rows = smp_rows(res)
+    if rows:
+        ns = list(counts)
+        xl = [str(n) for n in ns]
+        ipis, cyc, flt = [], [], []
+        for b, per_n in rows.items():
+            def get(key: str, n: int) -> float | None:
+                return fnum(per_n.get(n, {}).get(key))
+            series = []
+            for j, (key, label) in enumerate(SMP_CALLS):
+                series.append((f"busy: {label}", [get(f"smp_busy_{key}_ipis", n) for n in ns],
+                               False, PALETTE[j]))
+            idle = [max((get(f"smp_idle_{k}_ipis", n) or 0.0) for k, _ in SMP_CALLS)
+                    if n in per_n else None for n in ns]
+            series.append(("idle: every call (max)", idle, False, PALETTE[5]))
+            series.append(("target, busy: 1 per other CPU", [n - 1 for n in ns], True, "#000"))
+            ipis.append(dict(title=b, xlabel="CPUs", ylabel="IPIs per call", xs=ns, xlabels=xl,
+                             series=series))
+            series = []
+            for j, (key, label) in enumerate(SMP_CALLS):
+                for state, dashed in (("busy", False), ("idle", True)):
+                    ys = []
+                    for n in ns:
+                        t, hz = get(f"smp_{state}_{key}_cycles", n), hz_of(per_n.get(n, {}))
+                        ys.append(t / hz * 1e6 if t and hz else None)
+                    series.append((f"{state}: {label}", ys, dashed, PALETTE[j]))
+            cyc.append(dict(title=b, xlabel="CPUs", ylabel="µs of TCG time per call", xs=ns,
+                            xlabels=xl, logy=True, series=series))
+            series = []
+            for j, n in enumerate(sorted(per_n)):
+                ys = [get(f"smp_fault_{k}cpu_per_sec", n) if k <= n else None for k in ns]
+                series.append((f"booted with {n} CPU{'s' if n > 1 else ''}", ys, False,
+                               PALETTE[j]))
+            top = max(per_n)
+            one = get("smp_fault_1cpu_per_sec", top)
+            if one:
+                series.append((f"linear from 1 CPU ({top} booted)", [one * k for k in ns], True,
+                               "#000"))
+            flt.append(dict(title=b, xlabel="CPUs faulting at once", ylabel="faults per second",
+                            xs=ns, xlabels=xl, series=series))
+        svg_panels(outdir / "bench-smp-ipis.svg",
+                   "IPIs per munmap / mprotect by CPU count (QEMU TCG)", ipis)
+        svg_panels(outdir / "bench-smp-cycles.svg",
+                   "Time per munmap / mprotect by CPU count, others busy (solid) or idle (dashed)",
+                   cyc)
+        svg_panels(outdir / "bench-smp-faults.svg",
+                   "Lazy-fault throughput, disjoint pages of one area (QEMU TCG)", flt)
+        written += ["bench-smp-ipis.svg", "bench-smp-cycles.svg", "bench-smp-faults.svg"]
+    return written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +767,7 @@ def report(res: dict) -> str:
     o.append("# Benchmarks")
     o.append("")
     o.append("Written by `make bench` (`scripts/bench.py`); do not edit by hand. Figures are medians;")
-    o.append("every ratio compares two things measured side by side in the same run.")
+    o.append("every ratio compares two things measured in the same run, the two sides alternating.")
     o.append("")
     o.append(f"- Machine: {m['cpu']}, {m['cores']} cores, {m['os']}")
     o.append(f"- Toolchain: {m['rustc']}; QEMU: {m['qemu']}")
@@ -278,6 +780,9 @@ def report(res: dict) -> str:
         o.append("`tessera` is `mm::AddrSpace` (x86_64 page-table format, tracking test handler);")
         o.append("`memory_set` is memory_set 0.4.1 used directly with a backend that does nothing.")
         o.append(f"Target: tessera's cost at 100k areas within {SCALING_TARGET:g}x of its cost at 1k.")
+        o.append(f"Sides alternated over {res.get('ab_rounds', 1)} rounds (see \"How it is measured\").")
+        o.append("")
+        o.append("![Area-set scaling, tessera vs memory_set](bench-areas.svg)")
         o.append("")
         o.append("| operation | impl | 1k areas | 10k | 100k | 100k / 1k | tessera / memory_set at 100k |")
         o.append("|---|---|---:|---:|---:|---:|---:|")
@@ -328,13 +833,19 @@ def report(res: dict) -> str:
     if paging:
         o.append("## Page-table layer (host, `cargo bench -p paging`)")
         o.append("")
-        o.append("| case | ours (`paging`) | PageTable64 | ours / PageTable64 |")
-        o.append("|---|---:|---:|---:|")
+        o.append(f"Medians over {res.get('ab_rounds', 1)} whole runs of the bench (it cannot run one")
+        o.append("side alone: see \"How it is measured\"); the last column has each run's ratio.")
+        o.append("")
+        o.append("| case | ours (`paging`) | PageTable64 | ours / PageTable64 | per run |")
+        o.append("|---|---:|---:|---:|---|")
+        rounds = res.get("criterion_rounds", {})
         for g in paging:
             ours = crit.get((g, "ours", ""))
             theirs = crit.get((g, "PageTable64", ""))
             ratio = ours / theirs if ours and theirs else None
-            o.append(f"| {g} | {fmt_ns(ours)} | {fmt_ns(theirs)} | {fmt_x(ratio)} |")
+            per = ", ".join(fmt_x(a / b) for a, b in zip(rounds.get((g, "ours", ""), []),
+                                                         rounds.get((g, "PageTable64", ""), [])))
+            o.append(f"| {g} | {fmt_ns(ours)} | {fmt_ns(theirs)} | {fmt_x(ratio)} | {per} |")
         o.append("")
     if res.get("paging_ratio_lines"):
         o.append("The bench's own ratio lines (medians of every timed iteration):")
@@ -381,6 +892,8 @@ def report(res: dict) -> str:
         )
         o.append("## QEMU (TCG), `apps/bench` on every board")
         o.append("")
+        o.append("The boots with 1 CPU (the kernel is built for 4: see \"How it is measured\").")
+        o.append("")
         o.append("Ticks of each board's counter under QEMU's TCG emulation: the absolute figures are")
         o.append("emulation figures, not hardware ones; compare ratios and boards' own rows.")
         o.append("")
@@ -410,6 +923,10 @@ def report(res: dict) -> str:
                 o.append(f"{b}: {q[b]['error']}")
         o.append("")
 
+    smp_report(res, o, res.get("smp_counts", SMP_COUNTS))
+    if "criterion" in res:
+        host_faults_report(res, o)
+
     if res["notes"]:
         o.append("## Notes")
         o.append("")
@@ -422,13 +939,26 @@ def report(res: dict) -> str:
 
 HOW = """## How it is measured
 
+- **A/B alternation** (host, every side-by-side table): the two sides of a comparison never run
+  as one block each. `areas.rs` (tessera / memory_set) and `lifecycle.rs` (lazy / populate) run
+  once per side and round, as `cargo bench -p hostbench --bench <b> -- <filter>` with a
+  criterion filter on the side's function id (`/tessera/`, `/memory_set/`), and the order of
+  the sides flips every round: A B, B A, A B (`--ab-rounds`, 3 by default; 0.2 s warm-up
+  and 0.5 s measurement per benchmark in these runs). Each figure is the median,
+  over the rounds, of criterion's median of that run; every binary is built before the first
+  round. The paging bench (`modules/paging/benches/paging.rs`) cannot be split by side: its
+  RATIO report takes the median of both sides' samples and panics when a filter left one side
+  (or a whole case) out, so it runs whole once per round (within a run each case times ours,
+  then PageTable64, back to back) and its table shows the median over the rounds and each
+  round's ratio. `faults.rs` (when present) also runs whole once per round.
 - **Area-set scaling** (`benches/benches/areas.rs`): `n` areas of 4 pages, 8 pages apart (a hole
   between neighbours, so nothing merges); every 64th area has one page faulted in so the leaf
   page tables stay allocated. Operations hit areas in a scrambled order (a prime stride), run
   in batches of 64 that are timed, then undone outside the timed part, so the set keeps `n`
   areas. The same layout and operations are run on memory_set 0.4.1 with a do-nothing
-  backend. Criterion, flat sampling, 10 samples, 1 s per benchmark; the figure is the median
-  sample. At 100k areas the set no longer fits in the CPU caches: a lookup in scrambled order
+  backend. Criterion, flat sampling, 10 samples, 0.5 s per benchmark (`make bench`'s A/B
+  runs; 1 s when run by hand); the figure is the median sample, then the median over the
+  rounds. At 100k areas the set no longer fits in the CPU caches: a lookup in scrambled order
   is bound by cache misses more than by the number of comparisons, which is why the address-order
   lookup is shown next to it. "mmap without address" asks for 8 pages, more than any hole of the
   layout, so first fit must get past all `n` areas: tessera through its free-gap index
@@ -445,7 +975,8 @@ HOW = """## How it is measured
   (lazy only) and a translated one-byte store (both), then `munmap`; free-list mock handler;
   a populated page elsewhere in the same 2 MiB keeps the leaf table.
 - **Page-table layer**: `cargo bench -p paging --bench paging` (owned by the paging module);
-  the table reads criterion's medians, its ratio lines are printed as the bench printed them.
+  the table reads criterion's medians (median over the rounds), its ratio lines are printed
+  as the bench printed them, one set per round.
 - Every host benchmark is built in `target/bench-host` without the workspace's all-formats
   rustc wrapper: it adds `--cfg docsrs` to `paging` and `page_table_entry` so that paging's
   tests see every PTE format, and that changes their code generation (a sparse 64 GiB unmap
@@ -455,7 +986,24 @@ HOW = """## How it is measured
 - **QEMU** (`apps/bench`, feature `full`): each measurement once to warm up, then 11 times
   (21 for mprotect); the app prints medians, and the table shows the median over the boots.
   Without `full` (as `make test` builds it) the counts are small and only the output's shape
-  is checked.
+  is checked. One kernel per board, built with `SMP=4`, is booted with `-smp 1`, `2` and `4`
+  (it runs on the CPUs the firmware lists, at most 4), 3 boots per count, the counts
+  alternating (1 2 4 1 2 4 ...); the single-CPU table is the `-smp 1` boots.
+- **SMP calls** (`apps/bench/src/smp.rs`): per call, a fresh populated read-write mapping of 1
+  or 512 pages; CPU 0 times `mprotect(READ)` of all of it, then `munmap` of all of it (both
+  remove or weaken translations, so both must shoot down), reading `tlb_stats()` before and
+  after each. Once to warm up, then 9 times (`full`); ticks are medians, IPIs and shootdowns
+  means. Idle rows first (no job has run on the other CPUs yet, so none is in the address
+  space), then busy rows: `smp::run_on` gives each other CPU a job that reads the first word
+  of each page of its own populated 64-page read-only mapping in a loop until an atomic flag
+  says stop; CPU 0 waits until every reader has started before the first call.
+- **SMP faults**: for `k` = 1, 2, 4 (up to the CPUs booted), a lazy area of `k` x 1024 pages;
+  CPUs `0..k` (jobs on `1..k` through `smp::run_on`) meet at a `Barrier`, each stores one byte
+  to each of its own 1024 pages, and meet again; CPU 0's ticks between the two barriers,
+  median of 5 (after a warm-up), give faults per second over the `k` CPUs. The app checks
+  that exactly `k` x 1024 faults were taken.
+- **Plots**: `docs/bench-*.svg`, drawn by `scripts/bench.py` itself (plain SVG, no plotting
+  library), from the same figures as the tables; the anchor's lines are dashed.
 """
 
 
@@ -466,26 +1014,35 @@ def main() -> int:
     ap.add_argument("--skip-qemu", action="store_true")
     ap.add_argument("--qemu-runs", type=int, default=3)
     ap.add_argument("--mem", default="128M")
+    ap.add_argument("--ab-rounds", type=int, default=3,
+                    help="rounds of the A/B alternation of the host side-by-side benches")
+    ap.add_argument("--smp", default=",".join(map(str, SMP_COUNTS)),
+                    help="CPU counts the QEMU boards boot with (comma-separated)")
     a = ap.parse_args()
+    counts = tuple(sorted({int(x) for x in a.smp.split(",") if x.strip()}))
 
     started = time.monotonic()
-    res: dict = {"machine": machine(), "notes": []}
+    res: dict = {"machine": machine(), "notes": [], "smp_counts": counts}
     if not a.skip_host:
-        host_criterion(res)
+        host_criterion(res, max(1, a.ab_rounds))
         callgrind(res)
         ptmem(res)
     if not a.skip_qemu:
-        qemu_boards(res, a.qemu_runs, a.mem)
-    text = report(res)
+        qemu_boards(res, a.qemu_runs, a.mem, counts)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    svgs = plots(res, out.parent, counts)
+    text = report(res)
     out.write_text(text)
     print()
     print(text)
-    print(f"bench: wrote {out} in {time.monotonic() - started:.0f} s")
+    print(f"bench: wrote {out} and {', '.join(svgs) or 'no plots'} "
+          f"in {time.monotonic() - started:.0f} s")
     # The report is written either way (failures show as "failed" in it), but a
     # part that failed must not look like a finished benchmark run.
     failed = [b for b, r in res.get("qemu", {}).items() if "error" in r]
+    failed += [f"{b} SMP={n}" for b, per_n in res.get("qemu_smp", {}).items()
+               for n, r in per_n.items() if "error" in r and b not in failed]
     if failed or res["notes"]:
         print(f"bench: INCOMPLETE: failed boards {failed or 'none'}; notes: {res['notes']}", file=sys.stderr)
         return 1
