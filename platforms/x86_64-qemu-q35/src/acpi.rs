@@ -4,7 +4,7 @@
 //! the first 4 GiB of physical memory at `config::PHYS_VIRT_OFFSET`): the ACPI
 //! tables lie in RAM the firmware's memory map reserves, which the kernel
 //! address space does not map, so they are read before the kernel runs and
-//! only the result is kept ([`apic_ids`]).
+//! only the result is kept (for [`cpus`]).
 //!
 //! The walk: the RSDP ("RSD PTR ", 16-byte aligned, in the first KiB of the
 //! EBDA or in 0xE0000..0x100000), then the XSDT (revision 2 and later) or the

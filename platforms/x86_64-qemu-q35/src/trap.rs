@@ -8,8 +8,8 @@
 //! afterwards; [`init_cpu`] loads a CPU's tables. The IDT has the 32
 //! exception vectors, [`crate::apic::IPI_VECTOR`] (calls `hal::kernel::ipi`,
 //! then EOI) and the APIC's spurious vector (returns at once, no EOI). Every
-//! other slot is not present: a stray interrupt there raises #NP with the
-//! IDT flag in its error code, reported as an unexpected interrupt.
+//! other slot is not present: a stray interrupt there raises #NP (QEMU: #GP)
+//! with the IDT flag in its error code, reported as an unexpected interrupt.
 //!
 //! Each stub pushes a zero error code if the CPU pushes none, then the vector,
 //! and jumps to `tessera_trap_common`, which saves the general registers into a
@@ -492,16 +492,26 @@ extern "C" fn handle_trap(tf: &mut TrapFrame) {
     }
 }
 
-/// #NP error code: the selector is an IDT gate (bit 1); bits 15:3 its index.
+/// #NP/#GP error code: the selector is an IDT gate (bit 1). The SDM puts the
+/// vector in bits 15:3; QEMU (TCG, long mode) puts the gate's byte offset
+/// there instead, vector * 16 (checked here: vector 0x40 gave 0x402).
 const ERROR_IDT: u64 = 1 << 1;
+const QEMU_GATE_SHIFT: u32 = 4;
 const SEGMENT_NOT_PRESENT: u64 = 11;
+const GENERAL_PROTECTION: u64 = 13;
 
 fn fatal_trap(tf: &TrapFrame) -> ! {
-    if tf.vector == SEGMENT_NOT_PRESENT && tf.error_code & ERROR_IDT != 0 {
+    // An interrupt through a missing gate (the kernel issues no `int n`).
+    if (tf.vector == SEGMENT_NOT_PRESENT || tf.vector == GENERAL_PROTECTION)
+        && tf.error_code & ERROR_IDT != 0
+    {
+        // The console cannot fail (see `hal::ConsoleWriter`).
         let _ = writeln!(
             ConsoleWriter::<crate::X86Q35>::new(),
-            "\nunexpected interrupt: vector {:#x} (no handler) at rip {:#x} on CPU {}",
-            tf.error_code >> 3,
+            "\nunexpected interrupt: vector {:#x} (no handler; {} error code {:#x}) at rip {:#x} on CPU {}",
+            tf.error_code >> QEMU_GATE_SHIFT,
+            exception_name(tf.vector),
+            tf.error_code,
             tf.rip,
             crate::smp::cpu_index()
         );
