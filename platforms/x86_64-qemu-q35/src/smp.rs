@@ -83,7 +83,7 @@ static INDEXES: [usize; MAX_CPUS] = {
 static APIC_IDS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
 global_asm!(
-    // ---- the trapoline, copied to TRAMPOLINE; runs at physical addresses ----
+    // ---- the trampoline, copied to TRAMPOLINE; runs at physical addresses ----
     ".section .rodata.ap_trampoline, \"a\"",
     ".balign 16",
     ".global tessera_ap_trampoline",
