@@ -14,7 +14,8 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `space/mod.rs` | [`AddrSpace`]: construction, [`AddrSpace::translate`], [`AddrSpace::stats`], [`AddrSpace::audit`], areas, teardown |
-//! | `space/fault.rs` | [`AddrSpace::handle_page_fault`]: where a page fault goes in |
+//! | `space/fault.rs` | [`AddrSpace::handle_page_fault`]: where a page fault goes in (`&self`, several CPUs at once) |
+//! | `lock.rs` | the table lock around the mapper (see *Locking protocol for several CPUs*) |
 //! | `space/mmap.rs` | the app calls: `mmap`, `munmap`, `mprotect`, `map_phys`; atomic `FIXED` replacement |
 //! | `space/kernel.rs` | the kernel calls: `map_linear`, `map_kernel` |
 //! | `areas.rs`, `area.rs` | the area set (lookups, splits, merges; why not `memory_set`) and the public area description |
@@ -136,11 +137,84 @@
 //! freed only after that flush: unmapping takes up to 32 leaves through one
 //! cursor, drops it (flush), then frees their frames (a huge leaf's whole
 //! run); a contiguous run is freed after the cursor that unmapped it is
-//! dropped. Spurious faults flush the faulting page. Flushes are local to the
-//! calling CPU; there is no shootdown (single CPU). On the host (tests,
+//! dropped. Spurious faults flush the faulting page, and so does a fault that
+//! lost a race for its page (both locally). A batch that only added
+//! translations (every fault's) is flushed on the calling CPU only; one that
+//! removed or weakened any goes to `paging`'s shootdown hook when the kernel
+//! installed one (see `paging`). On the host (tests,
 //! benchmarks) the table is instantiated with `paging::NoFlush<M>` ([`Meta`]),
 //! so the platforms' metadata types can be used there and no privileged flush
 //! instruction runs.
+//!
+//! # Locking protocol for several CPUs
+//! The kernel keeps its address space behind a reader-writer lock (the
+//! *space lock*, in the runtime). Every call that changes areas takes
+//! `&mut self` and runs under its write side: `mmap`, `munmap`, `mprotect`,
+//! `map_phys`, `map_linear`, `map_kernel`, drop. Page faults take `&self`
+//! ([`AddrSpace::handle_page_fault`]) and run under its read side, on several
+//! CPUs at once; so do the reads ([`AddrSpace::translate`],
+//! [`AddrSpace::stats`], [`AddrSpace::audit`], [`AddrSpace::for_each_leaf`],
+//! [`AddrSpace::page_table`], the roots). [`AddrSpace`] is `Send` and `Sync`
+//! for every `M`, `PTE`, `H`.
+//!
+//! Inside, there is one lock, the **table lock** (`lock.rs`: a spin lock
+//! around the mapper). What is where:
+//! - **The area set** is only read while `&self` callers exist (faults look
+//!   areas up and check their flags); it changes only under `&mut self`, so
+//!   it needs no lock. The fault path's last-hit area (O(1) lookups for runs of
+//!   faults in one area) lives in the mapper under the table lock, tagged with
+//!   the set's generation, which every change of the set bumps: a hit from
+//!   before a change is never used.
+//! - **Under the table lock**: the page table (every walk: lookups, the
+//!   `query` of the first look, the `map` that installs), the parked frames,
+//!   the populate pools and `FIXED` reserve (only `&mut self` paths use
+//!   those), the last-hit area, and every counter that a fault changes
+//!   (`data_frames`, `faults_handled`, `spurious_faults`, `fault_races`,
+//!   `huge_faults`, `huge_fallbacks`). `huge_collapses` is changed by
+//!   `mprotect` only and lives outside. The `&self` reads take the lock for
+//!   their walk ([`AddrSpace::page_table`] returns a guard that holds it).
+//! - **Outside any lock**: taking a data frame (4K, or the aligned run of a
+//!   huge page) from the handler and zeroing it, and giving back a frame that
+//!   lost a race. Page-table frames are taken under the lock (by `paging`'s
+//!   map, once per 512 pages or fewer).
+//! - `&mut self` paths reach the mapper with `TableLock::get_mut`: no atomic
+//!   operation, nothing changes for them.
+//!
+//! A fault, in order (`space/fault.rs`):
+//! 1. under the table lock: area lookup and flag check (else `NoArea` /
+//!    `Denied`); if the page is mapped, a stale TLB entry (local flush,
+//!    `spurious_faults`) or `Denied`; a parked frame is mapped back there
+//!    and then (as are the pages of linear and contiguous areas); otherwise
+//!    the fault decides between a 4K frame and a huge page (the aligned block
+//!    lies inside the area and nothing of it is mapped or parked);
+//! 2. without the lock: allocate and zero the frame or run (no aligned run
+//!    free: a 4K frame, counted as a fallback if it is installed), then a
+//!    release fence, so the zeroes are visible before the PTE;
+//! 3. under the table lock: map it. `paging`'s map refuses, changing nothing,
+//!    if anything is mapped there now, and only another CPU's fault can have
+//!    mapped it since step 1 (everything else needs `&mut self`). Then the
+//!    frame is freed (it was never mapped: no flush needed), the page is
+//!    flushed locally, and the fault succeeds (`fault_races`); both CPUs see
+//!    the same frame and exactly one stays allocated. A huge run that meets a
+//!    block partly mapped meanwhile (another CPU's 4K fallback) is freed and
+//!    the page gets a 4K frame (step 2 again).
+//!
+//! Every successful fault is counted once: in `faults_handled`,
+//! `spurious_faults` or `fault_races`.
+//!
+//! **Lock order**: space lock (read side) -> table lock -> the frame
+//! allocator's own lock (table frames under the table lock; data frames are
+//! allocated and freed with no mm lock held). Nothing takes the table lock
+//! while holding the frame allocator's. The table lock is never held across a
+//! TLB shootdown: a fault only adds translations, so its cursor flushes the
+//! local TLB only, and the `&mut self` paths (which may shoot down) do not
+//! take it. It does not disable interrupts: it is taken only by the fault
+//! path and the `&self` reads, which the runtime calls under its space lock
+//! and never from an interrupt handler; a fault raised while this CPU holds
+//! the table lock is a fault inside the space lock, which the runtime
+//! reports instead of calling in again (it would spin forever: the lock is
+//! not reentrant, so `f` of [`AddrSpace::for_each_leaf`] must not fault on
+//! the same address space either).
 //!
 //! # Atomic replacement
 //! `mmap(FIXED)` over existing areas either fully succeeds or changes nothing,

@@ -77,6 +77,11 @@ pub(crate) fn fault_frame<H: PagingHandler>(size: LeafSize) -> Option<PhysAddr> 
         _ => H::alloc_frames(frames, size.bytes()),
     }?;
     zero_frames::<H>(pa, frames);
+    // The zeroes must be visible before the PTE that maps the frame: another
+    // CPU may reach it through that PTE without faulting (Linux's smp_wmb()
+    // before set_pte). The install writes the PTE after this (and after the
+    // table lock's acquire, which orders only later accesses).
+    core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
     Some(pa)
 }
 

@@ -1,11 +1,15 @@
 //! Where a page fault goes in: [`AddrSpace::handle_page_fault`].
 //!
 //! The board's trap handler decodes (address, access) and the runtime calls
-//! this for the kernel's address space. The fault is checked against the
-//! area's *current* flags (so `mprotect` takes effect at once); a lazy page
-//! gets a zeroed frame (`Mapper::fault_alloc`, or a whole huge page with
-//! `Mapper::fault_huge`, in `backend/alloc.rs`); anything else is an error the
-//! caller reports. A failed fault changes nothing (no frame or table leaks).
+//! this for the kernel's address space, with `&self`, on any number of CPUs at
+//! once. The fault is checked against the area's *current* flags (so
+//! `mprotect` takes effect at once); a lazy page gets a zeroed frame (a whole
+//! huge page in a huge area), allocated and zeroed without the table lock and
+//! installed under it (the crate docs, "Locking protocol for several CPUs",
+//! give the order); anything else is an error the caller reports. A failed
+//! fault changes nothing (no frame or table leaks); a fault that finds its page
+//! mapped by another CPU when it comes to install frees its frame and
+//! succeeds.
 
 use hal::Access;
 use memory_addr::{MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};
