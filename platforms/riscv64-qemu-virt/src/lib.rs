@@ -6,10 +6,11 @@
 //!   `hal::kernel::kernel_main`.
 //! - [`trap`]: the trap vector; page faults (scause 12/13/15) are decoded into
 //!   `hal::PageFault` and handed to the kernel; anything else is reported and ends
-//!   the machine with a failing status, except the IPI. When `sp` is at the
-//!   hart's kernel stack's guard page (a stack overflow), the vector saves its
-//!   frame on the hart's trap stack instead, so the overflow is reported (`stack overflow: ...`) rather than
-//!   faulting again on every push.
+//!   the machine with a failing status, except the IPI (the supervisor software
+//!   interrupt). When `sp` is at the hart's kernel stack's guard page (a stack
+//!   overflow), the vector saves its frame on the hart's trap stack instead, so
+//!   the overflow is reported (`stack overflow: ...`) rather than faulting again
+//!   on every push.
 //! - [`smp`]: several harts. The per-CPU register is `tp`: it points at the
 //!   hart's `PerCpu` block (kernel index, hart id, stack bounds for the trap
 //!   entry). `cpus` lists the boot hart, then the other enabled harts of the

@@ -30,7 +30,12 @@
 //! (`sip.SSIP`) on each target. The only interrupt enabled is `sie.SSIE`: the
 //! trap handler answers it (`answer_ipi`), and so does `wait_for_ipi`
 //! after a `wfi`, which returns on a pending enabled interrupt even with
-//! `sstatus.SIE` off.
+//! `sstatus.SIE` off. The IPI may interrupt any kernel code with `sstatus.SIE`
+//! on; the trap entry saves the general registers only, so the kernel's IPI
+//! answer must not use floating point (see [`crate::trap`]).
+//!
+//! The boot hart need not be hart 0 (OpenSBI picks it by lottery): CPU 0 is
+//! whichever hart entered `_start`, and the others keep their tree order.
 
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
