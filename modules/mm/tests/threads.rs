@@ -288,3 +288,45 @@ fn same_pages_2m_fallback() {
     drop(s);
     Frames::assert_no_leaks();
 }
+
+/// A huge page's run that meets its block partly mapped when it comes to be
+/// installed: thread A takes the run and is held up in the allocator; thread
+/// B, finding no run (frame limit), maps its own page of the block with a
+/// 4K frame meanwhile. A's 2M install then finds the block's leaf table, frees
+/// the run and maps its page with a 4K frame instead.
+#[test]
+fn huge_run_meets_partly_mapped_block() {
+    let _g = Frames::exclusive();
+    let mut s = Space::new(va(WIN), WSIZE).unwrap();
+    let base = s.mmap(None, M2, RW, MmapFlags::HUGE_2M).unwrap().as_usize();
+    // A's run, then B's leaf table (and its upper tables) and 4K frame; never
+    // a second run.
+    let before = Frames::frames_in_use();
+    Frames::set_limit(Some(before + 512 + 8));
+    Frames::set_alloc_delay(Duration::from_millis(300));
+    let sp = &s;
+    thread::scope(|sc| {
+        let a = sc.spawn(move || sp.handle_page_fault(va(base + 3 * PAGE), Access::Write));
+        // A holds its run (asleep in the allocator): let B go undelayed.
+        while Frames::frames_in_use() < before + 512 {
+            thread::yield_now();
+        }
+        Frames::set_alloc_delay(Duration::ZERO);
+        sp.handle_page_fault(va(base + 7 * PAGE), Access::Write)
+            .unwrap();
+        a.join().unwrap().unwrap();
+    });
+    Frames::set_limit(None);
+    let st = s.stats();
+    assert_eq!((st.huge_faults, st.huge_fallbacks), (0, 1));
+    assert_eq!((st.faults_handled, st.fault_races), (2, 0));
+    assert_eq!(st.data_frames, 2);
+    assert_eq!(Frames::frames_in_use(), 2 + st.page_table_frames);
+    for p in [3, 7] {
+        let t = s.translate(va(base + p * PAGE)).unwrap();
+        assert_eq!(t.page_size, LeafSize::Size4K);
+    }
+    s.munmap(va(base), M2).unwrap();
+    drop(s);
+    Frames::assert_no_leaks();
+}
