@@ -63,6 +63,11 @@ TEST_FILTER := $(if $(PLAT_CONFIG_SET)$(PLATFORM_SET),--plat-config '$(BOARD)',$
 # The board files `clippy` and `doc` cover (a shell word list, for a recipe): the one
 # PLAT_CONFIG/PLATFORM name, else ARCH's boards if ARCH was given, else every board.
 SELECTED_BOARDS = $(if $(PLAT_CONFIG_SET)$(PLATFORM_SET),'$(BOARD)',$$($(QEMU_PY) boards $(if $(ARCH_SET),--arch $(ARCH))))
+# The CPU counts of test-qemu's SMP passes: every app with SMP_ALL, the smp app with
+# SMP_STRESS (slower under TCG: SMP_TIMEOUT seconds).
+SMP_ALL ?= 2
+SMP_STRESS ?= 4
+SMP_TIMEOUT ?= 300
 # The RAM size of the second `hello` pass of test-qemu (large enough to split q35's RAM).
 BIG_MEM ?= 4G
 TEST_ARGS := $(TEST_FILTER) --apps '$(APPS)' --mode $(MODE) --mem '$(MEM)' --smp '$(SMP)' \
@@ -147,6 +152,12 @@ ifeq ($(APPS),)
 	@echo "test-qemu: hello built for MEM=$(BIG_MEM) on a machine with 128M: only the RAM the firmware reports is used"
 	@$(QEMU_PY) test $(TEST_FILTER) --apps hello --mode $(MODE) --mem '$(BIG_MEM)' --qemu-mem 128M \
 		--smp '$(SMP)' --log $(LOG) --timeout $(TIMEOUT) --no-build
+	@echo "test-qemu: every app again with SMP=$(SMP_ALL): the other CPUs online and idle (shootdowns skip them)"
+	@$(QEMU_PY) test $(TEST_FILTER) --mode $(MODE) --mem '$(MEM)' --smp '$(SMP_ALL)' \
+		--log $(LOG) --timeout $(TIMEOUT)
+	@echo "test-qemu: the smp app with SMP=$(SMP_STRESS): every CPU busy in the address space"
+	@$(QEMU_PY) test $(TEST_FILTER) --apps smp --mode $(MODE) --mem '$(MEM)' --smp '$(SMP_STRESS)' \
+		--log $(LOG) --timeout $(SMP_TIMEOUT)
 endif
 
 test-tools:
