@@ -90,8 +90,11 @@ thread_local! {
     static CPU: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Each CPU's simulated TLB: page -> (frame, writable).
-static TLBS: LazyLock<Vec<Mutex<HashMap<usize, (usize, bool)>>>> =
+/// A simulated TLB: page -> (frame, writable).
+type SimTlb = HashMap<usize, (usize, bool)>;
+
+/// Each CPU's simulated TLB.
+static TLBS: LazyLock<Vec<Mutex<SimTlb>>> =
     LazyLock::new(|| (0..CPUS).map(|_| Mutex::new(HashMap::new())).collect());
 
 struct Machine;
@@ -317,13 +320,13 @@ fn accessor(cpu: usize, seed: u64, stop: &AtomicBool) -> u64 {
             continue;
         }
         let p = (next(&mut s) % PAGES as u64) as usize;
-        if let Err(e) = access(cpu, p, next(&mut s) % 2 == 0) {
+        if let Err(e) = access(cpu, p, next(&mut s).is_multiple_of(2)) {
             FAILURE.lock().unwrap().get_or_insert(e);
             ok = false;
         }
         accesses += 1;
         PROGRESS[cpu].fetch_add(1, Ordering::SeqCst);
-        if cpu == 3 && next(&mut s) % 64 == 0 {
+        if cpu == 3 && next(&mut s).is_multiple_of(64) {
             SPACE.leave(&*TLB, cpu);
             for _ in 0..(next(&mut s) % 50) {
                 std::hint::spin_loop();
