@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import os
+import pickle
 import platform
 import re
 import statistics
@@ -117,6 +118,7 @@ def machine() -> dict[str, str]:
         "rustc": rustc,
         "qemu": q,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
 
 
@@ -169,30 +171,19 @@ def host_criterion(res: dict, rounds: int) -> None:
         (["--bench", "lifecycle"], ("^lifecycle/lazy/", "^lifecycle/populate/"),
          AB_AREAS_ARGS),
     ]
+    if faults_bench:
+        # faults/<pages>/threads/<1|2>; its own settings (linear sampling needs its time).
+        pairs.append((["--bench", "faults"], ("/threads/1$", "/threads/2$"), ()))
     for r in range(rounds):
         for bench, sides, extra in pairs:
             order = sides if r % 2 == 0 else sides[::-1]
             for side in order:
-                bench_once(["cargo", "bench", "-p", "hostbench", *bench, "--", side, *extra],
-                           samples)
-    if faults_bench:
-        # Its sides (1 thread, 2 threads) are not known to this script: whole runs, rounds.
-        lines: list[str] = []
-        fs: dict[tuple[str, str, str], list[float]] = {}
-        for r in range(rounds):
-            p = bench_once(["cargo", "bench", "-p", "hostbench", "--bench", "faults"], fs,
-                           check=False)
-            if p.returncode != 0:
-                res["notes"].append(f"`cargo bench -p hostbench --bench faults` failed "
-                                    f"(status {p.returncode}).")
-                break
-            lines += [l.strip() for l in p.stdout.splitlines()
-                      if re.search(r"RATIO|thread", l) and "Benchmarking" not in l]
-        res["host_faults"] = True
-        res["host_faults_lines"] = lines
-        res["host_faults_keys"] = set(fs)
-        for k, v in fs.items():
-            samples.setdefault(k, []).extend(v)
+                p = bench_once(["cargo", "bench", "-p", "hostbench", *bench, "--", side, *extra],
+                               samples, check=bench[1] != "faults")
+                if p.returncode != 0:
+                    res["notes"].append(f"`cargo bench -p hostbench {' '.join(bench)} -- {side}` "
+                                        f"failed (status {p.returncode}).")
+    res["host_faults"] = faults_bench
     paging_lines: list[str] = []
     if (ROOT / "modules" / "paging" / "benches").is_dir():
         # The paging bench cannot run one side alone (its RATIO report needs both), so
@@ -529,7 +520,7 @@ def smp_report(res: dict, o: list[str], counts: tuple[int, ...]) -> None:
     o.append("")
     icols = " | ".join(f"IPIs, {n} CPU{'s' if n > 1 else ''}" for n in counts)
     scols = " | ".join(f"shootdowns, {n} CPU{'s' if n > 1 else ''}" for n in counts)
-    o.append(f"| board | call | other CPUs | {icols} | {scols} | target |")
+    o.append(f"| board | call | other CPUs | {icols} | {scols} | IPI target |")
     o.append("|---|---|---|" + align + align + "---|")
     for b, per_n in rows.items():
         for state in ("busy", "idle"):
@@ -560,8 +551,8 @@ def smp_report(res: dict, o: list[str], counts: tuple[int, ...]) -> None:
                         text += "; IPIs " + verdict.replace("**missed** ", "")
                     missed.append((text, key.startswith("munmap") and each == 32))
     if missed:
-        o.append("Above target (more than one shootdown per call, so more than one IPI per busy")
-        o.append("CPU where the board sends IPIs, or IPIs to idle CPUs):")
+        o.append("More than one shootdown per call (each one is an IPI per busy CPU on the boards")
+        o.append("that send IPIs: above target there), or IPIs to idle CPUs:")
         o.append("")
         o.extend(f"- {m}" for m, _ in missed)
         o.append("")
@@ -645,25 +636,25 @@ def host_faults_report(res: dict, o: list[str]) -> None:
         o.append("")
         return
     crit = res.get("criterion", {})
-    keys = sorted(k for k in crit if k in res.get("host_faults_keys", set()))
-    o.append("| benchmark | median |")
-    o.append("|---|---:|")
-    for k in keys:
-        o.append(f"| {'/'.join(x for x in k if x)} | {fmt_ns(crit[k])} |")
+    rounds = res.get("criterion_rounds", {})
+    by_n: dict[str, dict[str, float]] = {}
+    for (g, f, v), t in crit.items():
+        if g.startswith("faults/") and f == "threads":
+            by_n.setdefault(g.split("/", 1)[1], {})[v] = t
+    o.append("| pages | 1 thread | 2 threads | 1 thread / 2 threads | per round | target |")
+    o.append("|---:|---:|---:|---:|---|---|")
+    for n in sorted(by_n, key=lambda x: int(x) if x.isdigit() else 0):
+        one, two = by_n[n].get("1"), by_n[n].get("2")
+        ratio = one / two if one and two else None
+        per = ", ".join(fmt_x(a / b) for a, b in zip(rounds.get((f"faults/{n}", "threads", "1"), []),
+                                                     rounds.get((f"faults/{n}", "threads", "2"), [])))
+        ok = "-" if ratio is None else ("met" if ratio >= HOST_FAULTS_TARGET else "**missed**")
+        o.append(f"| {n} | {fmt_ns(one)} | {fmt_ns(two)} | {fmt_x(ratio)} | {per} | {ok} |")
     o.append("")
-    one = [k for k in keys if re.search(r"(^|\D)1(\D|$)", "/".join(k))]
-    two = [k for k in keys if re.search(r"(^|\D)2(\D|$)", "/".join(k))]
-    if len(one) == 1 and len(two) == 1:
-        r = crit[one[0]] / crit[two[0]]
-        ok = "met" if r >= HOST_FAULTS_TARGET else "**missed**"
-        o.append(f"Time of the 1-thread run / time of the 2-thread run: {r:.2f}x ({ok} if both "
-                 "runs fault the same pages in total; see the bench's own lines below).")
-        o.append("")
-    if res.get("host_faults_lines"):
-        o.append("```")
-        o.extend(res["host_faults_lines"])
-        o.append("```")
-        o.append("")
+    o.append("Time to fault all `pages` pages of one lazy area (one `&AddrSpace`, disjoint halves")
+    o.append("with 2 threads, thread start included); the ratio is the speed-up of 2 threads.")
+    o.append(f"The host has {os.cpu_count()} cores, shared with other work while this ran.")
+    o.append("")
 
 
 def plots(res: dict, outdir: Path, counts: tuple[int, ...]) -> list[str]:
@@ -772,6 +763,8 @@ def report(res: dict) -> str:
     o.append(f"- Machine: {m['cpu']}, {m['cores']} cores, {m['os']}")
     o.append(f"- Toolchain: {m['rustc']}; QEMU: {m['qemu']}")
     o.append(f"- Date: {m['date']}")
+    if "load" in m:
+        o.append(f"- Host load average when it started (1 / 5 / 15 min): {m['load']}")
     o.append("")
 
     if crit:
@@ -940,17 +933,18 @@ def report(res: dict) -> str:
 HOW = """## How it is measured
 
 - **A/B alternation** (host, every side-by-side table): the two sides of a comparison never run
-  as one block each. `areas.rs` (tessera / memory_set) and `lifecycle.rs` (lazy / populate) run
-  once per side and round, as `cargo bench -p hostbench --bench <b> -- <filter>` with a
-  criterion filter on the side's function id (`/tessera/`, `/memory_set/`), and the order of
-  the sides flips every round: A B, B A, A B (`--ab-rounds`, 3 by default; 0.2 s warm-up
-  and 0.5 s measurement per benchmark in these runs). Each figure is the median,
-  over the rounds, of criterion's median of that run; every binary is built before the first
-  round. The paging bench (`modules/paging/benches/paging.rs`) cannot be split by side: its
-  RATIO report takes the median of both sides' samples and panics when a filter left one side
-  (or a whole case) out, so it runs whole once per round (within a run each case times ours,
-  then PageTable64, back to back) and its table shows the median over the rounds and each
-  round's ratio. `faults.rs` (when present) also runs whole once per round.
+  as one block each. `areas.rs` (tessera / memory_set), `lifecycle.rs` (lazy / populate) and
+  `faults.rs` (1 thread / 2 threads) run once per side and round, as
+  `cargo bench -p hostbench --bench <b> -- <filter>` with a criterion filter on the side's id
+  (`/tessera/`, `/memory_set/`, `/threads/1$`, ...), and the order of the sides flips every
+  round: A B, B A, A B (`--ab-rounds`, 3 by default; areas and lifecycle with 0.2 s warm-up
+  and 0.5 s measurement per benchmark in these runs, faults with its own settings). Each
+  figure is the median, over the rounds, of criterion's median of that run; every binary is
+  built before the first round. The paging bench (`modules/paging/benches/paging.rs`) cannot
+  be split by side: its RATIO report takes the median of both sides' samples and panics when
+  a filter left one side (or a whole case) out, so it runs whole once per round (within a run
+  each case times ours, then PageTable64, back to back) and its table shows the median over
+  the rounds and each round's ratio.
 - **Area-set scaling** (`benches/benches/areas.rs`): `n` areas of 4 pages, 8 pages apart (a hole
   between neighbours, so nothing merges); every 64th area has one page faulted in so the leaf
   page tables stay allocated. Operations hit areas in a scrambled order (a prime stride), run
@@ -1016,19 +1010,28 @@ def main() -> int:
     ap.add_argument("--mem", default="128M")
     ap.add_argument("--ab-rounds", type=int, default=3,
                     help="rounds of the A/B alternation of the host side-by-side benches")
+    ap.add_argument("--rerender", action="store_true",
+                    help="write the report and plots again from the last run's saved results")
     ap.add_argument("--smp", default=",".join(map(str, SMP_COUNTS)),
                     help="CPU counts the QEMU boards boot with (comma-separated)")
     a = ap.parse_args()
     counts = tuple(sorted({int(x) for x in a.smp.split(",") if x.strip()}))
 
     started = time.monotonic()
-    res: dict = {"machine": machine(), "notes": [], "smp_counts": counts}
-    if not a.skip_host:
-        host_criterion(res, max(1, a.ab_rounds))
-        callgrind(res)
-        ptmem(res)
-    if not a.skip_qemu:
-        qemu_boards(res, a.qemu_runs, a.mem, counts)
+    saved = host_dir() / "bench-results.pickle"
+    if a.rerender:
+        res = pickle.loads(saved.read_bytes())
+        counts = res.get("smp_counts", counts)
+    else:
+        res = {"machine": machine(), "notes": [], "smp_counts": counts}
+        if not a.skip_host:
+            host_criterion(res, max(1, a.ab_rounds))
+            callgrind(res)
+            ptmem(res)
+        if not a.skip_qemu:
+            qemu_boards(res, a.qemu_runs, a.mem, counts)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(pickle.dumps(res))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     svgs = plots(res, out.parent, counts)
