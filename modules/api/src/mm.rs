@@ -51,7 +51,7 @@ pub fn map_phys(paddr: usize, len: usize, prot: Prot, device: bool) -> AxResult<
 
 /// The physical address, flags and page size behind `va`.
 pub fn translate(va: usize) -> AxResult<Translation> {
-    runtime::space::with(|s| s.translate(va.into()))
+    runtime::space::read(|s| s.translate(va.into()))
 }
 
 /// Memory counters.
@@ -100,13 +100,13 @@ pub fn stats() -> Stats {
         frames_total: f.total,
         frames_used: f.used,
         heap_bytes: runtime::heap::usage().0,
-        space: runtime::space::with(|s| s.stats()),
+        space: runtime::space::read(|s| s.stats()),
     }
 }
 
 /// The mapping window `[start, end)` that app mappings live in.
 pub fn window() -> (usize, usize) {
-    let w = runtime::space::with(|s| s.window());
+    let w = runtime::space::read(|s| s.window());
     (w.start.as_usize(), w.end.as_usize())
 }
 
@@ -159,7 +159,7 @@ pub unsafe fn poke(va: usize, value: u64) {
 /// space walked from its own root as the hardware walks it. `f` runs with the
 /// address space locked: it must not call the other functions of this module.
 pub fn for_each_leaf(mut f: impl FnMut(usize, usize)) {
-    runtime::space::with(|s| s.for_each_leaf(|va, size| f(va.as_usize(), size)));
+    runtime::space::read(|s| s.for_each_leaf(|va, size| f(va.as_usize(), size)));
 }
 
 /// Whether a one-byte read at `va` faults (a lazy page is faulted in: no fault).

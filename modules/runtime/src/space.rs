@@ -73,9 +73,19 @@ pub fn with<R>(f: impl FnOnce(&mut AddrSpace) -> R) -> R {
     })
 }
 
+/// Runs `f` on the kernel address space, shared: other CPUs' reads and page
+/// faults run at the same time; calls that change it wait.
+///
+/// # Panics
+///
+/// If called before [`init`].
+pub fn read<R>(f: impl FnOnce(&AddrSpace) -> R) -> R {
+    SPACE.read(|s| f(s.as_ref().expect("the kernel address space is not built yet")))
+}
+
 /// The roots of the kernel page table (what every CPU loads).
 pub fn roots() -> hal::Roots {
-    with(|s| s.page_table_roots())
+    read(|s| s.page_table_roots())
 }
 
 /// The kernel's side of `hal::kernel::page_fault` (through
@@ -84,8 +94,10 @@ pub(crate) fn page_fault(fault: &PageFault) -> FaultOutcome {
     let denial = if SPACE.held_here() {
         Denial::Busy
     } else {
-        match SPACE.write(|s| {
-            s.as_mut()
+        // The read side: faults on several CPUs run at once (mm's locking
+        // protocol); calls that change the area set hold the write side.
+        match SPACE.read(|s| {
+            s.as_ref()
                 .map(|space| space.handle_page_fault(fault.addr.into(), fault.access))
         }) {
             None => Denial::NoSpace,
@@ -147,11 +159,11 @@ pub(crate) fn fatal_page_fault(fault: &PageFault) -> ! {
 
 /// The memory map, for the `hello` app and the boot log.
 pub fn describe_areas() -> Vec<mm::AreaInfo> {
-    with(|s| s.areas().collect())
+    read(|s| s.areas().collect())
 }
 
 /// Audits the live kernel page table: W^X and the NULL page, each half
 /// walked from its own root (`mm::AddrSpace::audit`).
 pub fn audit() -> mm::Audit {
-    with(|s| s.audit())
+    read(|s| s.audit())
 }
