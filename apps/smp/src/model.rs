@@ -123,10 +123,15 @@ impl Shared {
         let readable = !mm::read_faults(va);
         let writable = !mm::write_faults(va + PAGE_SIZE - 1);
         if (readable, writable) != (r, w) {
+            let model = match (mapped, r, w) {
+                (false, ..) => "unmapped",
+                (true, false, _) => "PROT_NONE",
+                (true, true, false) => "read-only",
+                (true, true, true) => "read-write",
+            };
             return Err(format!(
-                "CPU {cpu}: page {p} ({va:#x}) is {} in the model but (readable, writable) = \
-                 ({readable}, {writable})",
-                if mapped { "mapped" } else { "unmapped" }
+                "CPU {cpu}: page {p} ({va:#x}) is {model} in the model, but this CPU can \
+                 read it: {readable}, write it: {writable} (a stale translation?)"
             ));
         }
         if readable {

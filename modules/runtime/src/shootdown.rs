@@ -10,7 +10,7 @@
 //!   idle CPUs are not interrupted and catch up with a full flush when they
 //!   come back if the space changed meanwhile.
 //! - Every page-table cursor whose batch removed or weakened translations ends
-//!   in [`KernelShootdown::shootdown`], which returns only when every CPU of
+//!   in `KernelShootdown`'s `paging::Shootdown::shootdown`, which returns only when every CPU of
 //!   the space has flushed; the cursor frees table frames, and `mm` frees
 //!   data frames, only after it returns.
 //!

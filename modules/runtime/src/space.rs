@@ -15,7 +15,7 @@
 //! `stack_guard` (through `hal::kernel::stack_guard`) whether CR2 is a guard
 //! page (x86_64).
 //!
-//! Locking: [`SpaceLock`](crate::spacelock::SpaceLock) around the address
+//! Locking: `spacelock::SpaceLock` around the address
 //! space (its docs have the protocol). A fault on a CPU while another CPU
 //! holds the lock waits for it, answering TLB flush requests meanwhile; a
 //! fault taken while the same CPU holds it (a bug in kernel code) is reported
@@ -80,7 +80,10 @@ pub fn with<R>(f: impl FnOnce(&mut AddrSpace) -> R) -> R {
 ///
 /// If called before [`init`].
 pub fn read<R>(f: impl FnOnce(&AddrSpace) -> R) -> R {
-    SPACE.read(|s| f(s.as_ref().expect("the kernel address space is not built yet")))
+    SPACE.read(|s| {
+        f(s.as_ref()
+            .expect("the kernel address space is not built yet"))
+    })
 }
 
 /// The roots of the kernel page table (what every CPU loads).
