@@ -131,20 +131,24 @@
 //!
 //! # Flush and free protocol
 //! Page-table changes go through `paging`'s cursor, which records the pages it
-//! changed and flushes their TLB entries (or the whole TLB after a batch, a
-//! split or an unlinked table) through `PagingMetaData::flush_tlb` when it is
-//! dropped, and only then frees the table frames it unlinked. A data frame is
-//! freed only after that flush: unmapping takes up to 32 leaves through one
-//! cursor, drops it (flush), then frees their frames (a huge leaf's whole
-//! run); a contiguous run is freed after the cursor that unmapped it is
-//! dropped. Spurious faults flush the faulting page, and so does a fault that
-//! lost a race for its page (both locally). A batch that only added
-//! translations (every fault's) is flushed on the calling CPU only; one that
-//! removed or weakened any goes to `paging`'s shootdown hook when the kernel
-//! installed one (see `paging`). On the host (tests,
-//! benchmarks) the table is instantiated with `paging::NoFlush<M>` ([`Meta`]),
-//! so the platforms' metadata types can be used there and no privileged flush
-//! instruction runs.
+//! changed. Every call that changes the table (`mmap`, `munmap`, `mprotect`,
+//! `map_phys`, `map_linear`, `map_kernel`, drop) runs as one *operation
+//! batch* (`paging::PageTable::begin_batch`, opened and closed by
+//! `AddrSpace::batched`, so no call can forget it): its cursors hand their
+//! flushes and the table frames they unlinked to the batch, and the data
+//! frames it removes (up to 32 leaves per cursor, a huge leaf's whole run,
+//! a contiguous area's run) are given to `paging::PageTable::free_after_flush`.
+//! When the call ends, the batch flushes once (the pages it recorded, or the
+//! whole TLB past 16 of them, after a split or an unlinked table), and only
+//! then are the table and data frames freed. A batch that only added
+//! translations is flushed on the calling CPU only; one that removed or
+//! weakened any goes to `paging`'s shootdown hook when the kernel installed
+//! one (see `paging`): one shootdown per call, whatever its length. Page
+//! faults are not batched: they only add translations. Spurious faults flush
+//! the faulting page, and so does a fault that lost a race for its page (both
+//! locally). On the host (tests, benchmarks) the table is instantiated with
+//! `paging::NoFlush<M>` ([`Meta`]), so the platforms' metadata types can be
+//! used there and no privileged flush instruction runs.
 //!
 //! # Locking protocol for several CPUs
 //! The kernel keeps its address space behind a reader-writer lock (the

@@ -255,9 +255,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
                     k += 1;
                 });
                 infallible(r, "unmap", from, va);
-            } // cursor dropped: TLB flushed, retired tables freed
+            } // cursor dropped: its flush is done, or left to the operation's batch
             for &(pa, n) in &frames[..k] {
-                H::dealloc_frames(pa, n);
+                self.pt.free_after_flush(pa, n);
                 self.data_frames -= n;
             }
         }

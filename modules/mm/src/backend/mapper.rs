@@ -106,6 +106,23 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         })
     }
 
+    /// Opens an operation batch on the page table (see
+    /// `paging::PageTable::begin_batch`).
+    pub(crate) fn begin_batch(&mut self) {
+        self.pt.begin_batch();
+    }
+
+    /// Closes it: one flush, then the frames are freed.
+    pub(crate) fn end_batch(&mut self) {
+        self.pt.end_batch();
+    }
+
+    /// Flushes the open batch now and frees what it freed, keeping it open
+    /// (`paging::PageTable::flush_batch`).
+    pub(crate) fn flush_batch(&mut self) {
+        self.pt.flush_batch();
+    }
+
     /// The page table.
     pub(crate) fn page_table(&self) -> &PageTable<M, PTE, H> {
         &self.pt
@@ -209,10 +226,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         Ok(pa)
     }
 
-    /// Frees `pages` frames of a contiguous run from `pa` (no longer mapped, TLB
-    /// already flushed).
+    /// Frees `pages` frames of a contiguous run from `pa` (no longer mapped):
+    /// after the flush of the operation's batch, or at once outside one.
     pub(crate) fn free_contiguous(&mut self, pa: PhysAddr, pages: usize) {
-        H::dealloc_frames(pa, pages);
+        self.pt.free_after_flush(pa, pages);
         self.data_frames -= pages;
     }
 

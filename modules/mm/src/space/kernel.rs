@@ -27,6 +27,18 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         flags: MappingFlags,
         huge: bool,
     ) -> AxResult {
+        self.batched(|s| s.map_linear_op(va, pa, size, flags, huge))
+    }
+
+    /// [`Self::map_linear`] inside its operation batch.
+    fn map_linear_op(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        size: usize,
+        flags: MappingFlags,
+        huge: bool,
+    ) -> AxResult {
         let range = Self::valid_range(va, size).ok_or(AxError::InvalidInput)?;
         if !pa.is_aligned_4k()
             || pa.as_usize().checked_add(size).is_none()
@@ -56,6 +68,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// Adjacent regions with equal flags form one area. On error, the regions
     /// mapped by this call are removed again.
     pub fn map_kernel(&mut self, regions: &[MemRegion], phys_virt_offset: usize) -> AxResult {
+        self.batched(|s| s.map_kernel_op(regions, phys_virt_offset))
+    }
+
+    /// [`Self::map_kernel`] inside its operation batch.
+    fn map_kernel_op(&mut self, regions: &[MemRegion], phys_virt_offset: usize) -> AxResult {
         let mut done: alloc::vec::Vec<(usize, usize)> = alloc::vec::Vec::new();
         done.try_reserve_exact(regions.len())
             .map_err(|_| AxError::NoMemory)?;

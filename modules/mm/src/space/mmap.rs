@@ -46,6 +46,17 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         prot: Prot,
         flags: MmapFlags,
     ) -> AxResult<VirtAddr> {
+        self.batched(|s| s.mmap_op(addr, len, prot, flags))
+    }
+
+    /// [`Self::mmap`] inside its operation batch.
+    fn mmap_op(
+        &mut self,
+        addr: Option<VirtAddr>,
+        len: usize,
+        prot: Prot,
+        flags: MmapFlags,
+    ) -> AxResult<VirtAddr> {
         let flags = flags.validate()?;
         let mflags = prot.to_mapping_flags()?;
         let size = page_len(len).ok_or(AxError::InvalidInput)?;
@@ -129,8 +140,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                     return Err(e.into());
                 }
             }
-            // 3. Remove the old mapping (its ends are leaf boundaries now).
+            // 3. Remove the old mapping (its ends are leaf boundaries now), and
+            //    flush it now (this call's one shootdown): the table frames it
+            //    freed are among those step 2 counted on.
             self.set.unmap(start, end, self.mapper.get_mut());
+            self.mapper.get_mut().flush_batch();
             self.mapper.get_mut().release_reserve();
         }
         // 4. Map: the frames it needs are free now.
@@ -161,6 +175,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// Unmaps every page of `[addr, addr + len)` (rounded up to pages); areas are
     /// shrunk or split as needed; holes are not an error.
     pub fn munmap(&mut self, addr: VirtAddr, len: usize) -> AxResult {
+        self.batched(|s| s.munmap_op(addr, len))
+    }
+
+    /// [`Self::munmap`] inside its operation batch.
+    fn munmap_op(&mut self, addr: VirtAddr, len: usize) -> AxResult {
         let (s, e) = self.window_range(addr, len)?;
         self.mapper.get_mut().split_edges(s, e)?;
         self.set.unmap(s, e, self.mapper.get_mut());
@@ -172,6 +191,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// areas' flags change too, so later faults obey them. A device area stays
     /// device. Areas are split at the ends of the range and merged afterwards.
     pub fn mprotect(&mut self, addr: VirtAddr, len: usize, prot: Prot) -> AxResult {
+        self.batched(|s| s.mprotect_op(addr, len, prot))
+    }
+
+    /// [`Self::mprotect`] inside its operation batch.
+    fn mprotect_op(&mut self, addr: VirtAddr, len: usize, prot: Prot) -> AxResult {
         let mflags = prot.to_mapping_flags()?;
         let (s, e) = self.window_range(addr, len)?;
         if !self.set.covers(s, e) {
@@ -267,6 +291,17 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// addresses are aligned is mapped with one huge page (a partial
     /// `munmap`/`mprotect` later splits it).
     pub fn map_phys(
+        &mut self,
+        paddr: PhysAddr,
+        len: usize,
+        prot: Prot,
+        device: bool,
+    ) -> AxResult<VirtAddr> {
+        self.batched(|s| s.map_phys_op(paddr, len, prot, device))
+    }
+
+    /// [`Self::map_phys`] inside its operation batch.
+    fn map_phys_op(
         &mut self,
         paddr: PhysAddr,
         len: usize,

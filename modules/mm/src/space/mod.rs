@@ -143,6 +143,17 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         AddrRange::try_from_start_size(start, size)
     }
 
+    /// Runs one operation that changes the page table as one batch
+    /// (`paging::PageTable::begin_batch`): its cursors share one flush at the
+    /// end (one shootdown, whatever the number of areas, splits and pages),
+    /// and the frames it freed go back to the allocator only after it.
+    fn batched<R>(&mut self, op: impl FnOnce(&mut Self) -> R) -> R {
+        self.mapper.get_mut().begin_batch();
+        let r = op(self);
+        self.mapper.get_mut().end_batch();
+        r
+    }
+
     /// The app window.
     pub fn window(&self) -> AddrRange<VirtAddr> {
         self.window
@@ -249,7 +260,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     /// Unmaps every area and frees every data frame; the page table then frees
     /// its tables.
     fn drop(&mut self) {
-        self.set.clear(self.mapper.get_mut());
+        self.batched(|s| s.set.clear(s.mapper.get_mut()));
     }
 }
 

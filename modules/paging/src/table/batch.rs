@@ -175,8 +175,16 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
         }
     }
 
-    /// Flushes what the batch gathered so far and frees its frames, keeping
-    /// the batch open.
+    /// Flushes what the open batch gathered so far and frees its frames,
+    /// keeping the batch open: for an operation that must reuse the frames it
+    /// freed (a `FIXED` mapping over an old one, whose new tables take the
+    /// place of those the removal freed). Without a batch, does nothing.
+    pub fn flush_batch(&mut self) {
+        if self.batch.depth > 0 {
+            self.settle();
+        }
+    }
+
     fn settle(&mut self) {
         let root = self.root_paddr();
         self.batch.pending.run::<M, H>(root);
