@@ -158,6 +158,11 @@ ifeq ($(APPS),)
 	@echo "test-qemu: the smp app with SMP=$(SMP_STRESS): every CPU busy in the address space"
 	@$(QEMU_PY) test $(TEST_FILTER) --apps smp --mode $(MODE) --mem '$(MEM)' --smp '$(SMP_STRESS)' \
 		--log $(LOG) --timeout $(SMP_TIMEOUT)
+	@echo "test-qemu: the smp app built for SMP=$(SMP_STRESS) on a machine with $(SMP_ALL) CPUs: a warning, and it runs on those"
+	@$(QEMU_PY) test $(TEST_FILTER) --apps smp --mode $(MODE) --mem '$(MEM)' --smp '$(SMP_STRESS)' \
+		--qemu-smp '$(SMP_ALL)' --log $(LOG) --timeout $(SMP_TIMEOUT) --no-build \
+		--expect 'SMP=$(SMP_STRESS): the firmware lists $(SMP_ALL) CPU(s); running on those' \
+		--expect 'smp: $(SMP_ALL) CPU(s) online'
 endif
 
 test-tools:

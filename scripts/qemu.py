@@ -575,7 +575,9 @@ def cmd_test(a: argparse.Namespace) -> int:
             if not elf.is_file():
                 report(False, app, board, f"no kernel image at {elf}")
                 continue
-            cmd = qemu_command(board, elf, a.qemu_mem or a.mem, a.smp)
+            if a.expect:
+                exp.lines[:0] = a.expect
+            cmd = qemu_command(board, elf, a.qemu_mem or a.mem, a.qemu_smp or a.smp)
             status, raw, secs = run_captured(cmd, a.timeout)
             out = clean_output(raw)
             why = judge(exp, out, status, board.pass_status)
@@ -788,6 +790,10 @@ def main() -> int:
     s.add_argument("--qemu-mem", default="",
                    help="RAM given to QEMU if not --mem (the kernels are built for --mem)")
     s.add_argument("--smp", default="1")
+    s.add_argument("--qemu-smp", default="",
+                   help="CPUs of the machine, if not --smp (the kernel is built for --smp)")
+    s.add_argument("--expect", action="append", default=[],
+                   help="a line the output must contain before the app's own (repeatable)")
     s.add_argument("--log", default="warn")
     s.add_argument("--timeout", type=float, default=60.0, help="seconds per run")
     s.add_argument("--no-build", action="store_true", help="use the ELFs already built")
