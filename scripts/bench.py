@@ -119,7 +119,19 @@ def machine() -> dict[str, str]:
         "qemu": q,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "tree": tree(),
     }
+
+
+def tree() -> str:
+    """The commit measured, and whether source files differed from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                              text=True).stdout.rstrip("\n")
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = [l[3:] for l in git("status", "--porcelain", "--untracked-files=no").splitlines()
+             if not l[3:].startswith("docs/")]
+    return head + (f" with uncommitted changes to {len(dirty)} file(s)" if dirty else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -763,6 +775,8 @@ def report(res: dict) -> str:
     o.append(f"- Machine: {m['cpu']}, {m['cores']} cores, {m['os']}")
     o.append(f"- Toolchain: {m['rustc']}; QEMU: {m['qemu']}")
     o.append(f"- Date: {m['date']}")
+    if "tree" in m:
+        o.append(f"- Tree: {m['tree']}")
     if "load" in m:
         o.append(f"- Host load average when it started (1 / 5 / 15 min): {m['load']}")
     o.append("")
