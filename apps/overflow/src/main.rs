@@ -1,5 +1,8 @@
-//! Overflows the boot stack on purpose: the kernel must report the fault on the
+//! Overflows a kernel stack on purpose: the kernel must report the fault on the
 //! guard page below it as a stack overflow and end QEMU with a failing status.
+//! With one CPU it is the boot stack; with several, the last CPU's own kernel
+//! stack (the run is a job on that CPU): every CPU's stack has its guard page
+//! and its overflow is reported as such.
 //!
 //! First it checks that the guard page is unmapped (a probed read faults) while
 //! the stack right above it is not, and that traps taken with the stack pointer
@@ -13,7 +16,7 @@
 
 use core::hint::black_box;
 
-use tessera::{AppResult, boot, check, mm, println};
+use tessera::{AppResult, boot, check, mm, println, smp};
 
 tessera::main!(main);
 
@@ -21,13 +24,26 @@ tessera::main!(main);
 const FRAME: usize = 2048;
 
 fn main() -> AppResult {
+    let cpu = smp::cpu_count() - 1;
+    if cpu == 0 {
+        return overflow();
+    }
+    // The job overflows its CPU's stack: the kernel ends the machine, and
+    // the wait below never returns unless the job does.
+    let job = smp::run_on(cpu, overflow).map_err(|e| tessera::format!("run_on: {e:?}"))?;
+    job.wait()
+}
+
+/// Checks the calling CPU's kernel stack and its guard page, then overflows it.
+fn overflow() -> AppResult {
+    let cpu = smp::current();
     let stack = boot::stacks()
         .into_iter()
-        .find(|s| s.name == "boot stack")
-        .ok_or("no boot stack in the kernel's stack list")?;
+        .find(|s| s.cpu == cpu && s.name != "trap stack")
+        .ok_or("no kernel stack for this CPU in the kernel's stack list")?;
     let (guard, bottom, top) = (stack.guard, stack.bottom, stack.top);
     println!(
-        "overflow: the boot stack's guard page at {guard:#x}, stack [{bottom:#x}, {top:#x}) on {}",
+        "overflow: the {stack}'s guard page at {guard:#x}, stack [{bottom:#x}, {top:#x}) on {}",
         boot::board_name()
     );
     check!(
@@ -36,13 +52,13 @@ fn main() -> AppResult {
     );
     check!(
         !mm::read_faults(bottom),
-        "the bottom of the boot stack {bottom:#x} is not readable"
+        "the bottom of the {stack} {bottom:#x} is not readable"
     );
     println!("overflow: reading the guard page faults (probe at {guard:#x})");
     let sp = current_sp();
     check!(
         (bottom..top).contains(&sp),
-        "the app does not run on the boot stack (sp {sp:#x})"
+        "the app does not run on the {stack} (sp {sp:#x})"
     );
     near_guard(bottom)?;
     println!(
