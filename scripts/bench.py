@@ -579,10 +579,12 @@ def smp_report(res: dict, o: list[str], counts: tuple[int, ...]) -> None:
         o.append("")
     o.append("### Ticks per call (median over the repetitions, then over the boots)")
     o.append("")
-    o.append("In the board counter's ticks, TCG time in brackets. A busy CPU's vCPU is a")
-    o.append("host thread that spins: with more vCPUs than free host cores, an IPI waits for the")
-    o.append("target's thread to be scheduled, so the busy figures say more about the host than")
-    o.append("about the kernel.")
+    o.append("In the board counter's ticks, TCG time in brackets. With busy CPUs a call waits")
+    o.append("until every target took the IPI and answered; under TCG that includes the host")
+    o.append("scheduling the target's vCPU thread (the busy vCPUs spin, and the host's cores")
+    o.append("are shared), so these figures move with the host's load. A large and steady figure")
+    o.append("(milliseconds per target, whatever the length) rather points at an interrupt taken")
+    o.append("late: compare with the idle rows and with aarch64, which sends no IPIs.")
     o.append("")
     o.append("![Ticks per call by CPU count](bench-smp-cycles.svg)")
     o.append("")
@@ -700,14 +702,14 @@ def plots(res: dict, outdir: Path, counts: tuple[int, ...]) -> list[str]:
         for b, per_n in rows.items():
             def get(key: str, n: int) -> float | None:
                 return fnum(per_n.get(n, {}).get(key))
-            series = []
+            # The target first, so that calls on it are drawn over it.
+            series = [("target, busy: 1 per other CPU", [n - 1 for n in ns], True, "#999")]
             for j, (key, label) in enumerate(SMP_CALLS):
                 series.append((f"busy: {label}", [get(f"smp_busy_{key}_ipis", n) for n in ns],
                                False, PALETTE[j]))
             idle = [max((get(f"smp_idle_{k}_ipis", n) or 0.0) for k, _ in SMP_CALLS)
                     if n in per_n else None for n in ns]
             series.append(("idle: every call (max)", idle, False, PALETTE[5]))
-            series.append(("target, busy: 1 per other CPU", [n - 1 for n in ns], True, "#000"))
             ipis.append(dict(title=b, xlabel="CPUs", ylabel="IPIs per call", xs=ns, xlabels=xl,
                              series=series))
             series = []
