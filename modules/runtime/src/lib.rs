@@ -15,6 +15,27 @@
 //! - [`smp`]: starting the other CPUs, their idle loop and jobs;
 //! - [`shootdown`]: the TLB shootdown protocol (`tlb`) over this board, as
 //!   `paging`'s flush hook.
+//!
+//! # Locks on several CPUs
+//! Every lock of the kernel, outermost first (a CPU takes them only in this
+//! order; none is held while waiting for another CPU, except as said):
+//!
+//! | lock | where | held for | while waiting for it |
+//! |---|---|---|---|
+//! | address-space lock (read: faults and reads; write: calls that change areas) | `spacelock.rs` | one call; the write side across that call's one shootdown | answers flush requests (`shootdown::relax`) |
+//! | table lock | `mm` (`lock.rs`) | one walk or one install; never across a shootdown | spins (its holders wait for nobody) |
+//! | frame allocator | `frames::global` | one allocation or free | spins |
+//! | heap | `heap.rs` (`buddy_system_allocator`) | one allocation (a growth takes the frame allocator's) | spins |
+//! | job queue of a CPU | `smp.rs` | one push or pop, interrupts off | spins |
+//! | flush mailbox of a CPU | `tlb` | one merge or take | spins |
+//! | console | `console.rs` | one line | spins |
+//!
+//! The only waits for other CPUs are for flush acknowledgements (a
+//! shootdown, which answers its own mailbox while it waits), for a job's
+//! result and at barriers (both answer flush requests), and for a CPU to come
+//! online at boot. An IPI handler takes only its own mailbox's lock. Frames
+//! are freed only after the shootdown of the call that unmapped them
+//! (`paging`'s operation batches, `mm`'s flush and free protocol).
 #![no_std]
 
 extern crate alloc;
