@@ -14,6 +14,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use tessera::mm::{self, MmapFlags, PAGE_SIZE, Prot};
+use tessera::rng::Rng;
 use tessera::smp::{self, Barrier};
 use tessera::{AppResult, AxError, Context, Vec, check, check_eq, format, println};
 
@@ -42,22 +43,6 @@ pub struct Summary {
     pub checks: usize,
     /// 2 MiB mappings made.
     pub huge_maps: usize,
-}
-
-/// xorshift64*: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// State shared by all CPUs.
@@ -182,7 +167,7 @@ impl Stream {
     /// Fresh data in every writable page of `[p, p + n)`, in the model too:
     /// a frame freed by an earlier call and reused here gets new contents.
     fn fill(&mut self, sh: &Shared, p: usize, n: usize, prot: Prot) {
-        let pattern = self.rng.next() | 1;
+        let pattern = self.rng.next_u64() | 1;
         for q in p..p + n {
             let value = if prot.contains(Prot::WRITE) {
                 let v = pattern ^ ((q as u64) << 20);
@@ -243,7 +228,7 @@ impl Stream {
             }
             _ => {
                 if let (true, _, true, _) = sh.model(p) {
-                    let value = self.rng.next() | 1;
+                    let value = self.rng.next_u64() | 1;
                     // SAFETY: the model says the page is mapped writable.
                     unsafe { mm::poke(sh.addr(p), value) };
                     sh.set(p, Some(RW), value);
@@ -256,9 +241,9 @@ impl Stream {
 
 /// What each CPU runs: CPU 0 the stream, the others the checker; all check.
 fn run_cpu(sh: &Shared, cpu: usize) -> Result<usize, String> {
-    let mut rng = Rng(SEED ^ (cpu as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = Rng::new(SEED ^ (cpu as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut stream = Stream {
-        rng: Rng(SEED),
+        rng: Rng::new(SEED),
         huge_maps: 0,
     };
     let mut checks = 0;

@@ -13,6 +13,7 @@
 #![no_main]
 
 use tessera::mm::{self, MmapFlags, PAGE_SIZE, Prot};
+use tessera::rng::Rng;
 use tessera::{AppResult, AxError, Context, Vec, check, check_eq, println};
 
 tessera::main!(main);
@@ -33,22 +34,6 @@ enum Page {
         prot: Prot,
         value: u64,
     },
-}
-
-/// xorshift64*: a tiny deterministic generator (no crate needed for this).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 struct Run {
@@ -189,7 +174,7 @@ impl Run {
                 if let Page::Mapped { prot, .. } = self.model[p]
                     && prot.contains(Prot::WRITE)
                 {
-                    let value = self.rng.next() | 1;
+                    let value = self.rng.next_u64() | 1;
                     // SAFETY: the model says the page is mapped writable by this
                     // app, and nothing else refers to it.
                     unsafe { mm::poke(self.addr(p), value) };
@@ -212,7 +197,7 @@ fn main() -> AppResult {
     let mut run = Run {
         base: window,
         model: (0..PAGES).map(|_| Page::Unmapped).collect(),
-        rng: Rng(SEED),
+        rng: Rng::new(SEED),
         checks: 0,
         huge_maps: 0,
     };

@@ -26,6 +26,7 @@ extern crate alloc;
 
 pub mod boot;
 pub mod mm;
+pub mod rng;
 pub mod smp;
 pub mod time;
 
