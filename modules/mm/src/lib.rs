@@ -190,12 +190,18 @@
 //!    `spurious_faults`) or `Denied`; a parked frame is mapped back there
 //!    and then (as are the pages of linear and contiguous areas); otherwise
 //!    the fault decides between a 4K frame and a huge page (the aligned block
-//!    lies inside the area and nothing of it is mapped or parked);
+//!    lies inside the area and nothing of it is mapped or parked), and
+//!    *claims* that block (`backend/claims.rs`); if another fault claims
+//!    (part of) it already, this one releases the lock, waits until the claim
+//!    is gone and starts again (it then finds the page mapped: counted in
+//!    `fault_races`, no frame allocated);
 //! 2. without the lock: allocate and zero the frame or run (no aligned run
 //!    free: a 4K frame, counted as a fallback if it is installed), then a
 //!    release fence, so the zeroes are visible before the PTE;
-//! 3. under the table lock: map it. `paging`'s map refuses, changing nothing,
-//!    if anything is mapped there now, and only another CPU's fault can have
+//! 3. under the table lock: map it, and drop the claim. `paging`'s map
+//!    refuses, changing nothing, if anything is mapped there now; with the
+//!    claim that happens only when more faults were filling at once than
+//!    there are claim slots (64), and only another CPU's fault can have
 //!    mapped it since step 1 (everything else needs `&mut self`). Then the
 //!    frame is freed (it was never mapped: no flush needed), the page is
 //!    flushed locally, and the fault succeeds (`fault_races`); both CPUs see

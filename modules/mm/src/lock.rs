@@ -71,7 +71,7 @@ impl<T> TableLock<T> {
 
 /// Lets the host run another thread (hosted builds only).
 #[cfg(not(target_os = "none"))]
-fn host_yield() {
+pub(crate) fn host_yield() {
     extern crate std;
     std::thread::yield_now();
 }
@@ -79,7 +79,7 @@ fn host_yield() {
 /// Bare metal: nothing to yield to, keep spinning.
 #[cfg(target_os = "none")]
 #[inline(always)]
-fn host_yield() {}
+pub(crate) fn host_yield() {}
 
 /// Holds the [`TableLock`] until dropped.
 pub(crate) struct TableGuard<'a, T> {

@@ -175,6 +175,13 @@ fn same_pages_4k(threads: usize, rounds: usize, delay: Option<Duration>) -> u64 
     assert_eq!(st.faults_handled, rounds as u64);
     assert_eq!(faults(&s), (rounds * threads) as u64);
     assert_eq!(Frames::frames_in_use(), rounds + st.page_table_frames);
+    // Frames only came in so far: a frame allocated for a page that already
+    // had one, or was getting one, would show as a peak above the count now.
+    assert_eq!(
+        Frames::peak_frames(),
+        Frames::frames_in_use(),
+        "a fault allocated a frame for a page another fault was filling"
+    );
     for r in 0..rounds {
         let page = base + r * PAGE;
         let t = s.translate(va(page)).unwrap();
@@ -199,8 +206,9 @@ fn same_pages_4k_four_threads() {
 }
 
 /// Four threads, each allocation held up for 200 us: the faults of a round
-/// overlap (all find the page unmapped, then race to install their frame), so
-/// the race path runs in almost every round, whatever the host's load.
+/// overlap (one claims the page and allocates; the others find the claim and
+/// wait for it), so the waiting path runs in almost every round, whatever the
+/// host's load, and no round allocates more than one frame.
 #[test]
 fn same_pages_4k_overlapping() {
     let races = same_pages_4k(THREADS, 256, Some(Duration::from_micros(200)));
@@ -232,6 +240,11 @@ fn same_pages_2m() {
     assert_eq!(st.huge_fallbacks, 0);
     assert_eq!(faults(&s), (ROUNDS * THREADS) as u64);
     assert_eq!(Frames::frames_in_use(), ROUNDS * 512 + st.page_table_frames);
+    assert_eq!(
+        Frames::peak_frames(),
+        Frames::frames_in_use(),
+        "a fault allocated a run for a block another fault was filling"
+    );
     for r in 0..ROUNDS {
         let block = s.translate(va(base + r * M2)).unwrap();
         assert_eq!(block.page_size, LeafSize::Size2M);
@@ -289,18 +302,19 @@ fn same_pages_2m_fallback() {
     Frames::assert_no_leaks();
 }
 
-/// A huge page's run that meets its block partly mapped when it comes to be
-/// installed: thread A takes the run and is held up in the allocator; thread
-/// B, finding no run (frame limit), maps its own page of the block with a
-/// 4K frame meanwhile. A's 2M install then finds the block's leaf table, frees
-/// the run and maps its page with a 4K frame instead.
+/// A fault on a page of a huge block that another fault is filling waits for
+/// it instead of allocating a frame of its own (`claims.rs`): thread A takes
+/// the block's run and is held up in the allocator; thread B faults another
+/// page of the block meanwhile, finds A's claim, waits, and then finds its
+/// page inside A's huge page. B allocates nothing (it would have had room for
+/// a 4K frame and its tables under the limit).
 #[test]
-fn huge_run_meets_partly_mapped_block() {
+fn a_fault_waits_for_the_claim_on_its_huge_block() {
     let _g = Frames::exclusive();
     let mut s = Space::new(va(WIN), WSIZE).unwrap();
     let base = s.mmap(None, M2, RW, MmapFlags::HUGE_2M).unwrap().as_usize();
-    // A's run, then B's leaf table (and its upper tables) and 4K frame; never
-    // a second run.
+    // A's run and its upper tables; room for B's 4K frame and leaf table too,
+    // which B must not take.
     let before = Frames::frames_in_use();
     Frames::set_limit(Some(before + 512 + 8));
     Frames::set_alloc_delay(Duration::from_millis(300));
@@ -318,14 +332,25 @@ fn huge_run_meets_partly_mapped_block() {
     });
     Frames::set_limit(None);
     let st = s.stats();
-    assert_eq!((st.huge_faults, st.huge_fallbacks), (0, 1));
-    assert_eq!((st.faults_handled, st.fault_races), (2, 0));
-    assert_eq!(st.data_frames, 2);
-    assert_eq!(Frames::frames_in_use(), 2 + st.page_table_frames);
-    for p in [3, 7] {
-        let t = s.translate(va(base + p * PAGE)).unwrap();
-        assert_eq!(t.page_size, LeafSize::Size4K);
-    }
+    assert_eq!((st.huge_faults, st.huge_fallbacks), (1, 0));
+    assert_eq!(
+        (st.faults_handled, st.fault_races),
+        (1, 1),
+        "B waited, A mapped"
+    );
+    assert_eq!(st.data_frames, 512);
+    assert_eq!(Frames::frames_in_use(), 512 + st.page_table_frames);
+    let a = s.translate(va(base + 3 * PAGE)).unwrap();
+    let b = s.translate(va(base + 7 * PAGE)).unwrap();
+    assert_eq!(
+        (a.page_size, b.page_size),
+        (LeafSize::Size2M, LeafSize::Size2M)
+    );
+    assert_eq!(
+        b.paddr.as_usize() - a.paddr.as_usize(),
+        4 * PAGE,
+        "one huge frame"
+    );
     s.munmap(va(base), M2).unwrap();
     drop(s);
     Frames::assert_no_leaks();

@@ -46,9 +46,12 @@ pub(crate) struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE
     pub(crate) faults_handled: u64,
     /// Faults on a page mapped already with flags allowing the access.
     pub(crate) spurious_faults: u64,
-    /// Faults that found the page mapped by another CPU when they came to
-    /// install the frame they had allocated (the frame was freed).
+    /// Faults that found the page mapped by another CPU: when they came to
+    /// install the frame they had allocated (the frame was freed), or after
+    /// waiting for another fault's claim on the page (no frame allocated).
     pub(crate) fault_races: u64,
+    /// Blocks being filled by faults right now (`claims.rs`).
+    pub(crate) claims: super::claims::Claims,
 }
 
 /// End of the naturally aligned `size` block containing `va`, capped at `end`.
@@ -100,6 +103,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             huge_fallbacks: 0,
             huge_protected: false,
             last: LastHit::new(),
+            claims: super::claims::Claims::new(),
             faults_handled: 0,
             spurious_faults: 0,
             fault_races: 0,

@@ -58,6 +58,7 @@
 //! or protect whose edges were split first (`infallible`).
 
 mod alloc;
+mod claims;
 mod linear;
 mod mapper;
 mod split;

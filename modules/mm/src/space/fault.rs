@@ -58,50 +58,81 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     /// level only.
     pub fn handle_page_fault(&self, va: VirtAddr, access: Access) -> Result<(), FaultError> {
         let page = va.align_down_4k();
-        let mut m = self.mapper.lock();
-        let Some(area) = self.set.lookup(va.as_usize(), &mut m.last) else {
-            return Err(FaultError::NoArea);
-        };
-        let (start, end, flags, kind) = (area.start, area.end, area.flags, area.backend);
-        if !allows(flags, access) {
-            drop(m);
-            return Err(self.denied(start));
-        }
-        if let Some((_, pte_flags, _)) = m.query(page) {
-            let spurious = Self::mapped_already(&mut m, va, pte_flags, access);
-            drop(m);
-            return if spurious {
-                Ok(())
-            } else {
-                Err(self.denied(start))
+        // Set once this fault waited for another fault's claim on its block:
+        // finding the page mapped then is that fault's work, not a stale TLB.
+        let mut waited = false;
+        loop {
+            let mut m = self.mapper.lock();
+            let Some(area) = self.set.lookup(va.as_usize(), &mut m.last) else {
+                return Err(FaultError::NoArea);
             };
-        }
-        let need = match kind {
-            BackendKind::Linear { va_minus_pa, .. } => {
-                let pa = PhysAddr::from(page.as_usize().wrapping_sub(va_minus_pa));
-                let r = m.map_one(page, pa, flags);
-                return self.mapped(m, r, va, start);
+            let (start, end, flags, kind) = (area.start, area.end, area.flags, area.backend);
+            if !allows(flags, access) {
+                drop(m);
+                return Err(self.denied(start));
             }
-            BackendKind::Contiguous { start_frame } => {
-                let pa = start_frame + (page.as_usize() - start);
-                let r = m.map_one(page, pa, flags);
-                return self.mapped(m, r, va, start);
+            if let Some((_, pte_flags, _)) = m.query(page) {
+                let ok = Self::mapped_already(&mut m, va, pte_flags, access, waited);
+                drop(m);
+                return if ok { Ok(()) } else { Err(self.denied(start)) };
             }
-            BackendKind::Alloc { page: size, .. } => {
-                if let Some(r) = m.unpark(page, flags) {
+            let need = match kind {
+                BackendKind::Linear { va_minus_pa, .. } => {
+                    let pa = PhysAddr::from(page.as_usize().wrapping_sub(va_minus_pa));
+                    let r = m.map_one(page, pa, flags);
                     return self.mapped(m, r, va, start);
                 }
-                match size {
-                    LeafSize::Size4K => Need::Frame { fallback: false },
-                    _ => match m.huge_block(page, start, end, size) {
-                        Some(base) => Need::Huge { base, size },
-                        None => Need::Frame { fallback: false },
-                    },
+                BackendKind::Contiguous { start_frame } => {
+                    let pa = start_frame + (page.as_usize() - start);
+                    let r = m.map_one(page, pa, flags);
+                    return self.mapped(m, r, va, start);
                 }
+                BackendKind::Alloc { page: size, .. } => {
+                    if let Some(r) = m.unpark(page, flags) {
+                        return self.mapped(m, r, va, start);
+                    }
+                    match size {
+                        LeafSize::Size4K => Need::Frame { fallback: false },
+                        _ => match m.huge_block(page, start, end, size) {
+                            Some(base) => Need::Huge { base, size },
+                            None => Need::Frame { fallback: false },
+                        },
+                    }
+                }
+            };
+            // The block this fault fills: claimed, unless another fault is
+            // filling (part of) it: then wait for that one and look again.
+            let (from, to) = match need {
+                Need::Frame { .. } => (page.as_usize(), page.as_usize() + PAGE_SIZE_4K),
+                Need::Huge { base, size } => (base, base + size.bytes()),
+            };
+            if m.claims.overlaps(from, to) {
+                drop(m);
+                self.wait_for_claim(from, to);
+                waited = true;
+                continue;
             }
-        };
-        drop(m);
-        self.fill(va, flags, start, need)
+            let claim = m.claims.add(from, to).then_some(from);
+            drop(m);
+            return self.fill(va, flags, start, need, claim);
+        }
+    }
+
+    /// Waits until no fault claims (part of) `[from, to)` any more.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_claim(&self, from: usize, to: usize) {
+        loop {
+            // Look under the lock only now and then: the claimant needs it to
+            // install its frame.
+            for _ in 0..64 {
+                core::hint::spin_loop();
+            }
+            crate::lock::host_yield();
+            if !self.mapper.lock().claims.overlaps(from, to) {
+                return;
+            }
+        }
     }
 
     /// The rest of a fault on an allocated page that needs a new frame: the
@@ -116,6 +147,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         flags: MappingFlags,
         start: usize,
         mut need: Need,
+        claim: Option<usize>,
     ) -> Result<(), FaultError> {
         let page = va.align_down_4k();
         loop {
@@ -129,11 +161,21 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                     need = Need::Frame { fallback: true };
                     continue;
                 }
+                if let Some(c) = claim {
+                    self.mapper.lock().claims.remove(c);
+                }
                 return Err(self.no_memory(start));
             };
             let frames = size.bytes() / PAGE_SIZE_4K;
             let mut m = self.mapper.lock();
-            match m.install(at, pa, size, flags) {
+            let r = m.install(at, pa, size, flags);
+            // Done with the block, whatever happens next (a retry with a 4K
+            // frame below is still inside it: no other fault can claim the
+            // page before this one looks again under the lock).
+            if let Some(c) = claim.filter(|_| !matches!(r, Ok(false))) {
+                m.claims.remove(c);
+            }
+            match r {
                 Ok(true) => {
                     m.faults_handled += 1;
                     if size != LeafSize::Size4K {
@@ -153,6 +195,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                     let raced = size == LeafSize::Size4K || m.query(page).is_some();
                     if raced {
                         m.fault_races += 1;
+                        if let Some(c) = claim {
+                            m.claims.remove(c);
+                        }
                     }
                     drop(m);
                     // Never mapped: no flush needed before the free.
@@ -209,12 +254,20 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         va: VirtAddr,
         pte_flags: MappingFlags,
         access: Access,
+        waited: bool,
     ) -> bool {
         if allows(pte_flags, access) {
-            // Stale TLB entry (e.g. after a protect on another path): drop it.
+            // Stale TLB entry (e.g. after a protect on another path), or the
+            // page another CPU's fault mapped while this one waited: drop
+            // whatever this CPU's TLB holds for it.
             flush_one::<M>(va.align_down_4k());
-            m.spurious_faults += 1;
-            log::trace!("spurious fault at {va:?}");
+            if waited {
+                m.fault_races += 1;
+                log::trace!("fault at {va:?} mapped by another CPU");
+            } else {
+                m.spurious_faults += 1;
+                log::trace!("spurious fault at {va:?}");
+            }
             return true;
         }
         false
