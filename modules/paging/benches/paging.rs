@@ -6,7 +6,11 @@
 //! loop its users must write: unmap each 4K page, skip `NotMapped`).
 //!
 //! Every timed iteration is also recorded here, and after each case a line
-//! prints both medians and the ratio ours/theirs (time).
+//! prints both medians and the ratio ours/theirs (time). Then the case is
+//! timed once more with the two sides alternating, one iteration each, the
+//! order flipped every pair (`AB <case>: ours_ns .. theirs_ns .. pairs ..`):
+//! the side-by-side figure `make bench` reports, since criterion runs one
+//! side's samples after the other's and a shared host drifts in between.
 //! Run: `CARGO_TARGET_DIR=/tmp/target-paging cargo bench -p paging --bench paging`.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented fn
@@ -64,6 +68,10 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 fn report(case: &str, ours: &mut [Duration], theirs: &mut [Duration]) {
+    if ours.is_empty() || theirs.is_empty() {
+        // A filter left one side out: nothing to compare.
+        return;
+    }
     let (o, t) = (median(ours), median(theirs));
     println!(
         "RATIO {case}: ours {o:?} theirs {t:?} (medians of {} / {} iterations) ours/theirs = {:.4} (theirs is {:.1}x ours)",
@@ -72,6 +80,33 @@ fn report(case: &str, ours: &mut [Duration], theirs: &mut [Duration]) {
         o.as_secs_f64() / t.as_secs_f64(),
         t.as_secs_f64() / o.as_secs_f64(),
     );
+}
+
+/// Times ours and theirs alternately, one iteration each per pair with the
+/// order flipped every pair (A B, B A, ...), until `AB_TIME` has passed (at
+/// least `AB_MIN` and at most `AB_MAX` pairs): the two sides see the same
+/// machine, whatever else it does meanwhile.
+fn alternate<TO, TT>(
+    setup_ours: &mut impl FnMut() -> TO,
+    op_ours: &mut impl FnMut(&mut TO),
+    setup_theirs: &mut impl FnMut() -> TT,
+    op_theirs: &mut impl FnMut(&mut TT),
+) -> (Vec<Duration>, Vec<Duration>) {
+    const AB_TIME: Duration = Duration::from_millis(1500);
+    const AB_MIN: usize = 11;
+    const AB_MAX: usize = 401;
+    let (mut o, mut t) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while o.len() < AB_MIN || (o.len() < AB_MAX && start.elapsed() < AB_TIME) {
+        if o.len().is_multiple_of(2) {
+            timed(&mut o, 1, &mut *setup_ours, &mut *op_ours);
+            timed(&mut t, 1, &mut *setup_theirs, &mut *op_theirs);
+        } else {
+            timed(&mut t, 1, &mut *setup_theirs, &mut *op_theirs);
+            timed(&mut o, 1, &mut *setup_ours, &mut *op_ours);
+        }
+    }
+    (o, t)
 }
 
 fn case<TO, TT>(
@@ -96,6 +131,20 @@ fn case<TO, TT>(
     });
     g.finish();
     report(name, &mut lo, &mut lt);
+    let (mut ao, mut at) = alternate(
+        &mut setup_ours,
+        &mut op_ours,
+        &mut setup_theirs,
+        &mut op_theirs,
+    );
+    let (mo, mt) = (median(&mut ao), median(&mut at));
+    println!(
+        "AB {name}: ours_ns {} theirs_ns {} pairs {} ours/theirs = {:.4}",
+        mo.as_nanos(),
+        mt.as_nanos(),
+        ao.len(),
+        mo.as_secs_f64() / mt.as_secs_f64()
+    );
 }
 
 /// Maps 1 GiB at `BASE` to `phys` (huge leaves allowed with `huge`).
