@@ -1,32 +1,39 @@
 //! The kernel's one frame allocator, shared by the boards' `PagingHandler`s and
-//! the runtime. Locked with a spin lock: it is taken from the page-fault path, so
-//! no code may fault while holding it (the bitmap lives in kernel heap memory,
-//! which is always mapped).
+//! the runtime: a [`CachedFrames`] (a bitmap behind a spin lock, with a cache
+//! of single frames per CPU once the runtime gave it the CPU index function).
+//! It is taken from the page-fault path, so no code may fault while holding
+//! one of its locks (the bitmap lives in kernel heap memory, which is always
+//! mapped).
 
-use spin::Mutex;
-
+use crate::cached::CachedFrames;
 use crate::{AllocError, FrameAllocator, FrameStats, FreeError};
 
-static GLOBAL: Mutex<FrameAllocator> = Mutex::new(FrameAllocator::empty());
+static GLOBAL: CachedFrames = CachedFrames::new();
 
 /// Installs the allocator built at boot. Called once by the runtime.
 pub fn init(allocator: FrameAllocator) {
-    *GLOBAL.lock() = allocator;
+    GLOBAL.init(allocator);
+}
+
+/// Turns on the per-CPU caches: `f` is the calling CPU's index. Called once by
+/// the runtime, before a second CPU runs.
+pub fn set_cpu_index(f: fn() -> usize) {
+    GLOBAL.set_cpu_index(f);
 }
 
 /// Allocates `count` contiguous frames aligned to `align` bytes.
 pub fn alloc(count: usize, align: usize) -> Result<usize, AllocError> {
-    GLOBAL.lock().alloc(count, align)
+    GLOBAL.alloc(count, align)
 }
 
 /// Frees a run allocated with [`alloc()`].
 pub fn free(paddr: usize, count: usize) -> Result<(), FreeError> {
-    GLOBAL.lock().free(paddr, count)
+    GLOBAL.free(paddr, count)
 }
 
-/// Frame counts of the global allocator.
+/// Frame counts of the global allocator (frames cached per CPU count as free).
 pub fn stats() -> FrameStats {
-    GLOBAL.lock().stats()
+    GLOBAL.stats()
 }
 
 use core::sync::atomic::{AtomicUsize, Ordering};

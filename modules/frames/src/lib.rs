@@ -22,6 +22,7 @@
 
 extern crate alloc;
 
+pub mod cached;
 pub mod global;
 
 use alloc::vec;
@@ -151,6 +152,11 @@ impl FrameAllocator {
         }
         self.total += added;
         added
+    }
+
+    /// The span: its first frame's address and its number of frames.
+    pub fn span(&self) -> (usize, usize) {
+        (self.base, self.frames)
     }
 
     /// Frame counts.

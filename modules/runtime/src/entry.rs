@@ -42,6 +42,9 @@ pub fn memory_map() -> &'static [MemRegion] {
     MEMORY_MAP.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
+// Every CPU the kernel can run on has a frame cache.
+const _: () = assert!(frames::cached::MAX_CPUS >= hal::smp::MAX_CPUS);
+
 /// The kernel's side of `hal::kernel::kernel_main` (through
 /// [`hal::kernel::KernelIf`], implemented in [`crate::board`]).
 pub(crate) fn kernel_main(boot: &BootInfo) -> ! {
@@ -62,6 +65,9 @@ pub(crate) fn kernel_main(boot: &BootInfo) -> ! {
         allocator.add_free(r.paddr.as_usize(), r.size);
     }
     frames::global::init(allocator);
+    // Per-CPU caches of single frames (the boards set the per-CPU register
+    // before kernel_main, and on every CPU before secondary_main).
+    frames::global::set_cpu_index(<Current as Board>::cpu_index);
 
     if let Err(e) = crate::space::init(map) {
         println!("kernel address space: {e:?}");
