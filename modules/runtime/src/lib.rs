@@ -25,7 +25,7 @@
 //! | address-space lock (read: faults and reads; write: calls that change areas) | `spacelock.rs` | one call; the write side across that call's one shootdown | answers flush requests (`shootdown::relax`) |
 //! | table lock | `mm` (`lock.rs`) | one walk or one install; never across a shootdown | spins (its holders wait for nobody) |
 //! | heap | `heap.rs` (`buddy_system_allocator`) | one allocation (a growth takes the frame allocator's) | spins |
-//! | frame allocator | `frames::global` | one allocation or free | spins |
+//! | frame allocator: the CPU's magazine, then the bitmap | `frames::cached` | one allocation or free; a refill of 32 frames | spins (taking other CPUs' magazines back holds one at a time, never with the bitmap's) |
 //! | job queue of a CPU | `smp.rs` | one push or pop, interrupts off | spins |
 //! | flush mailbox of a CPU | `tlb` | one merge or take | spins |
 //! | console | `console.rs` | one line | spins |
