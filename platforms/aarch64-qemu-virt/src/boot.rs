@@ -270,6 +270,10 @@ extern "C" fn rust_entry(x0: usize, mpidr: usize, entry_el: usize) -> ! {
     crate::percpu::init_boot();
     crate::trap::init();
     crate::console::init();
+    // The GIC (the boot tables map it): the distributor before any secondary
+    // starts, then this CPU's interface. IRQs stay masked.
+    crate::gic::init_distributor();
+    crate::gic::init_cpu();
     let boot = BootInfo {
         cpu_id: mpidr & 0xff_00ff_ffff, // Aff3..Aff0
         fdt: find_fdt(x0),

@@ -9,14 +9,15 @@
 //!   RAM.
 //! - [`trap`]: the exception vector (VBAR_EL1); translation, access-flag and
 //!   permission faults (data and instruction aborts) are decoded into
-//!   `hal::PageFault` and handed to the kernel; anything else is reported and ends
+//!   `hal::PageFault` and handed to the kernel; an IRQ (the wake-up SGI) is
+//!   acknowledged and handed to `hal::kernel::ipi`; anything else is reported and ends
 //!   the machine with a failing status. When `sp` is at the guard page of the
 //!   CPU's kernel stack (a stack overflow), the vector saves its frame on that
 //!   CPU's trap stack instead, so the overflow is reported (`stack overflow:
 //!   ...`) rather than aborting again on every store.
 //! - [`percpu`]: one block per CPU, TPIDR_EL1 pointing at it (set before
-//!   VBAR_EL1 on every CPU): `cpu_index`, and the guard pages and trap stack
-//!   top the vector reads.
+//!   VBAR_EL1 on every CPU): `cpu_index`, the guard pages and trap stack
+//!   top the vector reads, and the CPU's GIC interface bit.
 //! - [`smp`]: the other CPUs. `cpus` reads the device tree's `/cpus` (boot CPU
 //!   first, then `reg` = MPIDR affinity in tree order) and `/psci`'s `method`;
 //!   `start_cpu` is PSCI `CPU_ON` through that conduit (`hvc` or `smc`; anything
@@ -25,10 +26,19 @@
 //!   turns the MMU on with the boot identity half (TTBR0) and the kernel's upper
 //!   root (TTBR1), jumps to the high half, loads the kernel's lower root, its
 //!   stack, TPIDR_EL1 and VBAR_EL1, and calls `hal::kernel::secondary_main`.
-//!   `send_ipi` is `DSB ISH; SEV` and `wait_for_ipi` is `WFE` then
-//!   `hal::kernel::ipi`: the kernel only ever wakes idle CPUs on this board (no
-//!   IPI for shootdowns, see below), so no GIC SGI is needed and the GIC stays
-//!   off.
+//!   `send_ipi` is `DSB ISHST` then a GICv2 SGI 0 to the targets' CPU
+//!   interfaces, and `wait_for_ipi` is `WFI`, then the SGI acknowledged and
+//!   `hal::kernel::ipi`. The kernel only wakes idle CPUs with it (no IPI for
+//!   shootdowns, see below), but a real interrupt is what lets an idle CPU
+//!   sleep: `WFI` waits for one. The board used `DSB; SEV` / `WFE` before,
+//!   with the GIC off; under QEMU TCG `WFE` does not sleep, so each idle vCPU
+//!   spun and took a host core (lazy faults on CPU 0 alone with 4 CPUs booted
+//!   ran at about 1% of the 1-CPU rate). An SGI that comes while the CPU runs
+//!   a job (IRQs unmasked) is taken by the IRQ vector ([`trap`]).
+//! - [`gic`]: the GICv2 (distributor 0x0800_0000, CPU interface 0x0801_0000,
+//!   mmio regions of the board's TOML): the distributor enabled by the boot
+//!   CPU in `rust_entry`, each CPU's interface and SGI 0 by that CPU before it
+//!   unmasks IRQs, its interface bit kept in its per-CPU block.
 //! - TLB maintenance is broadcast (`TLB_BROADCAST`): `flush_tlb` is `DSB ISHST;
 //!   TLBI VAAE1IS (one page) or VMALLE1IS (all); DSB ISH; ISB`. The `IS` forms
 //!   reach every CPU of the inner-shareable domain and `DSB ISH` waits for all of
@@ -70,6 +80,7 @@
 
 pub mod boot;
 pub mod console;
+pub mod gic;
 pub mod percpu;
 pub mod probe;
 pub mod smp;

@@ -12,7 +12,9 @@
 //!   (see [`crate::trap`]) and [`index`] is a subtraction, not a load;
 //! - a block is written only by the boot CPU: block 0 in [`init_boot`], block
 //!   `i` by `start_cpu` before the PSCI call that starts CPU `i` (which then
-//!   only reads it), so the fields are plain relaxed atomics;
+//!   only reads it), so the fields are plain relaxed atomics; except
+//!   [`CpuLocal::gic_mask`], which each CPU writes itself (`crate::gic::init_cpu`,
+//!   before it comes online) with release and other CPUs read with acquire;
 //! - a stack's guard page is the 4 KiB below its lowest byte: `top - size - 4K`
 //!   (the linker script's layout, `modules/config/src/linker.rs`).
 
@@ -44,6 +46,9 @@ pub struct CpuLocal {
     pub ttbr1: AtomicUsize,
     /// Start only: the initial stack pointer (top of its kernel stack).
     pub stack_top: AtomicUsize,
+    /// Its GIC CPU interface as a target-list bit (GICD_ITARGETSR0's byte as
+    /// the CPU reads it), 0 until the CPU set its interface up.
+    pub gic_mask: AtomicUsize,
 }
 
 /// Byte offsets of the fields, for assembly.
@@ -73,6 +78,7 @@ impl CpuLocal {
             ttbr0: AtomicUsize::new(0),
             ttbr1: AtomicUsize::new(0),
             stack_top: AtomicUsize::new(0),
+            gic_mask: AtomicUsize::new(0),
         }
     }
 

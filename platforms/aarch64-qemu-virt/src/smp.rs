@@ -1,5 +1,5 @@
 //! Several CPUs: the CPU list from the device tree, PSCI `CPU_ON`, the
-//! secondary entry, and the IPI as an event (`SEV`/`WFE`).
+//! secondary entry, and the IPI as a GICv2 SGI (`SGIR` / `WFI`).
 //!
 //! # Finding CPUs ([`cpus`])
 //! The boot CPU first (`BootInfo::cpu_id`: its MPIDR_EL1 affinity, Aff3..Aff0),
@@ -26,22 +26,39 @@
 //!    it translates the running code;
 //! 4. switches to its kernel stack, points TPIDR_EL1 at its block (before
 //!    VBAR_EL1: the vector reads the block), sets VBAR_EL1 and calls
-//!    `secondary_entry`, which unmasks IRQs (the contract's "interrupts on";
-//!    no interrupt source is enabled) and enters `hal::kernel::secondary_main`.
+//!    `secondary_entry`, which sets up its GIC CPU interface and SGI 0
+//!    (`crate::gic::init_cpu`), unmasks IRQs (the contract's "interrupts on";
+//!    SGI 0 is the only interrupt enabled) and enters
+//!    `hal::kernel::secondary_main`.
 //!
 //! # IPIs
 //! With `TLBI ...IS` the flush reaches every CPU (`Board::TLB_BROADCAST`), so
 //! the kernel sends an IPI only to wake a CPU that sleeps in
-//! [`wait_for_ipi`]. That is what the event register is for: [`send_ipi`] is
-//! `DSB ISH; SEV`, [`wait_for_ipi`] is `WFE` followed by `hal::kernel::ipi`.
-//! No wake-up is lost: a `SEV` that comes between the idle loop's look at its
-//! queue and its `WFE` leaves the event register set, and the `WFE` returns at
-//! once. No GIC SGI is needed for anything the kernel asks, so the GIC is
-//! left untouched (and no interrupt can arrive). `SEV` wakes every CPU, not
-//! only `targets`: the others return spuriously, which the contract allows.
-//! Under QEMU TCG `WFE` does not sleep (it yields), so idle vCPUs spin.
+//! [`wait_for_ipi`]. It is still a real interrupt, GICv2 SGI 0
+//! ([`crate::gic`]), so that an idle CPU can sleep in `WFI`, which waits for
+//! one:
+//! - [`send_ipi`]: `DSB ISHST` (the queued job is visible before the wake-up),
+//!   then GICD_SGIR with the targets' interface bits (recorded by each CPU in
+//!   its block) and SGI 0; only the targets are woken.
+//! - [`wait_for_ipi`], with IRQs masked: `WFI`. A pending IRQ wakes `WFI`
+//!   whatever PSTATE.I says, so an SGI that came after the idle loop masked
+//!   IRQs and looked at its queue makes it return at once: no wake-up is lost.
+//!   Then GICC_IAR: SGI 0 is ended (GICC_EOIR) and `hal::kernel::ipi` called;
+//!   1023 (spurious, nothing pending) returns; anything else is reported and
+//!   ends the machine with a failing status.
+//! - While a CPU runs a job its IRQs are unmasked (the runtime's idle loop,
+//!   `kernel_guard::IrqSave`), so an SGI sent then is taken by the IRQ vector,
+//!   which does the same as `wait_for_ipi` after its `WFI` ([`crate::trap`]);
+//!   the idle loop looks at its queue again with IRQs masked before it
+//!   sleeps, so that wake-up is not needed any more.
+//!
+//! Before, the board sent `DSB ISH; SEV` and waited with `WFE`, the GIC off.
+//! That lost no wake-up either, but under QEMU TCG `WFE` does not sleep (it
+//! yields), so every idle vCPU spun on a host core: with 4 CPUs booted and
+//! only CPU 0 at work, lazy faults ran at about 1% of their 1-CPU rate.
 
 use core::arch::{asm, global_asm};
+use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use aarch64_cpu::asm::barrier;
@@ -49,6 +66,7 @@ use hal::BootInfo;
 use hal::smp::{CpuList, CpuStart, MAX_CPUS, StartError};
 
 use crate::boot::{self, el1_setup_asm};
+use crate::gic;
 use crate::percpu::{self, BLOCKS, CpuLocal};
 
 /// PSCI 0.2 `CPU_ON`, SMC64 calling convention.
@@ -121,6 +139,7 @@ pub fn cpus(boot: &BootInfo) -> CpuList {
         }
     };
     CONDUIT.store(conduit as u8, Ordering::Relaxed);
+    gic::check_device_tree(&fdt);
     let Some(node) = fdt.find_node("/cpus") else {
         log::warn!("the device tree has no /cpus: only the boot CPU");
         return list;
@@ -299,10 +318,14 @@ global_asm!(
 );
 
 /// First Rust code on a secondary CPU: its kernel stack, the kernel page
-/// table, its trap vector and TPIDR_EL1 are in place.
+/// table, its trap vector and TPIDR_EL1 are in place; IRQs are masked.
 extern "C" fn secondary_entry(index: usize) -> ! {
-    // SAFETY: unmasks IRQs only, as the contract asks (`hal::smp`); nothing
-    // can arrive, the GIC is never enabled (see the module docs).
+    // Its GIC CPU interface and SGI 0 (the distributor is on: the boot CPU
+    // enabled it before starting any CPU).
+    gic::init_cpu();
+    // SAFETY: unmasks IRQs only, as the contract asks (`hal::smp`): the only
+    // interrupt enabled is the wake-up SGI, which the IRQ vector handles
+    // (`crate::trap`).
     unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
     hal::kernel::secondary_main(index)
 }
@@ -312,17 +335,32 @@ pub fn cpu_index() -> usize {
     percpu::index()
 }
 
-/// Wakes every CPU sleeping in [`wait_for_ipi`] (see the module docs: only
-/// wake-ups are ever sent on this board).
-pub fn send_ipi(_targets: u64) {
-    // SAFETY: `dsb ish` completes this CPU's stores (the job it queued)
-    // before `sev` sets every CPU's event register; neither touches memory.
-    unsafe { asm!("dsb ish", "sev", options(nostack, preserves_flags)) };
+/// Sends the wake-up SGI to `targets` (bit i = kernel CPU i): `DSB ISHST`,
+/// then GICD_SGIR with their interfaces (see the module docs).
+pub fn send_ipi(targets: u64) {
+    gic::send_sgi(targets);
 }
 
-/// Sleeps until an event (or returns at once if one is latched), then lets the
-/// kernel poll. Called with IRQs masked; nothing here unmasks them.
+/// Sleeps in `WFI` until an interrupt is pending at this CPU's GIC interface
+/// (at once if one is), acknowledges it and, for the wake-up SGI, lets the
+/// kernel poll. Called with IRQs masked; nothing here unmasks them. Any other
+/// interrupt is reported and ends the machine with a failing status.
 pub fn wait_for_ipi() {
-    aarch64_cpu::asm::wfe();
-    hal::kernel::ipi();
+    // PSTATE.I masks the exception, not the wake-up: `WFI` returns once the
+    // GIC signals IRQ to this CPU.
+    aarch64_cpu::asm::wfi();
+    match gic::handle() {
+        gic::Irq::Ipi | gic::Irq::Spurious => {}
+        gic::Irq::Unexpected(iar) => {
+            let mut out = hal::ConsoleWriter::<crate::ArmVirt>::new();
+            // The console cannot fail (see `hal::ConsoleWriter`).
+            let _ = writeln!(
+                out,
+                "\nunexpected interrupt {} (GICC_IAR {iar:#x}) on CPU {} waiting for an IPI",
+                iar & 0x3ff,
+                cpu_index()
+            );
+            <crate::ArmVirt as hal::Board>::exit(hal::ExitStatus::Fail);
+        }
+    }
 }

@@ -34,8 +34,14 @@
 //!   fault goes to `hal::kernel::fatal_page_fault`, which reports it and ends the
 //!   machine (a fault in a guard page as `stack overflow: the boot stack's guard
 //!   page ...`);
+//! - an IRQ at EL1 (slot 5: IRQs are unmasked while a CPU runs a job, and the
+//!   wake-up SGI may come then) is acknowledged at the GIC: SGI 0 is ended and
+//!   handed to `hal::kernel::ipi`, a spurious one (1023) ignored, and then the
+//!   frame is restored and `eret` resumes; any other interrupt is reported and
+//!   ends the machine with a failing status ([`crate::gic`]);
 //! - every other exception (other EC, other fault codes such as alignment faults,
-//!   IRQ, FIQ, SError) is reported here and ends the machine with a failing status.
+//!   IRQs in other slots, FIQ, SError) is reported here and ends the machine
+//!   with a failing status.
 //!
 //! FP/SIMD registers are not saved: the kernel is built for a softfloat target.
 
@@ -46,7 +52,7 @@ use core::sync::atomic::Ordering;
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1, Readable, VBAR_EL1, Writeable};
 use hal::{Access, Board, ConsoleWriter, ExitStatus, FaultOutcome, PageFault, RawCause};
 
-use crate::{ArmVirt, percpu};
+use crate::{ArmVirt, gic, percpu};
 
 /// Registers saved on exception entry.
 #[repr(C)]
@@ -347,15 +353,21 @@ fn trap_stack_exhausted(sp: u64) -> bool {
     (sp as usize).wrapping_sub(guard) < 8 * 1024
 }
 
+/// The vector slot of an IRQ taken at EL1 on SP_EL1 (the kernel's only mode).
+const SLOT_IRQ_EL1: u64 = 5;
+
 extern "C" fn handle_trap(tf: &mut TrapFrame, slot: u64) {
+    if slot == SLOT_IRQ_EL1 {
+        return handle_irq(tf, slot);
+    }
     // Synchronous exceptions sit in slots 0, 4, 8 and 12.
     if !slot.is_multiple_of(4) {
-        fatal_trap(tf, slot, None);
+        fatal_trap(tf, slot, Cause::None);
     }
     let esr = ESR_EL1.get();
     let far = FAR_EL1.get();
     let Some(fault) = decode_page_fault(esr, far, tf.elr) else {
-        fatal_trap(tf, slot, Some((esr, far)));
+        fatal_trap(tf, slot, Cause::Sync(esr, far));
     };
     if trap_stack_exhausted(tf.sp) {
         // The frames of the exception this one interrupted were overwritten:
@@ -378,18 +390,55 @@ extern "C" fn handle_trap(tf: &mut TrapFrame, slot: u64) {
     }
 }
 
-fn fatal_trap(tf: &TrapFrame, slot: u64, sync: Option<(u64, u64)>) -> ! {
+/// An IRQ (interrupts were unmasked: a CPU running a job, see `crate::smp`):
+/// the wake-up SGI is acknowledged, ended and handed to `hal::kernel::ipi`
+/// ([`gic::handle`]); a spurious one (GICC_IAR 1023) is ignored; any other is
+/// reported and ends the machine with a failing status. The vector saved and
+/// restores every general register, ELR_EL1 and SPSR_EL1 as for a
+/// synchronous exception; IRQs stay masked until `eret`.
+fn handle_irq(tf: &mut TrapFrame, slot: u64) {
+    if trap_stack_exhausted(tf.sp) {
+        // The vector started the trap stack over: what it held is gone.
+        fatal_trap(tf, slot, Cause::None);
+    }
+    match gic::handle() {
+        gic::Irq::Ipi | gic::Irq::Spurious => {}
+        gic::Irq::Unexpected(iar) => fatal_trap(tf, slot, Cause::Irq(iar)),
+    }
+}
+
+/// What `fatal_trap` reports besides the slot.
+enum Cause {
+    None,
+    /// A synchronous exception: ESR_EL1 and FAR_EL1.
+    Sync(u64, u64),
+    /// An unexpected interrupt: the GICC_IAR value.
+    Irq(u32),
+}
+
+fn fatal_trap(tf: &TrapFrame, slot: u64, cause: Cause) -> ! {
     // The console cannot fail (see `hal::ConsoleWriter`): the results carry nothing.
     let mut out = ConsoleWriter::<ArmVirt>::new();
     let _ = write!(out, "\nunexpected trap: {}", slot_name(slot));
-    if let Some((esr, far)) = sync {
-        let ec = esr >> 26;
-        let _ = write!(
-            out,
-            ": {} (ESR_EL1 {esr:#x}, EC {ec:#x}, ISS {:#x}), FAR_EL1 {far:#x}",
-            ec_name(ec),
-            esr & 0x1ff_ffff
-        );
+    match cause {
+        Cause::None => {}
+        Cause::Sync(esr, far) => {
+            let ec = esr >> 26;
+            let _ = write!(
+                out,
+                ": {} (ESR_EL1 {esr:#x}, EC {ec:#x}, ISS {:#x}), FAR_EL1 {far:#x}",
+                ec_name(ec),
+                esr & 0x1ff_ffff
+            );
+        }
+        Cause::Irq(iar) => {
+            let _ = write!(
+                out,
+                ": interrupt {} (GICC_IAR {iar:#x}) on CPU {}",
+                iar & 0x3ff,
+                percpu::index()
+            );
+        }
     }
     let _ = writeln!(
         out,
