@@ -32,9 +32,9 @@
 //!   shootdowns, see below), but a real interrupt is what lets an idle CPU
 //!   sleep: `WFI` waits for one. The board used `DSB; SEV` / `WFE` before,
 //!   with the GIC off; under QEMU TCG `WFE` does not sleep, so each idle vCPU
-//!   spun and took a host core (lazy faults on CPU 0 alone with 4 CPUs booted
-//!   ran at about 1% of the 1-CPU rate). An SGI that comes while the CPU runs
-//!   a job (IRQs unmasked) is taken by the IRQ vector ([`trap`]).
+//!   spun and took a host core while CPU 0 worked (see [`smp`] for the
+//!   numbers). An SGI that comes while the CPU runs a job (IRQs unmasked) is
+//!   taken by the IRQ vector ([`trap`]).
 //! - [`gic`]: the GICv2 (distributor 0x0800_0000, CPU interface 0x0801_0000,
 //!   mmio regions of the board's TOML): the distributor enabled by the boot
 //!   CPU in `rust_entry`, each CPU's interface and SGI 0 by that CPU before it

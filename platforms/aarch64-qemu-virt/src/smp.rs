@@ -54,8 +54,11 @@
 //!
 //! Before, the board sent `DSB ISH; SEV` and waited with `WFE`, the GIC off.
 //! That lost no wake-up either, but under QEMU TCG `WFE` does not sleep (it
-//! yields), so every idle vCPU spun on a host core: with 4 CPUs booted and
-//! only CPU 0 at work, lazy faults ran at about 1% of their 1-CPU rate.
+//! yields), so every idle vCPU spun on a host core while CPU 0 worked:
+//! `docs/BENCHMARKS.md` recorded 2,405 lazy faults/s on CPU 0 alone with 4
+//! CPUs booted against 253,894/s with 1 booted, and `apps/huge` with SMP=4
+//! took 3.5-4.1 s and 2.0-2.3 s of host CPU (user) in QEMU, against 0.6-1.3 s
+//! and 0.3-0.4 s with `WFI` (a 2-core host shared with other work).
 
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
