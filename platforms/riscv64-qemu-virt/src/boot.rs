@@ -18,6 +18,7 @@
 //! runs deep enough to reach them before the switch).
 
 use core::arch::global_asm;
+use core::sync::atomic::AtomicU32;
 
 use hal::BootInfo;
 use paging::geometry::{ENTRIES, index, span};
@@ -64,12 +65,37 @@ const fn boot_table() -> Table {
 #[unsafe(link_section = ".data.boot_page_table")]
 pub(crate) static BOOT_PAGE_TABLE: Table = boot_table();
 
+/// The boot lottery: harts that enter `_start` add one; only the first goes
+/// on. In `.data`, not `.bss`: the winner clears `.bss` while a loser may
+/// still be reading this.
+#[unsafe(link_section = ".data.boot_lottery")]
+pub(crate) static BOOT_LOTTERY: AtomicU32 = AtomicU32::new(0);
+
+/// SBI HSM extension id and its `hart_stop` function.
+const SBI_EXT_HSM: usize = 0x48_534d;
+const SBI_HSM_HART_STOP: usize = 1;
+
 global_asm!(
     ".section .text.boot, \"ax\"",
     ".global _start",
     "_start:",
     // Running at the physical load address: `la` is pc-relative, so it yields
     // physical addresses here.
+    // One hart boots the kernel. OpenSBI 1.1 in QEMU 7.2 now and then sends a
+    // hart that the kernel asked to start (`hart_start`, `crate::smp`) here
+    // instead of to its entry (seen in about 1 of 130 boots with -smp 4): it
+    // would share the boot stack and clear .bss under the running kernel. A
+    // hart that loses this lottery stops itself through SBI HSM (`smp::start`
+    // sees the lottery move and starts it again) and, should that fail, waits
+    // here for good. It touches no memory but the lottery word.
+    "   la      t0, {lottery}",
+    "   li      t1, 1",
+    // (The A extension is part of the target; global_asm! needs telling.)
+    "   .option push",
+    "   .option arch, +a",
+    "   amoadd.w t1, t1, (t0)",
+    "   .option pop",
+    "   bnez    t1, 3f",
     "   la      sp, _estack",
     "   mv      s0, a0",
     "   mv      s1, a1",
@@ -90,9 +116,19 @@ global_asm!(
     "   mv      a0, s0",
     "   mv      a1, s1",
     "   jr      t1",
+    "3:",
+    "   li      a7, {hsm}",
+    "   li      a6, {hart_stop}",
+    "   ecall",
+    "4:",
+    "   wfi",
+    "   j       4b",
     offset = const config::PHYS_VIRT_OFFSET,
     table = sym BOOT_PAGE_TABLE,
     entry = sym rust_entry,
+    lottery = sym BOOT_LOTTERY,
+    hsm = const SBI_EXT_HSM,
+    hart_stop = const SBI_HSM_HART_STOP,
 );
 
 unsafe extern "C" {

@@ -62,6 +62,8 @@ pub(crate) struct PerCpu {
     satp: AtomicUsize,
     /// Top of its kernel stack (secondaries only, for the start).
     stack_top: AtomicUsize,
+    /// Set by the hart when it reached `secondary_entry`.
+    arrived: AtomicUsize,
 }
 
 impl PerCpu {
@@ -74,6 +76,7 @@ impl PerCpu {
             trap_guard: AtomicUsize::new(0),
             satp: AtomicUsize::new(0),
             stack_top: AtomicUsize::new(0),
+            arrived: AtomicUsize::new(0),
         }
     }
 }
@@ -216,11 +219,54 @@ pub(crate) unsafe fn start(start: &CpuStart) -> Result<(), StartError> {
     core::sync::atomic::fence(Ordering::SeqCst);
     let entry = tessera_secondary_start as *const () as usize - config::PHYS_VIRT_OFFSET;
     let opaque = b as *const PerCpu as usize - config::PHYS_VIRT_OFFSET;
-    let ret = sbi_rt::hart_start(start.hw_id, entry, opaque);
-    if ret.is_err() {
-        return Err(StartError::Firmware(ret.error as isize));
+    // OpenSBI 1.1 under QEMU 7.2 now and then sends a hart that `hart_start`
+    // asked for to the kernel's first entry (`_start`) instead of `entry`
+    // (seen in about 1 of 130 boots with -smp 4). There it loses the boot
+    // lottery and stops itself (`boot::BOOT_LOTTERY`): start it again.
+    for _ in 0..START_TRIES {
+        let lottery = crate::boot::BOOT_LOTTERY.load(Ordering::Acquire);
+        hart_start(start.hw_id, entry, opaque)?;
+        let t0 = riscv::register::time::read64();
+        loop {
+            if b.arrived.load(Ordering::Acquire) != 0 {
+                return Ok(());
+            }
+            if crate::boot::BOOT_LOTTERY.load(Ordering::Acquire) != lottery {
+                log::warn!(
+                    "hart {:#x} was sent to _start instead of its entry: starting it again",
+                    start.hw_id
+                );
+                break;
+            }
+            if riscv::register::time::read64() - t0 > ARRIVAL_TICKS {
+                // Late, not lost: the kernel goes on waiting for it.
+                return Ok(());
+            }
+            core::hint::spin_loop();
+        }
     }
-    Ok(())
+    Err(StartError::Firmware(-1))
+}
+
+/// `hart_start` attempts for one CPU.
+const START_TRIES: usize = 5;
+/// How long `start` watches a started hart (100 ms of the 10 MHz timer).
+const ARRIVAL_TICKS: u64 = 1_000_000;
+
+/// SBI HSM `hart_start`, tried again while the hart is still stopping (a
+/// hart that stopped itself is briefly in STOP_PENDING).
+fn hart_start(hart: usize, entry: usize, opaque: usize) -> Result<(), StartError> {
+    let mut ret = sbi_rt::hart_start(hart, entry, opaque);
+    for _ in 0..1000 {
+        if !ret.is_err() {
+            return Ok(());
+        }
+        for _ in 0..10_000 {
+            core::hint::spin_loop();
+        }
+        ret = sbi_rt::hart_start(hart, entry, opaque);
+    }
+    Err(StartError::Firmware(ret.error as isize))
 }
 
 global_asm!(
@@ -264,6 +310,7 @@ global_asm!(
 /// A secondary hart's first Rust code: on its kernel stack, in the kernel's
 /// page table, `tp` set.
 extern "C" fn secondary_entry(cpu: &'static PerCpu) -> ! {
+    cpu.arrived.store(1, Ordering::Release);
     crate::trap::init();
     enable_ipi();
     hal::kernel::secondary_main(cpu.index.load(Ordering::Relaxed))
@@ -271,7 +318,24 @@ extern "C" fn secondary_entry(cpu: &'static PerCpu) -> ! {
 
 /// See `Board::cpus`: the boot hart, then the harts of `/cpus` (`reg` = hart
 /// id) in tree order, without those whose status is "disabled".
+/// Warns once per hart that entered `_start` beside the boot hart (see
+/// `boot::BOOT_LOTTERY`; such a hart stopped itself and is started again as a
+/// secondary).
+fn report_lottery() {
+    static SEEN: AtomicUsize = AtomicUsize::new(1);
+    let now = crate::boot::BOOT_LOTTERY.load(Ordering::Relaxed) as usize;
+    let seen = SEEN.swap(now.max(1), Ordering::Relaxed);
+    if now > seen {
+        log::warn!(
+            "{} more hart(s) entered _start beside the boot hart: stopped through SBI HSM, \
+             to be started as secondaries",
+            now - seen
+        );
+    }
+}
+
 pub(crate) fn cpus(boot: &BootInfo) -> CpuList {
+    report_lottery();
     let mut list = CpuList::boot_only(boot.cpu_id);
     let Some(fdt) = device_tree(boot) else {
         log::warn!("no device tree: running on the boot hart only");
