@@ -345,22 +345,9 @@ pub fn stress(n: usize) -> Result<Summary, String> {
     for r in smp::on_each(move |cpu| (0..PAGES).try_for_each(|p| theirs.check(cpu, p))) {
         r?;
     }
-    let after = mm::stats();
-    check_eq!(
-        after.data_frames,
-        before.data_frames,
-        "data frames after unmapping everything"
-    );
-    check_eq!(
-        after.page_table_frames,
-        before.page_table_frames,
-        "page-table frames after unmapping everything"
-    );
-    check_eq!(
-        after.frames_used_since(&before),
-        0,
-        "frames in use after unmapping everything"
-    );
+    mm::stats()
+        .back_to(&before)
+        .map_err(|e| tessera::format!("after unmapping everything: {e}"))?;
     Ok(Summary {
         ops: OPS,
         checks: checks + 2 * n * PAGES,

@@ -225,22 +225,9 @@ fn main() -> AppResult {
         run.model[p] = Page::Unmapped;
         run.check_page(p)?;
     }
-    let after = mm::stats();
-    check_eq!(
-        after.data_frames,
-        before.data_frames,
-        "data frames after unmapping everything"
-    );
-    check_eq!(
-        after.page_table_frames,
-        before.page_table_frames,
-        "page-table frames after unmapping everything"
-    );
-    check_eq!(
-        after.frames_used_since(&before),
-        0,
-        "frames in use after unmapping everything"
-    );
+    mm::stats()
+        .back_to(&before)
+        .map_err(|e| tessera::format!("after unmapping everything: {e}"))?;
     println!(
         "all unmapped: data frames, page-table frames and frames in use back to where they were"
     );

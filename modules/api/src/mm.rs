@@ -85,6 +85,30 @@ impl Stats {
     }
 }
 
+impl Stats {
+    /// `Err` naming the first count that differs from `before`: data frames,
+    /// page-table frames, frames in use (heap growth left out, see
+    /// [`Stats::frames_used_since`]). For an app's leak check after it undid
+    /// everything it mapped since `before`.
+    pub fn back_to(&self, before: &Stats) -> Result<(), alloc::string::String> {
+        let diffs = [
+            (
+                "data frames",
+                self.data_frames as isize - before.data_frames as isize,
+            ),
+            (
+                "page-table frames",
+                self.page_table_frames as isize - before.page_table_frames as isize,
+            ),
+            ("frames in use", self.frames_used_since(before)),
+        ];
+        match diffs.iter().find(|(_, d)| *d != 0) {
+            None => Ok(()),
+            Some((what, d)) => Err(alloc::format!("{what}: {d:+} since the start")),
+        }
+    }
+}
+
 impl core::ops::Deref for Stats {
     type Target = MmStats;
 
