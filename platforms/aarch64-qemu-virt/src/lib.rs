@@ -81,6 +81,7 @@
 pub mod boot;
 pub mod console;
 pub mod gic;
+pub mod meta;
 pub mod percpu;
 pub mod probe;
 pub mod smp;
@@ -94,7 +95,6 @@ use aarch64_cpu::registers::{CNTFRQ_EL0, CNTVCT_EL0, Readable, TTBR0_EL1, TTBR1_
 use hal::{Board, BootInfo, ExitStatus, KnownWord, RootLayout, Roots};
 use memory_addr::VirtAddr;
 use page_table_entry::aarch64::A64PTE;
-use page_table_multiarch::aarch64::A64PagingMetaData;
 
 /// The board.
 pub struct ArmVirt;
@@ -152,7 +152,7 @@ fn halt() -> ! {
 
 impl Board for ArmVirt {
     const NAME: &'static str = "aarch64-qemu-virt";
-    type PagingMeta = A64PagingMetaData;
+    type PagingMeta = meta::LocalFlushMeta;
     type Pte = A64PTE;
     const ROOT_LAYOUT: RootLayout = RootLayout::PerHalf;
     type Paging = frames::global::GlobalPaging;
