@@ -10,6 +10,15 @@
 //! several CPUs fault at the same moment gets exactly one frame, and the
 //! others allocate nothing.
 //!
+//! The waiter spins with interrupts off (it is in a fault handler) and does
+//! not answer TLB flush requests meanwhile. That is safe because the
+//! claimant needs nothing from any other CPU to finish: it takes a frame
+//! (the frame allocator's locks are held for a few instructions and never
+//! across a wait), zeroes it, takes the table lock (never held across a
+//! wait) and installs; no shootdown can be pending on the waiter's behalf
+//! either, since a call that shoots down holds the address-space lock's
+//! write side, which waits for both faults to end first.
+//!
 //! Invariants (all under the table lock): at most [`MAX_CLAIMS`] claims, no
 //! two overlapping; a claim is removed by the fault that made it before that
 //! fault returns, whatever the outcome. With every slot taken (more faults
