@@ -75,6 +75,26 @@ pub(crate) static BOOT_LOTTERY: AtomicU32 = AtomicU32::new(0);
 const SBI_EXT_HSM: usize = 0x48_534d;
 const SBI_HSM_HART_STOP: usize = 1;
 
+/// The first steps of every hart, boot or secondary, with the MMU off: the
+/// FPU state on (the riscv64gc ABI may use FP registers), then Sv39 on the
+/// boot page table (the high half and the identity half). Clobbers `t0`,
+/// `t1`; the `global_asm!` that uses it binds `table` to [`BOOT_PAGE_TABLE`].
+macro_rules! boot_table_on_asm {
+    () => {
+        concat!(
+            "   li      t0, 1 << 13\n",
+            "   csrs    sstatus, t0\n",
+            "   la      t0, {table}\n",
+            "   srli    t0, t0, 12\n",
+            "   li      t1, 8 << 60\n",
+            "   or      t0, t0, t1\n",
+            "   csrw    satp, t0\n",
+            "   sfence.vma\n",
+        )
+    };
+}
+pub(crate) use boot_table_on_asm;
+
 global_asm!(
     ".section .text.boot, \"ax\"",
     ".global _start",
@@ -99,15 +119,7 @@ global_asm!(
     "   la      sp, _estack",
     "   mv      s0, a0",
     "   mv      s1, a1",
-    // Enable the FPU state (the riscv64gc ABI may use FP registers).
-    "   li      t0, 1 << 13",
-    "   csrs    sstatus, t0",
-    "   la      t0, {table}",
-    "   srli    t0, t0, 12",
-    "   li      t1, 8 << 60",
-    "   or      t0, t0, t1",
-    "   csrw    satp, t0",
-    "   sfence.vma",
+    boot_table_on_asm!(),
     // Now in the high half as well: move sp and jump.
     "   li      t0, {offset}",
     "   add     sp, sp, t0",

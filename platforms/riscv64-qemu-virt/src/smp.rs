@@ -276,14 +276,7 @@ global_asm!(
     "tessera_secondary_start:",
     // MMU off, pc physical (`la` yields physical addresses), a0 = hart id,
     // a1 = physical address of the hart's `PerCpu`.
-    "   li      t0, 1 << 13",
-    "   csrs    sstatus, t0",
-    "   la      t0, {table}",
-    "   srli    t0, t0, 12",
-    "   li      t1, 8 << 60",
-    "   or      t0, t0, t1",
-    "   csrw    satp, t0",
-    "   sfence.vma",
+    crate::boot::boot_table_on_asm!(),
     // Boot table on: the high half is mapped too. tp = the block's virtual
     // address; jump to the high half.
     "   li      t0, {offset}",
