@@ -23,8 +23,10 @@
 //!   batches TLB maintenance and flushes when dropped (see below). Besides
 //!   map/unmap/protect it splits a huge leaf at an address on request
 //!   ([`Cursor::split_at`], returning a [`Split`] record) and undoes such a
-//!   split ([`Cursor::unsplit`], no allocation), and collapses a split 2M block
-//!   back ([`Cursor::collapse_2m`]).
+//!   split ([`Cursor::unsplit`], no allocation), collapses a split 2M block
+//!   back ([`Cursor::collapse_2m`]), and moves a range's translations to
+//!   another range for `mremap` ([`Cursor::move_region`]: whole entries where
+//!   the alignment allows, so a table of 512 leaves moves with one write).
 //! - Page sizes are types: [`Size4K`], [`Size2M`], [`Size1G`] implement
 //!   [`PageSize`]. `map::<S>`/`unmap::<S>`/`protect::<S>` work on one page of
 //!   size `S`; the `*_region` operations take any 4K-aligned range.
@@ -142,7 +144,8 @@
 //! # Errors
 //!
 //! One small enum per operation ([`MapError`], [`UnmapError`], [`ProtectError`],
-//! [`QueryError`], [`LookupError`], [`SplitError`], [`UnsplitError`]; and
+//! [`QueryError`], [`LookupError`], [`SplitError`], [`UnsplitError`],
+//! [`MoveError`]; and
 //! [`InvalidRange`] for the reads that take a range), each convertible to
 //! [`axerrno::AxError`]. A variant name means the same thing, and the same
 //! `AxError`, in every enum. This crate never panics on a failed operation:
@@ -167,4 +170,4 @@ pub use noflush::NoFlush;
 pub use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
 pub use shootdown::{Shootdown, set_shootdown};
 pub use size::{LeafSize, PageSize, Size1G, Size2M, Size4K};
-pub use table::{Audit, Cursor, Leaf, PageTable, RootLayout, Roots, Slot, Split};
+pub use table::{Audit, Cursor, Leaf, MoveError, PageTable, RootLayout, Roots, Slot, Split};

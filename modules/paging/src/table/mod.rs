@@ -8,7 +8,8 @@
 //! - `cursor`: [`Cursor`], the flush-on-drop guard, and single-page operations;
 //! - `region`: map/unmap/protect over ranges, skipping absent subtrees;
 //! - `split`: range checks and splitting huge leaves at a range's edges;
-//! - `collapse`: the inverse of a 2M split, once the 512 leaves agree again.
+//! - `collapse`: the inverse of a 2M split, once the 512 leaves agree again;
+//! - `moving`: moving a range's entries to another range (`mremap`).
 //!
 //! Invariants kept here: reads (`query`, `for_each_leaf`, `table_frames`) take
 //! `&self` and never write an entry; a shared root slot is never counted as
@@ -35,12 +36,14 @@ mod collapse;
 mod cursor;
 mod entry;
 mod lookup;
+mod moving;
 mod region;
 mod split;
 
 pub use audit::Audit;
 pub use cursor::Cursor;
 pub use lookup::Slot;
+pub use moving::MoveError;
 pub use split::Split;
 
 /// A leaf removed by an unmap: the caller frees `paddr` (if it owns it) after
