@@ -168,6 +168,6 @@ pub use error::{
 pub use memory_addr::{PhysAddr, VirtAddr};
 pub use noflush::NoFlush;
 pub use page_table_multiarch::{GenericPTE, MappingFlags, PagingHandler, PagingMetaData};
-pub use shootdown::{Shootdown, set_shootdown};
+pub use shootdown::{Shootdown, relax, set_shootdown};
 pub use size::{LeafSize, PageSize, Size1G, Size2M, Size4K};
 pub use table::{Audit, Cursor, Leaf, MoveError, PageTable, RootLayout, Roots, Slot, Split};

@@ -27,6 +27,26 @@ use memory_addr::PhysAddr;
 pub unsafe trait Shootdown: Sync {
     /// Drops the translations everywhere, then returns (see the trait docs).
     fn shootdown(&self, root: PhysAddr, pages: &[usize], all: bool);
+
+    /// One step of a loop that waits for another CPU with interrupts off
+    /// (a spin lock, a claim): answers this CPU's pending flush requests, so
+    /// that a CPU shooting down while the awaited CPU waits on it cannot
+    /// deadlock. The default only hints the CPU that it spins.
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
+}
+
+/// One step of a wait loop (see [`Shootdown::relax`]): the installed
+/// shootdown's, or a spin hint without one. Every loop that waits for
+/// another CPU while holding, or standing in the way of, page-table work
+/// calls it.
+#[inline]
+pub fn relax() {
+    match installed() {
+        Some(s) => s.relax(),
+        None => core::hint::spin_loop(),
+    }
 }
 
 static SHOOTDOWN: spin::Once<&'static dyn Shootdown> = spin::Once::new();

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use axerrno::AxError;
 use common::*;
@@ -284,9 +283,7 @@ fn a_populated_gigabyte_moves_with_its_tables() {
         // tables the destination straddles are allocated, the source's is freed.
         let b = 7 * G1 + 8 * M2;
         testing::set_limit(Some(in_use + 2));
-        let t = Instant::now();
         pt.cursor().move_region(va(a), va(b), G1).unwrap();
-        let moved_2m = t.elapsed();
         testing::set_limit(None);
         assert_eq!(pt.table_frames(), tables + 1);
         assert_eq!(testing::frames_in_use(), in_use + 1);
@@ -296,9 +293,7 @@ fn a_populated_gigabyte_moves_with_its_tables() {
         // 1G congruent: the 1G table moves with one entry.
         let c = 100 * G1;
         testing::set_limit(Some(testing::frames_in_use()));
-        let t = Instant::now();
         pt.cursor().move_region(va(a), va(c), G1).unwrap();
-        let moved_1g = t.elapsed();
         testing::set_limit(None);
         assert_eq!(pt.table_frames(), tables);
         for off in (0..G1).step_by(M2 + 5 * PAGE) {
@@ -308,18 +303,8 @@ fn a_populated_gigabyte_moves_with_its_tables() {
             );
             assert!(pt.query(va(a + off)).is_err());
         }
-        // Against copying the data: 64 MiB copied, times 16.
-        let src = vec![1u8; 64 << 20];
-        let mut dst = vec![0u8; 64 << 20];
-        let t = Instant::now();
-        dst.copy_from_slice(&src);
-        std::hint::black_box(&mut dst);
-        let copy_1g = t.elapsed() * 16;
-        eprintln!(
-            "1 GiB: move 2M-congruent {moved_2m:?}, 1G-congruent {moved_1g:?}, copy ~{copy_1g:?}"
-        );
-        assert!(moved_2m * 100 < copy_1g, "{moved_2m:?} vs {copy_1g:?}");
-        assert!(moved_1g * 100 < copy_1g, "{moved_1g:?} vs {copy_1g:?}");
+        // No frame was allocated and no leaf rewritten: the speed of this
+        // (against copying the data) is measured by `make bench`.
     }
     testing::assert_no_leaks();
 }

@@ -83,6 +83,13 @@ unsafe impl paging::Shootdown for KernelShootdown {
         // The proof is for the callers (the cursor frees after we return).
         let _flushed = sd.finish();
     }
+
+    /// `mm`'s spin waits (its table lock, a fault's claim) answer flush
+    /// requests: a fault may shoot down (copy-on-write) while another CPU
+    /// spins on that lock with interrupts off.
+    fn relax(&self) {
+        relax();
+    }
 }
 
 /// Installs the shootdown and puts the boot CPU in the kernel space. Called

@@ -60,7 +60,7 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> 
 
 impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> PageTable<M, PTE, H> {
     /// Checks that `va` is a valid address aligned to `S`; returns it in linear space.
-    fn page_la<S: PageSize>(va: usize) -> Result<usize, RangeError> {
+    pub(super) fn page_la<S: PageSize>(va: usize) -> Result<usize, RangeError> {
         if !va.is_multiple_of(S::SIZE) {
             return Err(RangeError::NotAligned);
         }

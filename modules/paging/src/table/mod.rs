@@ -38,6 +38,7 @@ mod entry;
 mod lookup;
 mod moving;
 mod region;
+mod remap;
 mod split;
 
 pub use audit::Audit;
