@@ -1,4 +1,5 @@
-//! Memory calls: mmap, munmap, mprotect, physical mappings, translation,
+//! Memory calls: mmap, munmap, mprotect, mremap, msync, memory objects
+//! (shared and private mappings of them), physical mappings, translation,
 //! statistics, the area dump, access probes, and volatile access to mapped
 //! memory ([`peek`], [`poke`]).
 //!
@@ -6,11 +7,13 @@
 //! mapping window (`[mmap]` in its config); calls outside it return
 //! `InvalidInput`. See the `mm` module's docs for every error each call returns.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use hal::Board;
 pub use mm::{
-    AreaInfo, AreaKind, Audit, LeafSize, MappingFlags, MmStats, MmapFlags, Prot, Translation,
+    AnonPager, AreaInfo, AreaKind, Audit, BytesPager, LeafSize, MappingFlags, MmStats, MmapFlags,
+    Pager, PagerError, Prot, RemapFlags, Translation,
 };
 use runtime::board::Current;
 
@@ -29,6 +32,58 @@ pub const PAGE_SIZE: usize = 4096;
 /// compatible mappings merge into one area.
 pub fn mmap(addr: Option<usize>, len: usize, prot: Prot, flags: MmapFlags) -> AxResult<usize> {
     runtime::space::with(|s| s.mmap(addr.map(Into::into), len, prot, flags)).map(|va| va.as_usize())
+}
+
+/// A memory object on this board: pages several mappings share (see
+/// [`mmap_object`]). Make one with `MemObject::anonymous(size)` (shared
+/// memory), `MemObject::from_bytes(bytes)` (a "file" built into the image) or
+/// `MemObject::new(pager)`.
+pub type MemObject = mm::MemObject<<Current as Board>::Paging>;
+
+/// Maps `len` bytes of `object` from byte `offset` (4K aligned):
+/// `MmapFlags::SHARED` (every mapping sees every write; [`msync`] writes
+/// dirty pages back through the object's pager) or `MmapFlags::PRIVATE`
+/// (copy-on-write). A touch past the object's end ends the run with a
+/// "past the end of the object" report (Linux's `SIGBUS`).
+pub fn mmap_object(
+    addr: Option<usize>,
+    len: usize,
+    prot: Prot,
+    flags: MmapFlags,
+    object: &Arc<MemObject>,
+    offset: usize,
+) -> AxResult<usize> {
+    runtime::space::with(|s| s.mmap_object(addr.map(Into::into), len, prot, flags, object, offset))
+        .map(|va| va.as_usize())
+}
+
+/// Resizes or moves the mapping `[old_addr, old_addr + old_len)` (inside one
+/// area) to `new_len` bytes: shrinks, grows in place, or moves
+/// (`RemapFlags::MAYMOVE`, to `new_addr` with `RemapFlags::FIXED`) by moving
+/// page-table entries: the same frames, no copy. Returns its address.
+pub fn mremap(
+    old_addr: usize,
+    old_len: usize,
+    new_len: usize,
+    flags: RemapFlags,
+    new_addr: Option<usize>,
+) -> AxResult<usize> {
+    runtime::space::with(|s| {
+        s.mremap(
+            old_addr.into(),
+            old_len,
+            new_len,
+            flags,
+            new_addr.map(Into::into),
+        )
+    })
+    .map(|va| va.as_usize())
+}
+
+/// Writes the dirty pages of the shared object mappings in
+/// `[addr, addr + len)` back through their pagers; returns how many.
+pub fn msync(addr: usize, len: usize) -> AxResult<usize> {
+    runtime::space::with(|s| s.msync(addr.into(), len))
 }
 
 /// Unmaps every page of `[addr, addr + len)`; holes are not an error.
@@ -56,9 +111,9 @@ pub fn translate(va: usize) -> AxResult<Translation> {
 
 /// Memory counters.
 ///
-/// The address space's own counters (`data_frames`, `page_table_frames`,
-/// `faults_handled`, `spurious_faults`, `huge_faults`, `huge_fallbacks`, `areas`)
-/// are read through `Deref` to [`MmStats`].
+/// The address space's own counters (`data_frames`, `shared_frames`,
+/// `page_table_frames`, `faults_handled`, `spurious_faults`, `huge_faults`,
+/// `huge_fallbacks`, `areas`) are read through `Deref` to [`MmStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     /// Frames of RAM the allocator manages.

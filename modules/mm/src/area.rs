@@ -46,6 +46,19 @@ pub enum AreaKind {
         /// The frame of the area's first page.
         start_frame: PhysAddr,
     },
+    /// The pages of a memory object ([`crate::MemObject`]): shared (every
+    /// mapping sees every write) or private (copy-on-write).
+    Object {
+        /// `MAP_SHARED` (else `MAP_PRIVATE`).
+        shared: bool,
+        /// The object offset of the area's first page.
+        offset: usize,
+    },
+    /// A backend defined outside this crate, by its name.
+    Other {
+        /// What the backend calls itself.
+        name: &'static str,
+    },
 }
 
 /// A copy of one area's description.
@@ -112,6 +125,11 @@ impl fmt::Display for AreaInfo {
             AreaKind::Contiguous { start_frame } => {
                 write!(f, " contiguous(@{:#x})", start_frame.as_usize())
             }
+            AreaKind::Object { shared, offset } => {
+                let how = if shared { "shared" } else { "private" };
+                write!(f, " object({how}, +{offset:#x})")
+            }
+            AreaKind::Other { name } => write!(f, " {name}"),
         }
     }
 }

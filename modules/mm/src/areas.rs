@@ -83,6 +83,13 @@ pub(crate) trait AreaBackend: Sized {
     /// `[mid, end)`, so that `self` then describes `[start, end)`; if so, does
     /// it. (Shrinking from the front is a split whose left part is unmapped.)
     fn try_merge(&mut self, start: usize, mid: usize, next: &Self, end: usize) -> bool;
+
+    /// Takes the backend of an area that was unmapped and removed: the
+    /// context drops it after the operation's TLB flush (the default drops
+    /// it now).
+    fn retire(self, ctx: &mut Self::Ctx) {
+        let _ = ctx;
+    }
 }
 
 /// A copy of what an area is, for the fault path: start, end, flags and the
@@ -166,6 +173,28 @@ impl<B: AreaBackend> AreaSet<B> {
         first
             .into_iter()
             .chain(self.areas.range(start..end.max(start)))
+            .map(|(&s, a)| (s, a))
+    }
+
+    /// The areas intersecting `[start, end)`, as `(start, area)`, mutably
+    /// (their backends may change; their ranges and flags must not).
+    /// O(log n + k).
+    pub(crate) fn range_mut(
+        &mut self,
+        start: usize,
+        end: usize,
+    ) -> impl Iterator<Item = (usize, &mut Area<B>)> {
+        self.changing();
+        let first = self
+            .areas
+            .range(..start)
+            .next_back()
+            .filter(|(_, a)| a.end > start)
+            .map(|(&s, _)| s)
+            .unwrap_or(start);
+        self.areas
+            .range_mut(first..end.max(first))
+            .filter(move |(_, a)| a.end > start)
             .map(|(&s, a)| (s, a))
     }
 
@@ -366,7 +395,41 @@ impl<B: AreaBackend> AreaSet<B> {
             let mut area = self.areas.remove(&s).expect("found above");
             self.gaps.release(s, area.end, self.areas.len());
             area.backend.unmap(s, area.end, ctx);
+            area.backend.retire(ctx);
         }
+    }
+
+    /// Takes `[start, end)` (non-empty, inside one area) out of the set
+    /// without unmapping anything: the area is split at both ends and the
+    /// middle part returned (`mremap` moves it). O(log n).
+    pub(crate) fn take(&mut self, start: usize, end: usize) -> Area<B> {
+        self.changing();
+        self.split_at(start);
+        self.split_at(end);
+        let area = self.areas.remove(&start);
+        crate::invariant::invariant!(
+            area.as_ref().is_some_and(|a| a.end == end),
+            "take of [{start:#x}, {end:#x}), which is not one area's part"
+        );
+        let area = area.expect("checked above");
+        self.gaps.release(start, end, self.areas.len());
+        area
+    }
+
+    /// Puts `area` (taken with [`Self::take`], its end set by the caller) back
+    /// at `start`, where nothing is, without mapping anything, and merges it
+    /// with its neighbours. O(log n).
+    pub(crate) fn put(&mut self, start: usize, area: Area<B>) {
+        self.changing();
+        let end = area.end;
+        crate::invariant::invariant!(
+            start < end && !self.overlaps(start, end),
+            "put of [{start:#x}, {end:#x}) over an area"
+        );
+        self.areas.insert(start, area);
+        self.gaps.occupy(start, end, self.areas.len());
+        self.merge_at(end);
+        self.merge_at(start);
     }
 
     /// Sets the flags of every area in `[start, end)` to `update(old)`, splitting
@@ -404,6 +467,7 @@ impl<B: AreaBackend> AreaSet<B> {
         self.changing();
         while let Some((s, mut area)) = self.areas.pop_first() {
             area.backend.unmap(s, area.end, ctx);
+            area.backend.retire(ctx);
         }
         self.gaps.clear();
     }

@@ -16,7 +16,7 @@ use crate::AreaInfo;
 /// Out of frames, for data or for page tables. The operation that reports it
 /// left nothing of its own behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct NoMemory;
+pub struct NoMemory;
 
 impl From<NoMemory> for AxError {
     fn from(_: NoMemory) -> Self {
@@ -74,6 +74,17 @@ pub enum FaultError {
         /// The area that covers the address.
         area: AreaInfo,
     },
+    /// The page lies past the end of the object the area maps (Linux's
+    /// `SIGBUS`).
+    PastEnd {
+        /// The area that covers the address.
+        area: AreaInfo,
+    },
+    /// The object's pager could not read the page (Linux's `SIGBUS` too).
+    Io {
+        /// The area that covers the address.
+        area: AreaInfo,
+    },
 }
 
 impl FaultError {
@@ -81,7 +92,10 @@ impl FaultError {
     pub fn area(&self) -> Option<&AreaInfo> {
         match self {
             FaultError::NoArea => None,
-            FaultError::Denied { area } | FaultError::NoMemory { area } => Some(area),
+            FaultError::Denied { area }
+            | FaultError::NoMemory { area }
+            | FaultError::PastEnd { area }
+            | FaultError::Io { area } => Some(area),
         }
     }
 }
@@ -94,6 +108,15 @@ impl fmt::Display for FaultError {
             FaultError::NoMemory { area } => {
                 write!(f, "no free frame for the page (out of memory) in {area}")
             }
+            FaultError::PastEnd { area } => {
+                write!(f, "bus error: past the end of the object mapped by {area}")
+            }
+            FaultError::Io { area } => {
+                write!(
+                    f,
+                    "bus error: the object's pager could not read the page of {area}"
+                )
+            }
         }
     }
 }
@@ -104,6 +127,8 @@ impl From<FaultError> for AxError {
             FaultError::NoArea => AxError::BadAddress,
             FaultError::Denied { .. } => AxError::PermissionDenied,
             FaultError::NoMemory { .. } => AxError::NoMemory,
+            FaultError::PastEnd { .. } => AxError::OutOfRange,
+            FaultError::Io { .. } => AxError::Io,
         }
     }
 }

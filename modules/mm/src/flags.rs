@@ -27,6 +27,15 @@ bitflags::bitflags! {
     /// Placement and population flags of [`crate::AddrSpace::mmap`] (`MAP_*`).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub struct MmapFlags: u32 {
+        /// `MAP_SHARED`: every mapping of the memory sees every write (an
+        /// object's pages; for [`crate::AddrSpace::mmap`], a new anonymous
+        /// object). Not with `PRIVATE`, `CONTIGUOUS` or a huge flag.
+        const SHARED = 0x01;
+        /// `MAP_PRIVATE`: writes are private to the mapping (copy-on-write
+        /// for an object's pages). The default of
+        /// [`crate::AddrSpace::mmap`]; one of `SHARED` and `PRIVATE` is
+        /// required for [`crate::AddrSpace::mmap_object`].
+        const PRIVATE = 0x02;
         /// Map exactly at `addr`, replacing whatever is mapped there.
         const FIXED = 0x10;
         /// Map exactly at `addr`; fail with `AlreadyExists` if anything is mapped
@@ -59,15 +68,19 @@ bitflags::bitflags! {
 
 impl MmapFlags {
     /// Checks for unknown bits and for incompatible combinations
-    /// (`HUGE_2M` with `HUGE_1G`, a huge flag with `CONTIGUOUS`):
+    /// (`HUGE_2M` with `HUGE_1G`, a huge flag with `CONTIGUOUS`, `SHARED`
+    /// with `PRIVATE`, `SHARED` with `CONTIGUOUS` or a huge flag):
     /// [`AxError::InvalidInput`].
     pub fn validate(self) -> Result<Self, AxError> {
         if self.bits() & !MmapFlags::all().bits() != 0 {
             return Err(AxError::InvalidInput);
         }
         let huge = self.intersection(MmapFlags::HUGE_2M | MmapFlags::HUGE_1G);
+        let shared = self.contains(MmapFlags::SHARED);
         if huge.bits().count_ones() > 1
             || (!huge.is_empty() && self.contains(MmapFlags::CONTIGUOUS))
+            || (shared && self.contains(MmapFlags::PRIVATE))
+            || (shared && (!huge.is_empty() || self.contains(MmapFlags::CONTIGUOUS)))
         {
             return Err(AxError::InvalidInput);
         }

@@ -1,9 +1,11 @@
-//! Address spaces: areas over a page table, linear, allocated and contiguous
-//! backends, page-fault handling, and the `mmap`/`munmap`/`mprotect` semantics
-//! apps see.
+//! Address spaces: areas over a page table whose behaviour is given by
+//! backends anyone can write ([`Backend`]), built-in linear, allocated,
+//! contiguous and object (shared, private copy-on-write) backends, memory
+//! objects with pagers, page-fault handling, and the
+//! `mmap`/`munmap`/`mprotect`/`mremap`/`msync` semantics apps see.
 //!
 //! An [`AddrSpace`] is an area set (`areas.rs`: a `BTreeMap` of areas keyed by
-//! start address, each with a backend) over a mapper (`backend/mapper.rs`: the
+//! start address, each with a boxed [`Backend`]) over a mapper (`backend/mapper.rs`: the
 //! hardware page table, a [`paging::PageTable`], plus the state a page table
 //! cannot express), a *window* of virtual addresses that the app calls may
 //! touch, and counters. `paging` is the only code that reads or writes page-table
@@ -16,15 +18,17 @@
 //! | `space/mod.rs` | [`AddrSpace`]: construction, [`AddrSpace::translate`], [`AddrSpace::stats`], [`AddrSpace::audit`], areas, teardown |
 //! | `space/fault.rs` | [`AddrSpace::handle_page_fault`]: where a page fault goes in (`&self`, several CPUs at once) |
 //! | `lock.rs` | the table lock around the mapper (see *Locking protocol for several CPUs*) |
-//! | `space/mmap.rs` | the app calls: `mmap`, `munmap`, `mprotect`, `map_phys`; atomic `FIXED` replacement |
+//! | `space/mmap.rs` | the app calls: `mmap`, `mmap_object`, `mmap_backend`, `munmap`, `mprotect`, `map_phys`; atomic `FIXED` replacement |
+//! | `space/mremap.rs`, `space/msync.rs` | [`AddrSpace::mremap`] (moves page-table entries, never data), [`AddrSpace::msync`] |
 //! | `space/kernel.rs` | the kernel calls: `map_linear`, `map_kernel` |
 //! | `areas.rs`, `area.rs` | the area set (lookups, splits, merges; why not `memory_set`) and the public area description |
 //! | `gaps.rs` | the free-gap index behind placement without a fixed address (first fit in O(log n)) |
-//! | `backend/mod.rs` | `Backend`, `BackendKind` and their area-set hooks; the mapper's state and flush rules; what a page-table error means here |
-//! | `backend/mapper.rs` | `Mapper`: the page table, lookups, frame pools, contiguous runs, the `FIXED` reserve |
+//! | `backend/mod.rs` | the public [`Backend`] trait and its contract, [`Fault`], [`FaultAction`]; what a page-table error means here |
+//! | `backend/pages.rs` | [`Pages`]: the page-table operations a backend may use (map, unmap with release, protect, park, replace, frames) |
+//! | `backend/mapper.rs` | `Mapper`: the page table, lookups, frame pools, contiguous runs, the `FIXED` reserve, moves, removed backends |
 //! | `backend/split.rs` | when huge leaves are split at range edges, put back, and collapsed (`paging` does it) |
-//! | `backend/alloc.rs` | allocated areas: fault path (4K, huge), populate, unmap, protect, `reopen`/`close` |
-//! | `backend/linear.rs` | linear and contiguous areas: map, unmap, protect |
+//! | `backends/` | the built-in backends, each an implementation of [`Backend`]: [`Linear`], [`Alloc`], [`Contiguous`], [`ObjectMapping`] |
+//! | `object/` | [`MemObject`] (pages several mappings share, with per-page counts) and its [`Pager`]s: [`AnonPager`], [`BytesPager`] |
 //! | `flags.rs`, `error.rs` | [`Prot`], [`MmapFlags`]; [`FaultError`] and the internal error types, converted to [`AxError`](axerrno::AxError) at the boundary |
 //! | `invariant.rs` | what a broken invariant does (below) |
 //!
@@ -40,6 +44,19 @@
 //! adjacent areas merge (below).
 //!
 //! # Backends
+//! Every area has a boxed [`Backend`] (`backend/mod.rs` gives the contract):
+//! the address space calls it to map a new area, unmap, protect, re-open a
+//! `PROT_NONE` range, handle a fault it cannot answer itself, split, merge,
+//! grow and move, sync and describe; the parking of `PROT_NONE` pages and
+//! whether split 2M blocks may collapse are its decisions. An OS author
+//! implements it in their own crate and maps it with
+//! [`AddrSpace::mmap_backend`]; the built-in backends below are
+//! implementations like any other. The fault path's last-hit cache keeps a
+//! pointer to the area's boxed backend (valid while the set's generation is
+//! unchanged), so backends holding shared objects work with it; a backend
+//! can declare its absent-page faults plain zero-fill
+//! ([`Backend::zero_fill_4k`]) so the fault path need not call it.
+//!
 //! - **Linear** (`va = pa + va_minus_pa`, see [`AreaKind::Linear`]): kernel image, physical memory, MMIO,
 //!   and [`AddrSpace::map_phys`]. 2M/1G pages wherever both addresses are
 //!   aligned: kernel areas ([`AddrSpace::map_linear`] with `huge`,
@@ -63,6 +80,19 @@
 //!   aligned run free, the faulting page (or, for `POPULATE`, the block) gets
 //!   4K frames instead and [`MmStats::huge_fallbacks`] counts it. A fault in a
 //!   block that is partly mapped already (after a split) maps a 4K frame.
+//!
+//! - **Object** ([`AddrSpace::mmap_object`], and `mmap` with
+//!   [`MmapFlags::SHARED`], which maps a new anonymous object; shown as
+//!   `object(shared, +offset)`): the pages of a [`MemObject`] from a byte
+//!   offset. Shared: every mapping (in any address space) maps the object's
+//!   frame, so every write is seen everywhere, after any split, merge, partial
+//!   unmap or move; pages are mapped read-only until written (dirty tracking,
+//!   per page), and [`AddrSpace::msync`] writes dirty pages back through the
+//!   object's pager. Private: reads map the object's frame read-only; the first
+//!   write to a page copies it (copy-on-write), or takes the frame without a
+//!   copy when the area holds the only reference to the object and the page
+//!   has no other mapping. A fault past the object's end is
+//!   [`FaultError::PastEnd`] (Linux's `SIGBUS`), never a zero page.
 //!
 //! # Huge pages
 //! An operation whose range starts or ends inside a huge leaf (partial
@@ -100,9 +130,12 @@
 //!   the same populate mode and flags, nor a 2M area with a 1G one, and an
 //!   eager area never merges with a lazy one;
 //! - contiguous: runs physically adjacent
-//!   (`left.start_frame + left.size == right.start_frame`).
+//!   (`left.start_frame + left.size == right.start_frame`);
+//! - object: the same object, the same sharing, consecutive offsets.
 //!
-//! Areas of different kinds never merge. The check runs where a call can make
+//! Areas of different kinds never merge (each backend's
+//! [`Backend::try_merge`] decides, and the built-in ones agree only with
+//! their own kind). The check runs where a call can make
 //! two mergeable areas adjacent: at both ends of an inserted area (`mmap`,
 //! `map_phys`, `map_linear`), and at both ends and every area boundary inside
 //! the range of an `mprotect`; `munmap` only removes areas. So two adjacent
@@ -111,14 +144,23 @@
 //!
 //! # Invariants
 //! 1. Every present PTE lies inside exactly one area, and its flags are that
-//!    area's flags (no PTE is ever written with flags lacking READ, WRITE and
-//!    EXECUTE).
-//! 2. A frame of an Alloc area is either mapped by exactly one PTE, or *parked*
-//!    (the area's flags allow no access: its PTE is removed and the frame is kept
-//!    in the mapper so the data survives `PROT_NONE -> RW`), never both. The
-//!    frames of a contiguous area are owned by it whether mapped or not.
-//!    [`MmStats::data_frames`] counts alloc (mapped or parked) and contiguous
-//!    frames.
+//!    area's flags, or the same less `WRITE` where the backend write-protects
+//!    a page (an object's page: copy-on-write, dirty tracking), so that a
+//!    write faults and reaches it ([`Backend::fault_mapped`]). No PTE is ever
+//!    written with flags lacking READ, WRITE and EXECUTE.
+//! 2. Every frame a PTE maps is either *owned* by its area or *shared*. An
+//!    owned frame (allocated areas, private copies of object pages) is mapped
+//!    by exactly one PTE, or *parked* (the area's flags allow no access: its
+//!    PTE is removed and the frame is kept in the mapper so the data survives
+//!    `PROT_NONE -> RW`), never both; the frames of a contiguous area are
+//!    owned by it whether mapped or not. [`MmStats::data_frames`] counts the
+//!    owned frames. A shared frame belongs to a [`MemObject`] and may be
+//!    mapped by any number of PTEs, in any address spaces: the object counts
+//!    them per page (`maps`, and `wmaps` for writable ones; `usize` counts
+//!    bounded by the number of PTEs, so they cannot wrap), and
+//!    [`MmStats::shared_frames`] counts those of this address space. A
+//!    shared page is writable in a PTE only while the object has it dirty,
+//!    and never writable in a private mapping.
 //! 3. Areas in the window were created by the app calls; kernel areas lie outside
 //!    it, so app calls (checked against the window) cannot touch them. (The
 //!    kernel calls `map_linear`/`map_kernel` do not check the window: the caller
@@ -128,6 +170,12 @@
 //! 5. Areas are non-overlapping, page aligned, and merged where they can be.
 //! 6. No leaf crosses an area boundary: huge leaves are split at the edges of
 //!    every operation before areas are split there.
+//! 7. **Frames are freed only after the TLB flush** of the operation that
+//!    removed their last translation: owned frames through the operation
+//!    batch (`paging::PageTable::free_after_flush`); shared frames when their
+//!    object is dropped, which happens only after every area holding it was
+//!    removed, because the address space drops a removed backend (and the
+//!    object reference it holds) only after its operation's flush.
 //!
 //! # Flush and free protocol
 //! Page-table changes go through `paging`'s cursor, which records the pages it
@@ -212,8 +260,17 @@
 //! Every successful fault is counted once: in `faults_handled`,
 //! `spurious_faults` or `fault_races`.
 //!
-//! **Lock order**: space lock (read side) -> table lock -> the frame
-//! allocator's own lock (table frames under the table lock; data frames are
+//! Backends' fault hooks run under the table lock (step 1): an object
+//! mapping's fault takes the object's lock inside it (the innermost lock:
+//! the object calls nothing under it but the heap allocator), and may read a
+//! page through the object's pager without it. A copy-on-write fault
+//! replaces the page's PTE under the table lock and shoots the old
+//! translation down before it returns; every CPU that spins meanwhile (on
+//! the table lock, on a claim, on the space lock) answers flush requests
+//! (`paging::relax`), so this cannot deadlock.
+//!
+//! **Lock order**: space lock (read side) -> table lock -> object lock ->
+//! the frame allocator's own lock (table frames under the table lock; data frames are
 //! allocated and freed with no mm lock held). Nothing takes the table lock
 //! while holding the frame allocator's. The table lock is never held across a
 //! TLB shootdown: a fault only adds translations, so its cursor flushes the
@@ -248,12 +305,24 @@
 //! | | `NoMemory` | an end of the range lies inside a huge page and no page-table frame is free to split it (nothing changed) |
 //! | [`AddrSpace::mprotect`] | `InvalidInput` | unaligned addr, len 0 or overflowing, bad `prot`, range not inside the window |
 //! | | `NoMemory` | a page of the range is not covered by an area; or no page-table frame to re-map pages of a `PROT_NONE` area or to split a huge page at an end of the range (nothing changed in any case) |
+//! | [`AddrSpace::mmap_object`] | `InvalidInput` | as `mmap`; and neither or both of `SHARED` and `PRIVATE`, an offset not 4K aligned or whose sum with the length overflows (Linux: `EOVERFLOW`), `CONTIGUOUS` or a huge flag |
+//! | | `AlreadyExists`, `NoMemory` | as `mmap` (object pages come in on faults; `POPULATE` faults them in best effort, as Linux) |
+//! | [`AddrSpace::mmap_backend`] | `InvalidInput` | as `mmap`; and any flag but `FIXED`/`FIXED_NOREPLACE` |
+//! | | `NoMemory` | as `mmap`, or the backend's `map` failed (nothing left mapped; with `FIXED` over existing areas the old mapping is gone if the failure was the backend's own, not a page-table frame) |
+//! | [`AddrSpace::mremap`] | `InvalidInput` | `old_addr` unaligned; old or new length 0 or overflowing; unknown flags; `FIXED` without `MAYMOVE`; `FIXED` without a `new_addr`, with an unaligned one, or a new range not inside the window; old and new ranges overlapping (`FIXED`); old range not inside the window |
+//! | | `BadAddress` | the old range is not inside one area (a hole, or two areas); growing an area whose backend cannot grow (linear, contiguous: Linux's `EFAULT`) |
+//! | | `NoMemory` | growing with no room after the area and no `MAYMOVE`; no free range for the move; out of frames (page tables for the move, an eager tail): nothing changed, except that a `FIXED` destination was already unmapped if an eager tail then runs out of data frames |
+//! | [`AddrSpace::msync`] | `InvalidInput` | unaligned addr, len 0 or overflowing, range not inside the window |
+//! | | `NoMemory` | a page of the range is not covered by an area (Linux's `ENOMEM`; nothing written) |
+//! | | `Io` | an object's pager failed to write a page (the pages written before it are clean) |
 //! | [`AddrSpace::map_phys`] | `InvalidInput` | unaligned `paddr`, len 0, overflow or invalid physical range, bad `prot` |
 //! | | `NoMemory` | no free range in the window, or no page-table frame |
 //! | [`AddrSpace::translate`] | `BadAddress` | nothing mapped at `va` |
 //! | [`AddrSpace::handle_page_fault`] | [`FaultError::NoArea`] (`BadAddress`) | no area covers `va` |
 //! | | [`FaultError::Denied`] (`PermissionDenied`) | the area's current flags forbid the access (or the PTE disagrees with them) |
 //! | | [`FaultError::NoMemory`] (`NoMemory`) | no frame for the page or its tables (nothing leaked); in a huge area only if no 4K frame is free either |
+//! | | [`FaultError::PastEnd`] (`OutOfRange`) | the page lies past the end of the object the area maps (Linux's `SIGBUS`) |
+//! | | [`FaultError::Io`] (`Io`) | the object's pager failed to read the page |
 //!
 //! Every error leaves the areas, the page table and the frame count exactly as
 //! they were (the host tests compare the full area list, every page-table
@@ -291,9 +360,15 @@
 //! # Differences from Linux
 //! - `Prot::WRITE` or `Prot::EXEC` without `READ` is `InvalidInput` (Linux
 //!   maps them readable anyway); see [`Prot`].
-//! - One address space, anonymous private memory only: there is no
-//!   `MAP_SHARED`/`MAP_PRIVATE`/`MAP_ANONYMOUS`; unknown `flags` bits are
-//!   `InvalidInput` (Linux ignores unknown bits unless `MAP_SHARED_VALIDATE`).
+//! - `mmap` is anonymous (`MAP_ANONYMOUS` implied), private by default;
+//!   objects are mapped with `mmap_object` (no file descriptors). Unknown
+//!   `flags` bits are `InvalidInput` (Linux ignores unknown bits unless
+//!   `MAP_SHARED_VALIDATE`).
+//! - A private mapping's first write to a page that the area alone holds
+//!   takes the object's frame instead of copying it.
+//! - `mremap` with an old length of 0 is `InvalidInput` (Linux duplicates a
+//!   shared mapping); `msync` takes no flags (it always writes synchronously,
+//!   as `MS_SYNC`).
 //! - Placement: a free, aligned hint inside the window is used as is; otherwise
 //!   the *lowest* free range of the window (Linux searches top-down below
 //!   `mmap_base`). App mappings never leave the window.
@@ -318,18 +393,24 @@ extern crate alloc;
 mod area;
 mod areas;
 mod backend;
+mod backends;
 mod error;
 mod flags;
 mod gaps;
 mod invariant;
 mod lock;
+pub mod object;
 mod space;
 
 pub use area::{AreaInfo, AreaKind, Populate};
-pub use backend::{Meta, PageTable};
-pub use error::FaultError;
+pub use backend::{
+    Backend, Fault, FaultAction, FaultRefusal, Mapped, Meta, PageTable, Pages, Release, Removed,
+};
+pub use backends::{Alloc, Contiguous, Linear, ObjectMapping};
+pub use error::{FaultError, NoMemory};
 pub use flags::{MmapFlags, Prot};
+pub use object::{AnonPager, BytesPager, MemObject, ObjectError, Pager, PagerError};
 pub use page_table_entry::{GenericPTE, MappingFlags};
 pub use page_table_multiarch::{PagingHandler, PagingMetaData};
 pub use paging::{Audit, LeafSize};
-pub use space::{AddrSpace, CONTIGUOUS_MAX, MmStats, Translation};
+pub use space::{AddrSpace, CONTIGUOUS_MAX, MmStats, RemapFlags, Translation};

@@ -3,7 +3,8 @@
 //! `&self` reads of the page table. `&mut self` paths reach the mapper with
 //! [`TableLock::get_mut`] and pay nothing: the borrow checker already proves
 //! them alone. The crate docs ("Locking protocol for several CPUs") say what it
-//! protects and in which order it is taken.
+//! protects and in which order it is taken. A waiter answers TLB flush
+//! requests while it spins (`paging::relax`).
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -64,7 +65,9 @@ impl<T> TableLock<T> {
             if spins.is_multiple_of(1 << 10) {
                 host_yield();
             }
-            core::hint::spin_loop();
+            // Answers TLB flush requests meanwhile: the holder may be
+            // shooting down (a copy-on-write fault), waiting for this CPU.
+            paging::relax();
         }
     }
 }

@@ -88,9 +88,15 @@ fn forty_bad_calls_change_nothing() {
         "prot bit 4",
     );
     check!(
-        mmap(&mut s, None, PAGE, RW, MmapFlags::from_bits_retain(0x1)),
+        mmap(
+            &mut s,
+            None,
+            PAGE,
+            RW,
+            MmapFlags::SHARED | MmapFlags::PRIVATE
+        ),
         inv,
-        "flag MAP_SHARED",
+        "flags MAP_SHARED with MAP_PRIVATE",
     );
     check!(
         mmap(&mut s, None, PAGE, RW, MmapFlags::from_bits_retain(0x20)),

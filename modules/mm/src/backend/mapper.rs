@@ -19,14 +19,17 @@ use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::{LeafSize, Size4K, Slot};
 
-use super::{BackendKind, PageTable, map_err};
+use super::{BackendPtr, BoxedBackend, PageTable, map_err};
 use crate::areas::LastHit;
 use crate::error::NoMemory;
 use crate::invariant::broken;
 
 /// The page table plus the backend state it cannot express (see module docs).
-pub(crate) struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
-{
+pub(crate) struct Mapper<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> {
     pub(super) pt: PageTable<M, PTE, H>,
     pub(super) parked: BTreeMap<VirtAddr, PhysAddr>,
     pub(super) pool: Vec<PhysAddr>,
@@ -34,14 +37,17 @@ pub(crate) struct Mapper<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE
     pub(super) huge_pool: Vec<(PhysAddr, usize)>,
     pub(super) reserve: Vec<PhysAddr>,
     pub(super) data_frames: usize,
+    /// Pages mapped from memory objects (their backends count them).
+    pub(super) shared_frames: usize,
     pub(crate) huge_faults: u64,
     pub(crate) huge_fallbacks: u64,
-    /// Set when a protect gave a 2M allocated area accessible flags: the caller
-    /// then looks for split 2M blocks to collapse (and clears it).
-    pub(crate) huge_protected: bool,
+    /// Backends removed from the area set by the running operation: dropped
+    /// only after its TLB flush (their `Drop` may free frames, or drop the
+    /// last reference of an object that does).
+    graveyard: Vec<BoxedBackend<M, PTE, H>>,
     /// The fault path's last-hit area (see `AreaSet::lookup`); here, under the
     /// table lock, so that faults on several CPUs can share it.
-    pub(crate) last: LastHit<BackendKind>,
+    pub(crate) last: LastHit<BackendPtr<M, PTE, H>>,
     /// Faults resolved by mapping a page.
     pub(crate) faults_handled: u64,
     /// Faults on a page mapped already with flags allowing the access.
@@ -61,7 +67,7 @@ pub(super) fn block_end(va: usize, size: usize, end: usize) -> usize {
 }
 
 /// Zeroes `frames` frames from `pa`.
-pub(super) fn zero_frames<H: PagingHandler>(pa: PhysAddr, frames: usize) {
+pub(super) fn zero_frames<H: PagingHandler + 'static>(pa: PhysAddr, frames: usize) {
     let ptr = H::phys_to_virt(pa).as_mut_ptr();
     // SAFETY: `pa` starts a run of `frames` frames just allocated for us and not
     // yet mapped anywhere else; the handler maps physical memory linearly, so the
@@ -73,7 +79,7 @@ pub(super) fn zero_frames<H: PagingHandler>(pa: PhysAddr, frames: usize) {
 /// the fault path, taken from the handler and zeroed without the table lock
 /// (the pools belong to `&mut self` paths). `None` if the handler has none.
 #[inline]
-pub(crate) fn fault_frame<H: PagingHandler>(size: LeafSize) -> Option<PhysAddr> {
+pub(crate) fn fault_frame<H: PagingHandler + 'static>(size: LeafSize) -> Option<PhysAddr> {
     let frames = size.bytes() / PAGE_SIZE_4K;
     let pa = match size {
         LeafSize::Size4K => H::alloc_frame(),
@@ -88,7 +94,12 @@ pub(crate) fn fault_frame<H: PagingHandler>(size: LeafSize) -> Option<PhysAddr> 
     Some(pa)
 }
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> Mapper<M, PTE, H>
+{
     /// A mapper over a new, empty page table.
     pub(crate) fn try_new(layout: paging::RootLayout) -> Result<Self, NoMemory> {
         Ok(Self {
@@ -99,9 +110,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             huge_pool: Vec::new(),
             reserve: Vec::new(),
             data_frames: 0,
+            shared_frames: 0,
             huge_faults: 0,
             huge_fallbacks: 0,
-            huge_protected: false,
+            graveyard: Vec::new(),
             last: LastHit::new(),
             claims: super::claims::Claims::new(),
             faults_handled: 0,
@@ -117,14 +129,36 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
     }
 
     /// Closes it: one flush, then the frames are freed.
+    /// Then the backends the operation removed are dropped.
     pub(crate) fn end_batch(&mut self) {
         self.pt.end_batch();
+        self.graveyard.clear();
     }
 
     /// Flushes the open batch now and frees what it freed, keeping it open
-    /// (`paging::PageTable::flush_batch`).
+    /// (`paging::PageTable::flush_batch`); the removed backends go too.
     pub(crate) fn flush_batch(&mut self) {
         self.pt.flush_batch();
+        self.graveyard.clear();
+    }
+
+    /// Takes a backend the area set removed: dropped after the operation's
+    /// flush (at once outside a batch: its cursors flushed already).
+    pub(crate) fn retire(&mut self, b: BoxedBackend<M, PTE, H>) {
+        if self.pt.in_batch() {
+            self.graveyard.push(b);
+        }
+    }
+
+    /// Whether any frame is parked (the fault path's fast check).
+    #[inline(always)]
+    pub(crate) fn has_parked(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
+    /// Pages mapped from memory objects.
+    pub(crate) fn shared_frames(&self) -> usize {
+        self.shared_frames
     }
 
     /// The page table.
@@ -162,13 +196,6 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
             Ok(slot) => slot,
             Err(e) => broken(format_args!("lookup of {va:#x}: {e:?}")),
         }
-    }
-
-    /// Takes a data frame from the pool or the handler; zeroes it.
-    pub(super) fn alloc_data_frame(&mut self) -> Option<PhysAddr> {
-        let pa = self.pool.pop().or_else(H::alloc_frame)?;
-        zero_frames::<H>(pa, 1);
-        Some(pa)
     }
 
     /// Allocates `pages` frames into the pool (for a populating map), or frees
@@ -274,6 +301,70 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
         }
     }
 
+    /// Fault path, last step (under the table lock): maps the zeroed frame
+    /// (or aligned run, for a `size` above 4K) `pa`, which the fault allocated
+    /// without the lock, at `va` with one `size` leaf, and counts its frames.
+    /// `Ok(false)` if something is mapped there meanwhile (another CPU's fault
+    /// won the race, or mapped part of the block): nothing was changed and
+    /// the caller still owns `pa`. On error nothing was changed either.
+    #[inline]
+    pub(crate) fn install(
+        &mut self,
+        va: usize,
+        pa: PhysAddr,
+        size: LeafSize,
+        flags: MappingFlags,
+    ) -> Result<bool, NoMemory> {
+        // One cursor per arm, dropped (flushed) at the end of its statement.
+        let r = match size {
+            LeafSize::Size4K => self.pt.cursor().map::<Size4K>(va.into(), pa, flags),
+            LeafSize::Size2M => self.pt.cursor().map::<paging::Size2M>(va.into(), pa, flags),
+            LeafSize::Size1G => self.pt.cursor().map::<paging::Size1G>(va.into(), pa, flags),
+        };
+        match r {
+            Ok(()) => {
+                self.data_frames += size.bytes() / PAGE_SIZE_4K;
+                Ok(true)
+            }
+            Err(paging::MapError::AlreadyMapped) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Moves every translation of `[from, from + size)` (whose ends are leaf
+    /// boundaries) to `[to, to + size)` (empty), and the frames parked there
+    /// with them. `NoMemory` (no frame for a destination table) changes
+    /// nothing.
+    pub(crate) fn move_range(
+        &mut self,
+        from: usize,
+        to: usize,
+        size: usize,
+    ) -> Result<(), NoMemory> {
+        match self
+            .pt
+            .cursor()
+            .move_region(VirtAddr::from(from), VirtAddr::from(to), size)
+        {
+            Ok(()) => {}
+            Err(paging::MoveError::NoMemory) => return Err(NoMemory),
+            // Both ranges are inside the window, disjoint and page aligned;
+            // the source's ends were split, the destination is free.
+            Err(e) => broken(format_args!(
+                "move of [{from:#x}, {:#x}) to {to:#x}: {e:?}",
+                from + size
+            )),
+        }
+        let (s, e) = (VirtAddr::from(from), VirtAddr::from(from + size));
+        let moved: Vec<(VirtAddr, PhysAddr)> =
+            self.parked.range(s..e).map(|(&v, &p)| (v, p)).collect();
+        for (va, pa) in moved {
+            self.parked.remove(&va);
+            self.parked.insert(va - from + to, pa);
+        }
+        Ok(())
+    }
+
     /// Maps one 4K page; on failure the table is unchanged.
     pub(crate) fn map_one(
         &mut self,
@@ -291,12 +382,15 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
 /// Appends `n` frames from the handler to `v`. `false` if the vector could not
 /// grow or a frame ran out; the frames taken so far are then left in `v` for
 /// the caller to free.
-fn take_frames<H: PagingHandler>(v: &mut Vec<PhysAddr>, n: usize) -> bool {
+fn take_frames<H: PagingHandler + 'static>(v: &mut Vec<PhysAddr>, n: usize) -> bool {
     v.try_reserve(n).is_ok() && (0..n).all(|_| H::alloc_frame().map(|pa| v.push(pa)).is_some())
 }
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Drop
-    for Mapper<M, PTE, H>
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> Drop for Mapper<M, PTE, H>
 {
     /// Frees parked, pooled and reserved frames (none are mapped). Data frames
     /// still mapped are the owner's job ([`crate::AddrSpace`] unmaps all areas

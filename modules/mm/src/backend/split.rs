@@ -35,7 +35,12 @@ use crate::invariant::{broken, infallible};
 /// split ([`Mapper::unsplit`] undoes them in reverse).
 pub(crate) type Splits = [Option<Split<VirtAddr>>; 2];
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Mapper<M, PTE, H> {
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> Mapper<M, PTE, H>
+{
     /// Splits a huge leaf that straddles `at`, keeping every translation.
     fn split_at(&mut self, at: usize) -> Result<Option<Split<VirtAddr>>, NoMemory> {
         // The first address past the end of a half is not a valid address,

@@ -198,7 +198,7 @@ pub struct PageState {
 
 /// A memory object: pages that several mappings can map, backed by a
 /// [`Pager`], with frames from `H`. The module docs describe it.
-pub struct MemObject<H: PagingHandler> {
+pub struct MemObject<H: PagingHandler + 'static> {
     pager: Box<dyn Pager>,
     /// `pager.size()`, read once (it is fixed for the pager's life).
     size: usize,
@@ -212,7 +212,7 @@ pub struct MemObject<H: PagingHandler> {
 /// # Safety
 /// `pa` is a 4 KiB frame reachable at `H::phys_to_virt(pa)`, and nothing
 /// else reads or writes it while the returned slice lives.
-unsafe fn frame_mut<'a, H: PagingHandler>(pa: PhysAddr) -> &'a mut [u8] {
+unsafe fn frame_mut<'a, H: PagingHandler + 'static>(pa: PhysAddr) -> &'a mut [u8] {
     let ptr = H::phys_to_virt(pa).as_mut_ptr();
     // SAFETY: the caller guarantees the frame is reachable there and ours
     // alone for the slice's life; 4096 bytes is its size.
@@ -226,7 +226,7 @@ unsafe fn frame_mut<'a, H: PagingHandler>(pa: PhysAddr) -> &'a mut [u8] {
 /// freed while the returned slice lives, and no code of this program writes
 /// it meanwhile. (Apps may write it through their mappings; see the
 /// callers' comments.)
-unsafe fn frame_ref<'a, H: PagingHandler>(pa: PhysAddr) -> &'a [u8] {
+unsafe fn frame_ref<'a, H: PagingHandler + 'static>(pa: PhysAddr) -> &'a [u8] {
     let ptr = H::phys_to_virt(pa).as_ptr();
     // SAFETY: the caller guarantees the frame is reachable there and stays
     // allocated for the slice's life; 4096 bytes is its size.
@@ -257,7 +257,7 @@ impl Page {
     }
 }
 
-impl<H: PagingHandler> MemObject<H> {
+impl<H: PagingHandler + 'static> MemObject<H> {
     /// An object backed by `pager` (its size is `pager.size()`). A pager of
     /// size 0 makes an object without pages: every page is past its end.
     pub fn new(pager: impl Pager + 'static) -> Arc<Self> {
@@ -479,6 +479,25 @@ impl<H: PagingHandler> MemObject<H> {
         }
     }
 
+    /// *For backends.* Hands the resident page `index`, whose frame is `pa`,
+    /// over to the caller's one mapping of it, if that mapping is its only
+    /// one (`maps == 1`) and not writable (`wmaps == 0`): the page stops
+    /// being resident (the object forgets it; a later `map_page` reads it
+    /// through the pager again) and the frame becomes the caller's. Returns
+    /// whether it did. Meant for a private mapping's write to a page nobody
+    /// else holds: the caller must hold the only reference to the object,
+    /// so nobody can map the page meanwhile or miss its content later.
+    pub fn take_sole(&self, index: usize, pa: PhysAddr) -> bool {
+        let mut pages = self.pages.lock();
+        let sole = pages
+            .get(&index)
+            .is_some_and(|p| p.frame == pa && p.maps == 1 && p.wmaps == 0);
+        if sole {
+            pages.remove(&index);
+        }
+        sole
+    }
+
     /// For backends: whether `pa` is the object's resident frame of page
     /// `index` (a private mapping tells the object's pages from its own
     /// copies this way). `false` for a page that is not resident or past the
@@ -598,7 +617,7 @@ impl<H: PagingHandler> MemObject<H> {
     }
 }
 
-impl<H: PagingHandler> Drop for MemObject<H> {
+impl<H: PagingHandler + 'static> Drop for MemObject<H> {
     /// Frees every resident frame. See "When frames are freed" in the module
     /// docs for why no CPU can reach them any more; a page still mapped is a
     /// broken invariant. Dirty pages are not written back.
@@ -616,7 +635,7 @@ impl<H: PagingHandler> Drop for MemObject<H> {
     }
 }
 
-impl<H: PagingHandler> fmt::Debug for MemObject<H> {
+impl<H: PagingHandler + 'static> fmt::Debug for MemObject<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemObject")
             .field("size", &self.size)

@@ -11,10 +11,13 @@ use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 
 use super::AddrSpace;
-use crate::backend::Backend;
+use crate::backends::Linear;
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
-    AddrSpace<M, PTE, H>
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> AddrSpace<M, PTE, H>
 {
     /// Maps `[va, va + size)` linearly to `[pa, pa + size)` (kernel use; not
     /// restricted to the window). `huge` allows 2M/1G pages where aligned.
@@ -55,7 +58,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 s,
                 e,
                 flags,
-                Backend::linear(va_minus_pa, huge),
+                alloc::boxed::Box::new(Linear { va_minus_pa, huge }),
                 self.mapper.get_mut(),
             )
             .map_err(AxError::from)

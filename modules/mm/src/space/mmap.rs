@@ -25,20 +25,41 @@ use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::LeafSize;
 
 use super::{AddrSpace, page_len};
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+
 use crate::area::Populate;
-use crate::backend::{Backend, BackendKind, Mapper};
+use crate::backend::{BoxedBackend, Mapper, Pages};
+use crate::backends::{Alloc, Contiguous, Linear, ObjectMapping};
 use crate::error::{NoMemory, Uncovered};
 use crate::flags::{ACCESS_BITS, MmapFlags, Prot, accessible};
 use crate::invariant::infallible;
+use crate::object::MemObject;
+
+/// What a new mapping maps.
+enum Source<M, PTE, H: PagingHandler + 'static> {
+    /// Zeroed memory: private, or (with `SHARED`) a new anonymous object.
+    Anonymous,
+    /// An object from a byte offset.
+    Object(Arc<MemObject<H>>, usize),
+    /// A backend of the caller's.
+    Custom(BoxedBackend<M, PTE, H>),
+}
 
 /// The largest [`MmapFlags::CONTIGUOUS`] mapping, in bytes (64 MiB).
 pub const CONTIGUOUS_MAX: usize = 64 << 20;
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
-    AddrSpace<M, PTE, H>
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> AddrSpace<M, PTE, H>
 {
-    /// Maps `len` bytes (rounded up to pages) of zeroed memory with `prot`.
-    /// See the crate docs for the placement rules and errors.
+    /// Maps `len` bytes (rounded up to pages) of zeroed memory with `prot`:
+    /// private (the default, or [`MmapFlags::PRIVATE`]), or shared
+    /// ([`MmapFlags::SHARED`]: a new anonymous [`MemObject`] of `len` bytes,
+    /// mapped shared; [`AddrSpace::mremap`] keeps it, and only what maps it
+    /// sees it). See the crate docs for the placement rules and errors.
     pub fn mmap(
         &mut self,
         addr: Option<VirtAddr>,
@@ -46,18 +67,73 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         prot: Prot,
         flags: MmapFlags,
     ) -> AxResult<VirtAddr> {
-        self.batched(|s| s.mmap_op(addr, len, prot, flags))
+        self.batched(|s| s.mmap_op(addr, len, prot, flags, Source::Anonymous))
     }
 
-    /// [`Self::mmap`] inside its operation batch.
+    /// Maps `len` bytes (rounded up to pages) of `object` from byte `offset`
+    /// (4K aligned) with `prot`: [`MmapFlags::SHARED`] (every mapping of the
+    /// object sees every write; [`AddrSpace::msync`] writes dirty pages
+    /// back through its pager) or [`MmapFlags::PRIVATE`] (reads see the
+    /// object's pages, the first write to a page copies it). Exactly one of
+    /// the two is required. Pages come in on first touch (`POPULATE`
+    /// faults them in now, best effort, as Linux does); a page past the
+    /// object's end faults with [`FaultError::PastEnd`](crate::FaultError).
+    /// Placement and `FIXED*` as for [`AddrSpace::mmap`]; not with
+    /// `CONTIGUOUS` or a huge flag.
+    pub fn mmap_object(
+        &mut self,
+        addr: Option<VirtAddr>,
+        len: usize,
+        prot: Prot,
+        flags: MmapFlags,
+        object: &Arc<MemObject<H>>,
+        offset: usize,
+    ) -> AxResult<VirtAddr> {
+        if !offset.is_multiple_of(PAGE_SIZE_4K)
+            || flags.contains(MmapFlags::SHARED) == flags.contains(MmapFlags::PRIVATE)
+            || page_len(len).and_then(|l| offset.checked_add(l)).is_none()
+        {
+            return Err(AxError::InvalidInput);
+        }
+        let source = Source::Object(object.clone(), offset);
+        self.batched(|s| s.mmap_op(addr, len, prot, flags, source))
+    }
+
+    /// Maps `len` bytes (rounded up to pages) with `prot` through a backend
+    /// of the caller's (see [`Backend`](crate::Backend)): its `map` is
+    /// called for the new area, its `fault` for every fault there.
+    /// Placement and `FIXED*` as for [`AddrSpace::mmap`] (`POPULATE`,
+    /// `CONTIGUOUS`, `SHARED`, `PRIVATE` and the huge flags are the
+    /// backend's business and refused here). With `FIXED` over existing
+    /// areas the page-table frames the new area can need (4K pages) are held
+    /// before the old mapping goes; if the backend's `map` fails for a
+    /// reason of its own after that, the range is left unmapped.
+    pub fn mmap_backend(
+        &mut self,
+        addr: Option<VirtAddr>,
+        len: usize,
+        prot: Prot,
+        flags: MmapFlags,
+        backend: BoxedBackend<M, PTE, H>,
+    ) -> AxResult<VirtAddr> {
+        let placement = MmapFlags::FIXED | MmapFlags::FIXED_NOREPLACE;
+        if !placement.contains(flags) {
+            return Err(AxError::InvalidInput);
+        }
+        self.batched(|s| s.mmap_op(addr, len, prot, flags, Source::Custom(backend)))
+    }
+
+    /// [`Self::mmap`] and its variants inside their operation batch.
     fn mmap_op(
         &mut self,
         addr: Option<VirtAddr>,
         len: usize,
         prot: Prot,
         flags: MmapFlags,
+        source: Source<M, PTE, H>,
     ) -> AxResult<VirtAddr> {
         let flags = flags.validate()?;
+        let custom = matches!(source, Source::Custom(_));
         let mflags = prot.to_mapping_flags()?;
         let size = page_len(len).ok_or(AxError::InvalidInput)?;
         let page = flags.page_size();
@@ -94,20 +170,42 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         };
         let end = start + size;
         let pages = size / PAGE_SIZE_4K;
+        // Anonymous shared memory is an object of its own.
+        let source = match source {
+            Source::Anonymous if flags.contains(MmapFlags::SHARED) => {
+                Source::Object(MemObject::anonymous(size)?, 0)
+            }
+            source => source,
+        };
+        let object = !matches!(source, Source::Anonymous);
+        if object && (contiguous || huge) {
+            return Err(AxError::InvalidInput);
+        }
         let populate = !contiguous && flags.contains(MmapFlags::POPULATE) && accessible(mflags);
+        // Object pages are faulted in after the mapping is made (best effort).
+        let prefault = populate && matches!(source, Source::Object(..));
+        let populate = populate && matches!(source, Source::Anonymous);
         // 1. Data frames, while the old mapping is intact.
-        let (backend, run) = if contiguous {
+        let (backend, run): (BoxedBackend<M, PTE, H>, _) = if let Source::Object(o, offset) = source
+        {
+            let shared = flags.contains(MmapFlags::SHARED);
+            (Box::new(ObjectMapping::new(o, offset, shared)), None)
+        } else if let Source::Custom(b) = source {
+            (b, None)
+        } else if contiguous {
             let run = self.mapper.get_mut().alloc_contiguous(pages)?;
-            (Backend::contiguous(run), Some(run))
+            (Box::new(Contiguous { start_frame: run }), Some(run))
         } else if populate {
             if huge {
                 self.mapper.get_mut().fill_huge_pool(size / align, page)?;
             } else {
                 self.mapper.get_mut().fill_pool(pages)?;
             }
-            (Backend::alloc_sized(Populate::Eager, page), None)
+            let populate = Populate::Eager;
+            (Box::new(Alloc { populate, page }), None)
         } else {
-            (Backend::alloc_sized(Populate::Lazy, page), None)
+            let populate = Populate::Lazy;
+            (Box::new(Alloc { populate, page }), None)
         };
         let release = |m: &mut Mapper<M, PTE, H>| {
             m.drain_pool();
@@ -126,7 +224,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                     return Err(e.into());
                 }
             };
-            if (populate || contiguous) && accessible(mflags) {
+            if (populate || contiguous || custom) && accessible(mflags) {
                 // The leaves the new mapping will be made of: 4K if any block
                 // of the pool fell back to 4K frames (or for a 4K mapping).
                 let leaf = if self.mapper.get_mut().pool_has_4k() {
@@ -155,12 +253,34 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             release(self.mapper.get_mut());
         }
         self.mapper.get_mut().drain_pool();
-        r.map(|()| VirtAddr::from(start)).map_err(AxError::from)
+        r.map_err(AxError::from)?;
+        if prefault {
+            self.prefault(start, end);
+        }
+        Ok(VirtAddr::from(start))
+    }
+
+    /// Faults in the pages of `[start, end)` for reading until one fails
+    /// (`MAP_POPULATE` of an object, best effort as in Linux).
+    fn prefault(&mut self, start: usize, end: usize) {
+        for va in (start..end).step_by(PAGE_SIZE_4K) {
+            if self
+                .handle_page_fault(VirtAddr::from(va), hal::Access::Read)
+                .is_err()
+            {
+                break;
+            }
+        }
     }
 
     /// The lowest free range of `size` bytes in the window whose start is
     /// `phase` modulo `align` (a power of two).
-    fn find_free_aligned(&mut self, size: usize, align: usize, phase: usize) -> AxResult<usize> {
+    pub(super) fn find_free_aligned(
+        &mut self,
+        size: usize,
+        align: usize,
+        phase: usize,
+    ) -> AxResult<usize> {
         self.set
             .find_free_aligned(
                 self.window.start.as_usize(),
@@ -179,7 +299,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     }
 
     /// [`Self::munmap`] inside its operation batch.
-    fn munmap_op(&mut self, addr: VirtAddr, len: usize) -> AxResult {
+    pub(super) fn munmap_op(&mut self, addr: VirtAddr, len: usize) -> AxResult {
         let (s, e) = self.window_range(addr, len)?;
         self.mapper.get_mut().split_edges(s, e)?;
         self.set.unmap(s, e, self.mapper.get_mut());
@@ -206,17 +326,16 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             // Pages that come back (parked, linear, contiguous) are mapped first,
             // so that the change below cannot run out of frames.
             let mut failed = None;
-            for (start, area) in self.set.range(s, e) {
+            let m = self.mapper.get_mut();
+            for (start, area) in self.set.range_mut(s, e) {
                 if accessible(area.flags) {
                     continue;
                 }
                 let (from, to) = (start.max(s), area.end.min(e));
                 let flags = mflags | (area.flags - ACCESS_BITS);
-                let kind = area.backend.kind();
-                if self
-                    .mapper
-                    .get_mut()
-                    .reopen(kind, start, from, to, flags)
+                if area
+                    .backend
+                    .reopen(start, from, to, flags, &mut Pages::new(m))
                     .is_err()
                 {
                     failed = Some(from);
@@ -224,42 +343,39 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
                 }
             }
             if let Some(stop) = failed {
-                for (start, area) in self.set.range(s, stop) {
+                for (start, area) in self.set.range_mut(s, stop) {
                     if !accessible(area.flags) {
-                        let kind = area.backend.kind();
-                        self.mapper
-                            .get_mut()
-                            .close(kind, start.max(s), area.end.min(stop));
+                        let (from, to) = (start.max(s), area.end.min(stop));
+                        area.backend.close(from, to, &mut Pages::new(m));
                     }
                 }
-                self.mapper.get_mut().unsplit(splits);
+                m.unsplit(splits);
                 return Err(NoMemory.into());
             }
         }
-        self.mapper.get_mut().huge_protected = false;
-        // Coverage was checked above: this cannot fail.
-        let r = self.set.protect(
-            s,
-            e,
-            |old| mflags | (old - ACCESS_BITS),
-            self.mapper.get_mut(),
-        );
-        infallible(r, "protect of the areas", s, e);
-        // Candidates: a 2M area got new accessible flags, or this call split a
-        // huge leaf at an edge (even when no flags changed).
+        let update = |old| mflags | (old - ACCESS_BITS);
+        // Candidates for a collapse: an area that allows collapses gets new
+        // accessible flags, or this call split a huge leaf at an edge (even
+        // when no flags changed).
         let split = splits.iter().any(Option::is_some);
-        if core::mem::take(&mut self.mapper.get_mut().huge_protected)
-            || (split && accessible(mflags))
-        {
+        let collapse = accessible(mflags)
+            && self
+                .set
+                .range(s, e)
+                .any(|(_, a)| a.backend.collapse_2m() && (split || update(a.flags) != a.flags));
+        // Coverage was checked above: this cannot fail.
+        let r = self.set.protect(s, e, update, self.mapper.get_mut());
+        infallible(r, "protect of the areas", s, e);
+        if collapse {
             self.collapse_huge(s, e);
         }
         Ok(())
     }
 
     /// After an `mprotect` of `[s, e)` that gave a 2M allocated area accessible
-    /// flags (the backend says so through `Mapper::huge_protected`) or split a
+    /// flags or split a
     /// huge leaf at an edge: the 2M blocks it touched that lie whole
-    /// in one huge (2M) allocated area and were split into 4K leaves become 2M
+    /// in one area whose backend allows collapses (`Backend::collapse_2m`: 2M allocated areas) and were split into 4K leaves become 2M
     /// pages again where their 512 pages agree (same flags, the original run of
     /// frames). Huge pages are not left split after a protection round trip.
     fn collapse_huge(&mut self, s: usize, e: usize) {
@@ -268,13 +384,9 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
         // A block touched by [s, e) that lies whole in an area makes that area
         // intersect [s, e): only those areas are visited.
         for (start, area) in self.set.range(s, e) {
-            let BackendKind::Alloc {
-                page: LeafSize::Size2M,
-                ..
-            } = area.backend.kind()
-            else {
+            if !area.backend.collapse_2m() {
                 continue;
-            };
+            }
             // The whole blocks of this area inside [lo, hi).
             let from = start.max(lo).next_multiple_of(M2);
             let to = area.end.min(hi) & !(M2 - 1);
@@ -329,7 +441,10 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             va,
             va + size,
             mflags,
-            Backend::linear(va_minus_pa, true),
+            Box::new(Linear {
+                va_minus_pa,
+                huge: true,
+            }),
             self.mapper.get_mut(),
         )?;
         Ok(VirtAddr::from(va))

@@ -14,8 +14,11 @@
 mod fault;
 mod kernel;
 mod mmap;
+mod mremap;
+mod msync;
 
 pub use mmap::CONTIGUOUS_MAX;
+pub use mremap::RemapFlags;
 
 use axerrno::{AxError, AxResult};
 use memory_addr::{AddrRange, MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};
@@ -25,7 +28,7 @@ use paging::{Audit, LeafSize};
 
 use crate::area::AreaInfo;
 use crate::areas::{Area, AreaSet};
-use crate::backend::{Backend, Mapper, PageTable};
+use crate::backend::{BoxedBackend, Mapper, PageTable};
 use crate::lock::TableLock;
 
 /// Result of [`AddrSpace::translate`].
@@ -42,8 +45,14 @@ pub struct Translation {
 /// Counters of an address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MmStats {
-    /// Frames owned by Alloc areas, mapped or parked.
+    /// Frames owned by areas (allocated and contiguous ones, and private
+    /// copies of object pages), mapped or parked.
     pub data_frames: usize,
+    /// Pages mapped from memory objects (shared mappings, and the pages a
+    /// private mapping has not copied yet): each is a frame that other
+    /// mappings may map too, owned by its object, counted once per page
+    /// mapped (or parked) here.
+    pub shared_frames: usize,
     /// Page-table frames, the root included (counted by walking the table).
     pub page_table_frames: usize,
     /// Faults resolved by mapping a page.
@@ -73,9 +82,13 @@ pub struct MmStats {
 /// `Send` and `Sync`: [`AddrSpace::handle_page_fault`] takes `&self` and may
 /// run on several CPUs at once (see the crate docs, "Locking protocol for
 /// several CPUs"); every call that changes areas takes `&mut self`.
-pub struct AddrSpace<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> {
+pub struct AddrSpace<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> {
     /// Only read by faults; changed by `&mut self` calls only.
-    set: AreaSet<Backend<M, PTE, H>>,
+    set: AreaSet<BoxedBackend<M, PTE, H>>,
     /// The page table and its side state (parked frames, pools, the fault
     /// path's last-hit area and counters): under the table lock for `&self`
     /// callers, reached with `get_mut` by `&mut self` ones.
@@ -93,20 +106,25 @@ fn page_len(len: usize) -> Option<usize> {
         .map(|l| l & !(PAGE_SIZE_4K - 1))
 }
 
-fn info<B>(start: usize, area: &Area<Backend<B, impl GenericPTE, impl PagingHandler>>) -> AreaInfo
+fn info<M, PTE, H>(start: usize, area: &Area<BoxedBackend<M, PTE, H>>) -> AreaInfo
 where
-    B: PagingMetaData<VirtAddr = VirtAddr>,
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
 {
     AreaInfo {
         start: VirtAddr::from(start),
         end: VirtAddr::from(area.end),
         flags: area.flags,
-        kind: area.backend.area_kind(),
+        kind: area.backend.describe(start),
     }
 }
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
-    AddrSpace<M, PTE, H>
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> AddrSpace<M, PTE, H>
 {
     /// An empty address space whose app calls may use
     /// `[window_start, window_start + window_size)`.
@@ -234,6 +252,7 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
             huge_faults,
             huge_fallbacks,
             data_frames: m.data_frames(),
+            shared_frames: m.shared_frames(),
             page_table_frames: m.table_frames(),
             faults_handled: m.faults_handled,
             spurious_faults: m.spurious_faults,
@@ -254,8 +273,11 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>
     }
 }
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> Drop
-    for AddrSpace<M, PTE, H>
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> Drop for AddrSpace<M, PTE, H>
 {
     /// Unmaps every area and frees every data frame; the page table then frees
     /// its tables.
@@ -265,12 +287,18 @@ impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> 
 }
 
 /// [`AddrSpace::page_table`]: the page table, with the table lock held.
-struct PageTableGuard<'a, M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler>(
-    crate::lock::TableGuard<'a, Mapper<M, PTE, H>>,
-);
+struct PageTableGuard<
+    'a,
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+>(crate::lock::TableGuard<'a, Mapper<M, PTE, H>>);
 
-impl<M: PagingMetaData<VirtAddr = VirtAddr>, PTE: GenericPTE, H: PagingHandler> core::ops::Deref
-    for PageTableGuard<'_, M, PTE, H>
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> core::ops::Deref for PageTableGuard<'_, M, PTE, H>
 {
     type Target = PageTable<M, PTE, H>;
 

@@ -1,0 +1,124 @@
+//! [`Linear`]: areas over a fixed physical range, `va = pa + va_minus_pa`
+//! (the kernel image, physical memory, MMIO, `map_phys`).
+//!
+//! Invariants: the pages of a linear area are all mapped while its flags
+//! allow access and all absent while they do not (`PROT_NONE` removes them,
+//! `reopen` maps them again); huge leaves are used only where both
+//! addresses are aligned and the area asked for them. The area owns no
+//! frame: unmapping releases nothing.
+
+use alloc::boxed::Box;
+
+use memory_addr::{PhysAddr, VirtAddr};
+use page_table_entry::{GenericPTE, MappingFlags};
+use page_table_multiarch::{PagingHandler, PagingMetaData};
+use paging::LeafSize;
+
+use super::same;
+use crate::area::AreaKind;
+use crate::backend::{Backend, Fault, FaultAction, FaultRefusal, Pages, Release};
+use crate::error::NoMemory;
+use crate::flags::accessible;
+
+/// A fixed physical range mapped linearly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linear {
+    /// `va - pa` (wrapping): added to a physical address, gives its virtual one.
+    pub va_minus_pa: usize,
+    /// Whether 2M/1G pages are used where both addresses are aligned.
+    pub huge: bool,
+}
+
+impl Linear {
+    /// The physical address of `va`.
+    #[inline]
+    fn pa(&self, va: usize) -> PhysAddr {
+        PhysAddr::from(va.wrapping_sub(self.va_minus_pa))
+    }
+}
+
+impl<
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+> Backend<M, PTE, H> for Linear
+{
+    fn map(
+        &mut self,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+        pages: &mut Pages<'_, M, PTE, H>,
+    ) -> Result<(), NoMemory> {
+        pages.map_linear(start, end, self.pa(start), flags, self.huge)
+    }
+
+    fn unmap(&mut self, start: usize, end: usize, pages: &mut Pages<'_, M, PTE, H>) {
+        pages.unmap(start, end, |_| Release::Keep);
+    }
+
+    fn protect(
+        &mut self,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+        pages: &mut Pages<'_, M, PTE, H>,
+    ) {
+        if accessible(flags) {
+            pages.protect(start, end, flags);
+        } else {
+            pages.unmap(start, end, |_| Release::Keep);
+        }
+    }
+
+    fn reopen(
+        &mut self,
+        _area_start: usize,
+        s: usize,
+        e: usize,
+        flags: MappingFlags,
+        pages: &mut Pages<'_, M, PTE, H>,
+    ) -> Result<(), NoMemory> {
+        pages.map_linear(s, e, self.pa(s), flags, self.huge)
+    }
+
+    fn close(&mut self, s: usize, e: usize, pages: &mut Pages<'_, M, PTE, H>) {
+        pages.unmap(s, e, |_| Release::Keep);
+    }
+
+    /// Every page is mapped while the flags allow access, so a fault is
+    /// normally refused before it gets here; a missing page (defensive) is
+    /// mapped again.
+    fn fault(
+        &self,
+        f: &Fault,
+        pages: &mut Pages<'_, M, PTE, H>,
+    ) -> Result<FaultAction, FaultRefusal> {
+        pages.map(f.page(), self.pa(f.page()), LeafSize::Size4K, f.flags)?;
+        Ok(FaultAction::Mapped)
+    }
+
+    fn split(&mut self, _start: usize, _at: usize, _end: usize) -> Box<dyn Backend<M, PTE, H>> {
+        Box::new(*self)
+    }
+
+    fn try_merge(
+        &mut self,
+        _start: usize,
+        _mid: usize,
+        next: &dyn Backend<M, PTE, H>,
+        _end: usize,
+    ) -> bool {
+        same::<Self, M, PTE, H>(next) == Some(self)
+    }
+
+    fn relocate(&mut self, from: usize, to: usize) {
+        self.va_minus_pa = self.va_minus_pa.wrapping_add(to.wrapping_sub(from));
+    }
+
+    fn describe(&self, _start: usize) -> AreaKind {
+        AreaKind::Linear {
+            va_minus_pa: self.va_minus_pa,
+        }
+    }
+}
