@@ -23,7 +23,8 @@
 //! | lock | where | held for | while waiting for it |
 //! |---|---|---|---|
 //! | address-space lock (read: faults and reads; write: calls that change areas) | `spacelock.rs` | one call; the write side across that call's one shootdown | answers flush requests (`shootdown::relax`) |
-//! | table lock | `mm` (`lock.rs`) | one walk or one install; never across a shootdown | spins (its holders wait for nobody) |
+//! | table lock | `mm` (`lock.rs`) | one walk or one install; across one shootdown only in a copy-on-write fault (the page's old translation) | spins, answering flush requests (`paging::relax`, this crate's `shootdown::relax`) |
+//! | a memory object's page lock | `mm` (`object/`) | one lookup or count update (no pager call, no copy) | spins |
 //! | heap | `heap.rs` (`buddy_system_allocator`) | one allocation (a growth takes the frame allocator's) | spins |
 //! | frame allocator: the CPU's magazine, then the bitmap | `frames::cached` | one allocation or free; a refill of 32 frames | spins (taking other CPUs' magazines back holds one at a time, never with the bitmap's) |
 //! | job queue of a CPU | `smp.rs` | one push or pop, interrupts off | spins |
@@ -31,7 +32,10 @@
 //! | console | `console.rs` | one line | spins |
 //!
 //! The only waits for other CPUs are for flush acknowledgements (a
-//! shootdown, which answers its own mailbox while it waits), for a job's
+//! shootdown, which answers its own mailbox while it waits; a copy-on-write
+//! fault shoots down holding the table lock, which is safe because every
+//! waiter for that lock, or for a fault's claim, answers flush requests:
+//! `tlb`'s loom model `a_shootdown_under_a_lock_finishes_while_the_waiter_relaxes`), for a job's
 //! result and at barriers (both answer flush requests), and for a CPU to come
 //! online at boot. An IPI handler takes only its own mailbox's lock. Frames
 //! are freed only after the shootdown of the call that unmapped them

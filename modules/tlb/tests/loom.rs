@@ -182,3 +182,57 @@ fn a_cpu_that_left_while_idle_catches_up_before_it_uses_the_space() {
         });
     });
 }
+
+/// A copy-on-write fault, as `mm` runs it: CPU 0 holds the address space's
+/// table lock, rewrites page 0's PTE to a new frame (a copy), shoots the old
+/// translation down, writes the new frame, and releases the lock. CPU 1
+/// cached the old frame and now spins on that lock, answering its mailbox
+/// meanwhile (`paging::relax`), reading page 0 through its TLB. Checked: CPU
+/// 0's shootdown finishes (the waiter answers it), and once CPU 0's write is
+/// done CPU 1 never reads the old frame again.
+#[test]
+fn a_shootdown_under_a_lock_finishes_while_the_waiter_relaxes() {
+    const NEW: usize = 9;
+    model(|| {
+        let (m, tlb, space) = machine();
+        space.enter(&tlb, 0);
+        space.enter(&tlb, 1);
+        let lock = Arc::new(AtomicBool::new(true)); // CPU 0 holds it
+        let written = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (m, tlb, lock, written) = (m.clone(), tlb.clone(), lock.clone(), written.clone());
+            thread::spawn(move || {
+                // The table lock's wait loop: relax (answer flush requests)
+                // between tries, and CPU 1's reads of page 0 meanwhile.
+                loop {
+                    let seen_written = written.load(Ordering::SeqCst);
+                    let mut f = m.tlb[1].load(Ordering::SeqCst);
+                    if f == NONE {
+                        f = m.pte.load(Ordering::SeqCst);
+                        m.tlb[1].store(f, Ordering::SeqCst);
+                    }
+                    assert!(
+                        !(seen_written && f == FRAME),
+                        "CPU 1 read the old frame after the copy-on-write finished"
+                    );
+                    if lock
+                        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        lock.store(false, Ordering::Release);
+                        return;
+                    }
+                    tlb.poll(1);
+                    thread::yield_now();
+                }
+            })
+        };
+        m.pte.store(NEW, Ordering::SeqCst);
+        let mut sd = tlb.shootdown(&space, 0);
+        sd.add(0, 4096);
+        let _flushed = sd.finish();
+        written.store(true, Ordering::SeqCst);
+        lock.store(false, Ordering::Release);
+        t.join().unwrap();
+    });
+}
