@@ -46,6 +46,9 @@
 //!   become 2M pages again after an `mprotect` (the frames of such a block
 //!   must then be one aligned run owned by the area).
 //!
+//! `docs/WRITING_A_BACKEND.md` is the short guide, with a worked example in
+//! `tests/custom_backend.rs`.
+//!
 //! # Frame ownership
 //! A frame a backend maps is either *owned* by the area (counted in
 //! `MmStats::data_frames`: taken with [`Pages::alloc_frames`] or a fault's
