@@ -3,8 +3,9 @@
 
 What it runs (see docs/BENCHMARKS.md, "How it is measured"):
   1. host, criterion: `cargo bench -p hostbench` (area-set scaling vs memory_set 0.4.1,
-     mmap/touch/munmap life cycle, and concurrent lazy faults when benches/benches/faults.rs
-     exists) and `cargo bench -p paging --bench paging` (our page table vs
+     mmap/touch/munmap life cycle, concurrent lazy faults when benches/benches/faults.rs
+     exists, and faults on memory objects and mremap of 1 GiB against a copy when
+     benches/benches/objects.rs exists) and `cargo bench -p paging --bench paging` (our page table vs
      page_table_multiarch's PageTable64), built in target/bench-host without the all-formats
      rustc wrapper (see `host_dir`); A/B: each side of a side-by-side bench is its own
      invocation (a criterion filter), the sides alternate over --ab-rounds rounds (A B, B A,
@@ -18,7 +19,12 @@ What it runs (see docs/BENCHMARKS.md, "How it is measured"):
   5. plots of the rows that scale with something, docs/bench-*.svg next to the report.
 
 Usage: scripts/bench.py [--out FILE] [--skip-host] [--skip-qemu] [--qemu-runs N]
-                        [--ab-rounds N] [--smp 1,2,4]
+                        [--ab-rounds N] [--smp 1,2,4] [--only BENCH,...]
+
+--only runs just the named host criterion benches (areas, lifecycle, faults, objects,
+paging), A/B as in a full run, and nothing else (no callgrind, ptmem or QEMU); it writes
+its partial report to target/bench-host/BENCHMARKS-partial.md unless --out is given, so
+docs/BENCHMARKS.md keeps the last full run.
 """
 
 from __future__ import annotations
@@ -61,6 +67,25 @@ HOST_FAULTS_TARGET = 1.6
 # Criterion settings of the per-side runs of areas.rs and lifecycle.rs (their own: 0.3 s
 # warm-up, 1 s measured): shorter, since every side runs once per A/B round.
 AB_AREAS_ARGS = ("--warm-up-time", "0.2", "--measurement-time", "0.5")
+# benches/benches/objects.rs: mremap of 1 GiB at least this many times faster than copying it.
+MREMAP_TARGET = 100.0
+# Its two A/B sides (criterion filters, regexes on "group/function"): the references (a lazy
+# anonymous fault, the copy of 1 GiB), and what is compared with them.
+OBJECTS_SIDES = ("^objects/(fault/anon_|mremap_1g/copy$)",
+                 "^objects/(fault/(shared|cow|private)_|mremap_1g/mremap_)")
+OBJECT_FAULTS = (
+    ("anon_lazy_write", "lazy anonymous write fault (zeroed frame; the reference)"),
+    ("shared_read_resident", "MAP_SHARED object, page resident: read fault"),
+    ("shared_write_resident", "MAP_SHARED object, page resident: write fault"),
+    ("cow_write_after_read", "MAP_PRIVATE object, page read before: write fault (copy-on-write)"),
+    ("private_first_write", "MAP_PRIVATE object, first touch a write (copy at once)"),
+)
+MREMAP_CASES = (
+    ("mremap_4k", "4K pages, destination congruent mod 2 MiB"),
+    ("mremap_4k_unaligned", "4K pages, destination off by 2 MiB + 4 KiB (worst case)"),
+    ("mremap_huge_2m", "HUGE_2M pages, destination congruent mod 2 MiB"),
+)
+HOST_BENCHES = ("areas", "lifecycle", "faults", "objects", "paging")
 
 
 def target_dir() -> Path:
@@ -171,34 +196,45 @@ def bench_once(cmd: list[str], samples: dict, check: bool = True) -> subprocess.
     return p
 
 
-def host_criterion(res: dict, rounds: int) -> None:
+def host_criterion(res: dict, rounds: int, only: tuple[str, ...] = HOST_BENCHES) -> None:
     """The side-by-side benches, A/B alternated: each side is one invocation (a criterion
-    filter on the function id), the order of the sides flips every round."""
+    filter on the function id), the order of the sides flips every round. `only`: the
+    benches to run (all of them in a full run)."""
     samples: dict[tuple[str, str, str], list[float]] = {}
-    # Build everything first, so no round pays for compiling.
-    run(["cargo", "bench", "-p", "hostbench", "--no-run"], env=host_env(), quiet=True)
     faults_bench = (ROOT / "benches" / "benches" / "faults.rs").is_file()
-    pairs = [
-        (["--bench", "areas"], ("/tessera/", "/memory_set/"), AB_AREAS_ARGS),
-        (["--bench", "lifecycle"], ("^lifecycle/lazy/", "^lifecycle/populate/"),
-         AB_AREAS_ARGS),
-    ]
-    if faults_bench:
+    objects_bench = (ROOT / "benches" / "benches" / "objects.rs").is_file()
+    pairs = []
+    if "areas" in only:
+        pairs.append((["--bench", "areas"], ("/tessera/", "/memory_set/"), AB_AREAS_ARGS))
+    if "lifecycle" in only:
+        pairs.append((["--bench", "lifecycle"], ("^lifecycle/lazy/", "^lifecycle/populate/"),
+                      AB_AREAS_ARGS))
+    if faults_bench and "faults" in only:
         # faults/<pages>/threads/<1|2>; its own settings (linear sampling needs its time).
         pairs.append((["--bench", "faults"], ("/threads/1$", "/threads/2$"), ()))
+    if objects_bench and "objects" in only:
+        # objects/fault/<case> and objects/mremap_1g/<case>; its own settings.
+        pairs.append((["--bench", "objects"], OBJECTS_SIDES, ()))
+    # Build everything first, so no round pays for compiling (a part that does not build
+    # fails in its rounds, below, as a note).
+    if pairs:
+        build = [a for bench, _, _ in pairs for a in bench] if set(only) != set(HOST_BENCHES) else []
+        run(["cargo", "bench", "-p", "hostbench", *build, "--no-run"], env=host_env(), quiet=True,
+            check=not objects_bench or "objects" not in only)
     for r in range(rounds):
         for bench, sides, extra in pairs:
             order = sides if r % 2 == 0 else sides[::-1]
             for side in order:
                 p = bench_once(["cargo", "bench", "-p", "hostbench", *bench, "--", side, *extra],
-                               samples, check=bench[1] != "faults")
+                               samples, check=bench[1] not in ("faults", "objects"))
                 if p.returncode != 0:
                     res["notes"].append(f"`cargo bench -p hostbench {' '.join(bench)} -- {side}` "
                                         f"failed (status {p.returncode}).")
     res["host_faults"] = faults_bench
+    res["host_objects"] = objects_bench
     paging_lines: list[str] = []
     paging_ab: dict[str, list[tuple[float, float, int]]] = {}
-    if (ROOT / "modules" / "paging" / "benches").is_dir():
+    if (ROOT / "modules" / "paging" / "benches").is_dir() and "paging" in only:
         # The paging bench runs whole per round: criterion's samples (ours then
         # PageTable64, per case), then its own alternated pairs (the `AB` lines).
         for r in range(rounds):
@@ -644,6 +680,8 @@ def smp_report(res: dict, o: list[str], counts: tuple[int, ...]) -> None:
 
 
 def host_faults_report(res: dict, o: list[str]) -> None:
+    if "faults" not in res.get("host_parts", HOST_BENCHES):
+        return
     o.append("## Concurrent lazy faults (host, `benches/benches/faults.rs`)")
     o.append("")
     o.append(f"Target: 2 threads faulting one area at least {HOST_FAULTS_TARGET:g}x the fault")
@@ -675,6 +713,77 @@ def host_faults_report(res: dict, o: list[str]) -> None:
     o.append("with 2 threads, thread start included); the ratio is the speed-up of 2 threads.")
     o.append(f"The host has {os.cpu_count()} cores, shared with other work while this ran.")
     o.append("")
+
+
+def objects_report(res: dict, o: list[str]) -> None:
+    """Faults on memory objects and mremap of 1 GiB against copying it
+    (benches/benches/objects.rs)."""
+    if "objects" not in res.get("host_parts", HOST_BENCHES):
+        return
+    o.append("## Objects and mremap (host, `benches/benches/objects.rs`)")
+    o.append("")
+    if not res.get("host_objects"):
+        o.append("**Not measured**: there was no `benches/benches/objects.rs` when this ran.")
+        o.append("")
+        return
+    crit = res.get("criterion", {})
+    rounds = res.get("criterion_rounds", {})
+
+    def per_round(a: tuple[str, str, str], b: tuple[str, str, str]) -> str:
+        return ", ".join(fmt_r(x / y) for x, y in zip(rounds.get(a, []), rounds.get(b, [])))
+
+    o.append("Time per page fault (`handle_page_fault`), `PoolHandler` frames, 511 faults per fresh")
+    o.append("area (the leaf table kept); the ratio is to the lazy anonymous write fault measured")
+    o.append("in the same run (the two sides alternated, see \"How it is measured\").")
+    o.append("")
+    o.append("| fault | median per fault | / lazy anonymous fault | per round |")
+    o.append("|---|---:|---:|---|")
+    ref_key = ("objects/fault", "anon_lazy_write", "")
+    ref = crit.get(ref_key)
+    for fid, label in OBJECT_FAULTS:
+        key = ("objects/fault", fid, "")
+        v = crit.get(key)
+        if fid == "anon_lazy_write":
+            o.append(f"| {label} | {fmt_ns(v)} | | |")
+        else:
+            o.append(f"| {label} | {fmt_ns(v)} | {fmt_x(v / ref if v and ref else None)} "
+                     f"| {per_round(key, ref_key)} |")
+    one = crit.get(("faults/2048", "threads", "1"))
+    if one:
+        o.append("")
+        o.append(f"For reference, `faults.rs` with 1 thread: {fmt_ns(one / 2048)} per fault (2048")
+        o.append("faults, thread start included, `SharedPoolHandler`).")
+    o.append("")
+    o.append("Moving a populated 1 GiB region with `mremap(.., MAYMOVE + FIXED, Some(other))`")
+    o.append(f"against copying 1 GiB. Target: mremap at least {MREMAP_TARGET:g}x faster than the")
+    o.append("copy. It is meant for the moves `mremap` makes when it picks the address itself")
+    o.append("(congruent modulo 2 MiB); the unaligned row is the worst case, a `FIXED` destination")
+    o.append("that is not, shown against the same target.")
+    o.append("")
+    o.append("| 1 GiB region | median per move | copy of 1 GiB | copy / mremap | per round | target |")
+    o.append("|---|---:|---:|---:|---|---|")
+    copy_key = ("objects/mremap_1g", "copy", "")
+    copy = crit.get(copy_key)
+    for fid, label in MREMAP_CASES:
+        key = ("objects/mremap_1g", fid, "")
+        v = crit.get(key)
+        ratio = copy / v if v and copy else None
+        ok = "-" if ratio is None else ("met" if ratio >= MREMAP_TARGET else "**missed**")
+        o.append(f"| {label} | {fmt_ns(v)} | {fmt_ns(copy)} | {fmt_r(ratio)} "
+                 f"| {per_round(copy_key, key)} | {ok} |")
+    o.append("")
+    o.append("Every iteration moves the region (back and forth between two")
+    o.append("addresses). Congruent addresses move each table of 512 4K leaves, or each 2M leaf,")
+    o.append("as one entry; the unaligned destination moves all 262,144 PTEs one by one. The copy")
+    o.append("is `copy_nonoverlapping` between two host buffers written before.")
+    o.append("")
+
+
+def fmt_r(r: float | None) -> str:
+    """A large ratio, with thousands separators."""
+    if r is None:
+        return "-"
+    return f"{r:,.0f}x" if r >= 100 else fmt_x(r)
 
 
 def plots(res: dict, outdir: Path, counts: tuple[int, ...]) -> list[str]:
@@ -789,7 +898,7 @@ def report(res: dict) -> str:
         o.append(f"- Host load average when it started (1 / 5 / 15 min): {m['load']}")
     o.append("")
 
-    if crit:
+    if any(k[0].startswith("area_") for k in crit):
         o.append("## Area-set scaling (host, time per operation)")
         o.append("")
         o.append("`tessera` is `mm::AddrSpace` (x86_64 page-table format, tracking test handler);")
@@ -921,6 +1030,10 @@ def report(res: dict) -> str:
             ("fault_vs_populate_page", "lazy fault / populated page"),
             ("mmap_munmap_cycles", "mmap + munmap pair, 1 page (ticks)"),
             ("mprotect_split_cycles", "mprotect 1 page in a 1000-page area (ticks)"),
+            ("shared_fault_cycles", "fault on a resident shared-object page, read (ticks)"),
+            ("shared_vs_lazy_fault", "shared-object fault / lazy fault"),
+            ("cow_fault_cycles", "copy-on-write fault, private object mapping (ticks)"),
+            ("cow_vs_lazy_fault", "copy-on-write fault / lazy fault"),
             ("runs", "QEMU boots (median over them)"),
         )
         o.append("## QEMU (TCG), `apps/bench` on every board")
@@ -944,6 +1057,12 @@ def report(res: dict) -> str:
                     f"{float(r['lazy_fault_cycles']) / float(r['populate_page_cycles']):.2f}")
             except (KeyError, ValueError, ZeroDivisionError):
                 pass
+            for key in ("shared", "cow"):
+                try:
+                    r[f"{key}_vs_lazy_fault"] = (
+                        f"{float(r[f'{key}_fault_cycles']) / float(r['lazy_fault_cycles']):.2f}")
+                except (KeyError, ValueError, ZeroDivisionError):
+                    pass
         for key, label in rows:
             cells = []
             for b in boards:
@@ -959,6 +1078,7 @@ def report(res: dict) -> str:
     smp_report(res, o, res.get("smp_counts", SMP_COUNTS))
     if "criterion" in res:
         host_faults_report(res, o)
+        objects_report(res, o)
 
     if res["notes"]:
         o.append("## Notes")
@@ -1008,6 +1128,18 @@ HOW = """## How it is measured
 - **Life cycle** (`benches/benches/lifecycle.rs`): `mmap(None)`, then per page a write fault
   (lazy only) and a translated one-byte store (both), then `munmap`; free-list mock handler;
   a populated page elsewhere in the same 2 MiB keeps the leaf table.
+- **Objects and mremap** (`benches/benches/objects.rs`, A/B sides: the references, i.e. the
+  lazy anonymous fault and the 1 GiB copy, against the rest): faults are timed per fault, in
+  batches of at most 511 on a fresh area (mapped before the clock, unmapped after it) in a
+  2 MiB slot whose last page is populated so the leaf table stays; `PoolHandler` frames. The
+  object is `MemObject::anonymous` of 511 pages, all resident through a populated shared
+  mapping in another slot; the bench holds the object too, so a private write always
+  copies. The copy-on-write case read-faults every page of the batch before the clock. The
+  mremap cases populate 1 GiB once (4K pages, or `HUGE_2M`) and time each
+  `mremap(.., MAYMOVE | FIXED, Some(other))`, moving the region back and forth; after the
+  samples the first and last page must still map their frames. The copy is
+  `copy_nonoverlapping` of 1 GiB between two written host buffers (flat sampling, 10
+  samples).
 - **Page-table layer**: `cargo bench -p paging --bench paging` (owned by the paging module);
   the table reads criterion's medians (median over the rounds), its ratio lines are printed
   as the bench printed them, one set per round.
@@ -1019,6 +1151,10 @@ HOW = """## How it is measured
 - **Page-table memory** (`benches/src/bin/ptmem.rs`): frame counts, deterministic.
 - **QEMU** (`apps/bench`, feature `full`): each measurement once to warm up, then 11 times
   (21 for mprotect); the app prints medians, and the table shows the median over the boots.
+  The object faults map a `MemObject::anonymous` of 4096 pages made resident by a shared
+  mapping that read every page: a second shared mapping (read-only) is read page by page,
+  or a private mapping is read (not timed) and then written page by page (copy-on-write);
+  as for the lazy fault, the same loop over the mapped pages is subtracted.
   Without `full` (as `make test` builds it) the counts are small and only the output's shape
   is checked. One kernel per board, built with `SMP=4`, is booted with `-smp 1`, `2` and `4`
   (it runs on the CPUs the firmware lists, at most 4), 3 boots per count, the counts
@@ -1043,7 +1179,7 @@ HOW = """## How it is measured
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
+    ap.add_argument("--out", help="the report (default docs/BENCHMARKS.md)")
     ap.add_argument("--skip-host", action="store_true")
     ap.add_argument("--skip-qemu", action="store_true")
     ap.add_argument("--qemu-runs", type=int, default=3)
@@ -1054,22 +1190,40 @@ def main() -> int:
                     help="write the report and plots again from the last run's saved results")
     ap.add_argument("--smp", default=",".join(map(str, SMP_COUNTS)),
                     help="CPU counts the QEMU boards boot with (comma-separated)")
+    ap.add_argument("--only", metavar="BENCH,...",
+                    help="run only these host criterion benches (comma-separated, of: "
+                         + ", ".join(HOST_BENCHES) + "), A/B alternated as in a full run;\n"
+                         "no callgrind, ptmem or QEMU; the partial report goes to\n"
+                         "target/bench-host/BENCHMARKS-partial.md unless --out is given")
+    ap.set_defaults(out=None)
     a = ap.parse_args()
     counts = tuple(sorted({int(x) for x in a.smp.split(",") if x.strip()}))
+    only = None
+    if a.only is not None:
+        only = tuple(x.strip() for x in a.only.split(",") if x.strip())
+        unknown = [x for x in only if x not in HOST_BENCHES]
+        if unknown or not only:
+            ap.error(f"--only: unknown bench(es) {unknown}; known: {', '.join(HOST_BENCHES)}")
+    if a.out is None:
+        a.out = str(host_dir() / "BENCHMARKS-partial.md") if only else str(ROOT / "docs" / "BENCHMARKS.md")
 
     started = time.monotonic()
-    saved = host_dir() / "bench-results.pickle"
+    saved = host_dir() / ("bench-results-partial.pickle" if only else "bench-results.pickle")
     if a.rerender:
         res = pickle.loads(saved.read_bytes())
         counts = res.get("smp_counts", counts)
     else:
         res = {"machine": machine(), "notes": [], "smp_counts": counts}
-        if not a.skip_host:
-            host_criterion(res, max(1, a.ab_rounds))
-            callgrind(res)
-            ptmem(res)
-        if not a.skip_qemu:
-            qemu_boards(res, a.qemu_runs, a.mem, counts)
+        if only:
+            res["host_parts"] = only
+            host_criterion(res, max(1, a.ab_rounds), only)
+        else:
+            if not a.skip_host:
+                host_criterion(res, max(1, a.ab_rounds))
+                callgrind(res)
+                ptmem(res)
+            if not a.skip_qemu:
+                qemu_boards(res, a.qemu_runs, a.mem, counts)
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_bytes(pickle.dumps(res))
     out = Path(a.out)

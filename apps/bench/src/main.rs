@@ -10,6 +10,13 @@
 //! - `mmap_munmap_cycles`: one lazy one-page mmap + munmap pair;
 //! - `mprotect_split_cycles`: mprotect of the middle page of a populated
 //!   1000-page area (a split);
+//! - `shared_fault_cycles`: one read fault on a `MAP_SHARED` mapping of a
+//!   memory object whose pages another mapping made resident (no frame, no
+//!   zeroing: the object's frame mapped read-only);
+//! - `cow_fault_cycles`: one write fault on a page of a `MAP_PRIVATE` mapping
+//!   of such an object that was read before (mapped read-only): a
+//!   copy-on-write (new frame, 4 KiB copied, PTE replaced); both as
+//!   `lazy_fault_cycles`, the same loop over the mapped pages subtracted;
 //! - the SMP rows (`smp.rs`, every CPU count): IPIs, shootdowns and ticks per
 //!   `munmap` / `mprotect` of 1 and 512 pages with the other CPUs busy reading
 //!   the address space or idle (`smp_{busy,idle}_{munmap,mprotect}_{1,512}p_*`),
@@ -26,7 +33,7 @@ extern crate alloc;
 
 mod smp;
 
-use tessera::mm::{self, MmapFlags, PAGE_SIZE, Prot};
+use tessera::mm::{self, MemObject, MmapFlags, PAGE_SIZE, Prot};
 use tessera::{AppResult, Context, String, Vec, check_eq, println, time};
 
 /// What a measurement returns: ticks, or why it failed.
@@ -144,6 +151,78 @@ fn mprotect_split() -> Ticks {
     Ok(t1 - t0)
 }
 
+/// A one-byte load from the first byte of each of `pages` pages from `base`.
+///
+/// # Safety
+///
+/// `[base, base + pages * PAGE_SIZE)` is a readable mapping this app made.
+unsafe fn read(base: usize, pages: usize) {
+    for p in 0..pages {
+        // SAFETY: the page is in the readable mapping the caller vouches for.
+        unsafe { ((base + p * PAGE_SIZE) as *const u8).read_volatile() };
+    }
+}
+
+/// Ticks per fault of `faulting` (run first, taking exactly `PAGES` faults)
+/// less those of the same loop run again over the then-mapped pages.
+fn per_fault(mut faulting: impl FnMut()) -> Ticks {
+    let before = mm::stats().faults_handled;
+    let t0 = time::cycles();
+    faulting();
+    let t1 = time::cycles();
+    faulting();
+    let t2 = time::cycles();
+    check_eq!(
+        mm::stats().faults_handled - before,
+        PAGES as u64,
+        "faults taken"
+    );
+    Ok((t1 - t0).saturating_sub(t2 - t1) / PAGES as u64)
+}
+
+/// An anonymous object of `PAGES` pages, all resident (a shared mapping of
+/// it, returned, read every page).
+fn resident_object() -> Result<(alloc::sync::Arc<MemObject>, usize), String> {
+    let len = PAGES * PAGE_SIZE;
+    let obj = MemObject::anonymous(len).context("object")?;
+    let src = mm::mmap_object(None, len, RW, MmapFlags::SHARED, &obj, 0).context("mmap_object")?;
+    // SAFETY: `src` is the PAGES-page read-write mapping just made.
+    unsafe { read(src, PAGES) };
+    check_eq!(obj.pages(), PAGES, "resident pages");
+    Ok((obj, src))
+}
+
+fn shared_fault() -> Ticks {
+    let len = PAGES * PAGE_SIZE;
+    let (obj, src) = resident_object()?;
+    let base = mm::mmap_object(None, len, Prot::READ, MmapFlags::SHARED, &obj, 0)
+        .context("mmap_object")?;
+    let t = per_fault(|| {
+        // SAFETY: `base` is the PAGES-page readable mapping just made.
+        unsafe { read(base, PAGES) }
+    });
+    mm::munmap(base, len).context("munmap")?;
+    mm::munmap(src, len).context("munmap")?;
+    t
+}
+
+fn cow_fault() -> Ticks {
+    let len = PAGES * PAGE_SIZE;
+    let (obj, src) = resident_object()?;
+    let base =
+        mm::mmap_object(None, len, RW, MmapFlags::PRIVATE, &obj, 0).context("mmap_object")?;
+    // SAFETY: `base` is the PAGES-page read-write mapping just made, used
+    // for nothing else: every page mapped read-only (the object's frame).
+    unsafe { read(base, PAGES) };
+    let t = per_fault(|| {
+        // SAFETY: the same mapping.
+        unsafe { touch(base, PAGES) }
+    });
+    mm::munmap(base, len).context("munmap")?;
+    mm::munmap(src, len).context("munmap")?;
+    t
+}
+
 fn main() -> AppResult {
     let hz = time::cycles_per_sec();
     match hz {
@@ -169,6 +248,10 @@ fn main() -> AppResult {
     println!("bench: mmap_munmap_cycles={pair}");
     let split = med(MPROTECT_REPS, mprotect_split)?;
     println!("bench: mprotect_split_cycles={split}");
+    let shared = med(REPS, shared_fault)?;
+    println!("bench: shared_fault_cycles={shared}");
+    let cow = med(REPS, cow_fault)?;
+    println!("bench: cow_fault_cycles={cow}");
     let end = mm::stats();
     check_eq!(end.data_frames, start.data_frames, "anonymous frames left");
     smp::run()
