@@ -113,7 +113,7 @@
 //! call [`Cursor::flush`] first).
 //!
 //! A batch that only added translations is flushed locally (`M::flush_tlb`).
-//! A batch that removed or weakened any (unmap, protect, split, unlinked
+//! A batch that removed or weakened any (unmap, a protect that takes access away, split, unlinked
 //! tables) goes, once per flush, to the kernel's [`Shootdown`] when one is
 //! installed ([`set_shootdown`]): it returns only after every CPU dropped
 //! them, so retired table frames and the caller's data frames are freed after

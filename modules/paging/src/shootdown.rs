@@ -5,7 +5,7 @@
 //! slots) is flushed locally with `M::flush_tlb`: no CPU can cache what was
 //! not there, and a CPU that faults on it before seeing the new entry finds
 //! it mapped (a spurious fault its handler flushes locally). A change that
-//! removes or weakens translations (unmap, protect, a split, an unlinked
+//! removes or weakens translations (unmap, a protect that takes access away, a split, an unlinked
 //! table) goes to the [`Shootdown`] the kernel installed with
 //! [`set_shootdown`], once per cursor flush: it must return only after every
 //! CPU that may cache the table's translations has dropped them. Only then

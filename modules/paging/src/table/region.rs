@@ -314,9 +314,17 @@ impl<M: PagingMetaData, PTE: GenericPTE, H: PagingHandler> Cursor<'_, M, PTE, H>
             let mut pte = Pt::<M, PTE, H>::read(table, idx);
             match kind(&pte, h) {
                 Kind::Leaf => {
+                    let old = pte.flags();
                     pte.set_flags(flags, h > 0);
                     Pt::<M, PTE, H>::write(table, idx, pte);
-                    self.note_weakened(la.wrapping_add(delta));
+                    if flags.contains(old) {
+                        // Only access was added: a CPU with the old entry
+                        // cached faults and flushes it (a spurious fault), so
+                        // the flush is local.
+                        self.note(la.wrapping_add(delta));
+                    } else {
+                        self.note_weakened(la.wrapping_add(delta));
+                    }
                 }
                 Kind::Table => self.protect_rec(pte.paddr(), h - 1, la, ee, delta, flags),
                 Kind::Unused | Kind::Invalid => {}
