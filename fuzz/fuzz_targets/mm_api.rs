@@ -19,8 +19,7 @@
 //! `NoMemory` and must change nothing, and a huge fault may fall back to a 4K
 //! page; an object fault may leave the page resident). At the end every page's
 //! data is checked, the address space and the objects are dropped and no frame
-//! may leak. Any panic is a finding. The case of a known mm bug is skipped
-//! (`model::SKIP_MREMAP_FIXED_STALE_START`).
+//! may leak. Any panic is a finding.
 //!
 //! Run: `cargo +nightly fuzz run mm_api` in `fuzz/` (or `make fuzz-libfuzzer`).
 #![no_main]
@@ -288,11 +287,6 @@ fuzz_target!(|data: &[u8]| {
                     // An old range in a huge area: not modelled.
                     continue;
                 };
-                if let Ok(plan) = plan
-                    && m.known_mremap_bug(plan)
-                {
-                    continue;
-                }
                 let before: Vec<_> = match plan {
                     Ok(plan) => {
                         let (p, n, new_n, _) = plan.parts();

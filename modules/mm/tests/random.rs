@@ -14,7 +14,8 @@
 //! bytes whose pager it reads back), `mmap(SHARED)` (a new anonymous object
 //! each), faults on object pages (read, write; a shared page becomes
 //! writable and dirty, a private one gets its copy, or the object's frame if
-//! the area holds the last reference; past the end: `PastEnd`), writes of
+//! the area holds the last reference and the page was never mapped writable;
+//! past the end: `PastEnd`, even under a frame limit), writes of
 //! tags through writable PTEs (checked at once through every other mapping
 //! of the object page), `msync` over random ranges (its count, the dirty
 //! flags, and the pager's bytes), `mremap` (shrink, grow in place, MAYMOVE,
@@ -32,8 +33,9 @@
 //! compared. At the end the space and the objects are dropped: no frame may
 //! leak.
 //!
-//! One case is skipped: a known mm bug (`mremap_fixed_grow_over_the_areas_head`
-//! below, `SKIP_MREMAP_FIXED_STALE_START` in the model).
+//! Two regression tests below pin mm bugs the model found (both fixed):
+//! `mremap_fixed_grow_over_the_areas_head` and
+//! `a_taken_page_mapped_again_shows_the_objects_last_data`.
 //!
 //! `MM_FUZZ_OPS=<n>` sets the operations per seed (default 10,000);
 //! `make fuzz` runs 1,000,000 per seed in release.
@@ -518,12 +520,6 @@ fn run(seed: u64, ops: usize) {
                     // An old range in a huge area: not modelled.
                     continue;
                 };
-                if let Ok(plan) = plan
-                    && m.known_mremap_bug(plan)
-                {
-                    // KNOWN BUG, disabled: see `mremap_fixed_grow_over_the_areas_head`.
-                    continue;
-                }
                 let limited = rng.random_bool(0.15);
                 let before: Vec<_> = match plan {
                     Ok(plan) => {
@@ -699,7 +695,8 @@ fn run(seed: u64, ops: usize) {
          {object_faults} object faults ({} prefaults), {} private copies, {} pages made \
          resident, {past_end} faults past the end, {msyncs} msyncs writing {} pages, \
          mremaps (shrink, grow, move, fixed) {remaps:?} and {remap_errors} refused, \
-         {} private pages that took the object's frame; {} areas at the end",
+         {} private pages that took the object's frame and {} that copied it (written \
+         before); {} areas at the end",
         m.huge_faults,
         m.huge_fallbacks,
         m.huge_collapses,
@@ -708,6 +705,7 @@ fn run(seed: u64, ops: usize) {
         m.residents,
         m.synced,
         m.taken,
+        m.written_copies,
         st.areas
     );
     drop(s);
@@ -748,18 +746,15 @@ fn random_ops_seed_4() {
     run(42, ops());
 }
 
-/// KNOWN BUG (found by the model: with `SKIP_MREMAP_FIXED_STALE_START`
-/// false, seed 2 fails at op 449 and seed 42 at op 7907): `mremap(MAYMOVE |
-/// FIXED)` growing an object mapping whose destination overlaps the head of
-/// the old range's own area. `move_fixed` clears the destination first,
-/// which splits that area (it now starts at the destination's end), and
-/// then asks the backend for its extension with the area start it looked up
-/// before (`grow_at(area_start, ..)`): `ObjectMapping::extend` computes the
-/// tail's first object page from the stale start, so the tail maps the
-/// wrong object pages (here 13 and 14 instead of 8 and 9) and does not merge
-/// with the moved page. Anonymous areas do not care about the start.
+/// Regression test of an mm bug the model found (seeds 2 and 42):
+/// `mremap(MAYMOVE | FIXED)` growing an object mapping whose destination
+/// overlaps the head of the old range's own area. `move_fixed` clears the
+/// destination first, which splits that area (it now starts at the
+/// destination's end); the tail's first object page must come from the area
+/// as it is then (`grow_at` looks it up itself), not from the start looked
+/// up before, or the tail maps the wrong object pages (13 and 14 instead of
+/// 8 and 9) and does not merge with the moved page.
 #[test]
-#[ignore = "known mm bug: mremap FIXED grow uses a stale area start (see the docs)"]
 fn mremap_fixed_grow_over_the_areas_head() {
     testing::reset();
     let mut s = Space::new(va(START), PAGES * P).unwrap();
@@ -801,16 +796,15 @@ fn mremap_fixed_grow_over_the_areas_head() {
     testing::assert_no_leaks();
 }
 
-/// QUESTION for mm (not modelled as a bug; the model follows the
-/// implementation): a private page's first write *takes* the object's frame
-/// when the area holds the only reference to the object
-/// (`MemObject::take_sole`, whose docs say nobody can "miss its content
-/// later"). But the same area can map that object page again: shrink it off
-/// with `mremap` and grow back in place. The object then reads the page from
-/// its pager: a write made through a shared mapping before (never synced)
-/// is gone, where Linux (shmem, page cache) would show it.
+/// Regression test of an mm bug the model found: a private page's first
+/// write may *take* the object's frame when the area holds the only
+/// reference to the object (`MemObject::take_sole`), and the object then
+/// forgets the page. The same area can map that object page again (shrink
+/// it off with `mremap`, grow back in place), and the object reads it from
+/// its pager. So a page that was ever mapped writable (here written through
+/// a shared mapping, never synced; an `AnonPager` keeps nothing even after a
+/// sync) must be copied, not taken, or that write is lost.
 #[test]
-#[ignore = "question for mm: take_sole loses an object page's unsynced data (see the docs)"]
 fn a_taken_page_mapped_again_shows_the_objects_last_data() {
     testing::reset();
     let mut s = Space::new(va(START), PAGES * P).unwrap();
@@ -824,8 +818,8 @@ fn a_taken_page_mapped_again_shows_the_objects_last_data() {
     s.handle_page_fault(va(a + P), Access::Write).unwrap();
     common::write(&s, a + P, 0x5eed);
     s.munmap(va(a), 2 * P).unwrap();
-    // A private mapping holds the last reference; a read, then a write
-    // (the frame is taken), of page 1.
+    // A private mapping holds the last reference; a read, then a write of
+    // page 1: copied (the page was written before), not taken.
     let b = s
         .mmap_object(None, 2 * P, rw, MmapFlags::PRIVATE, &obj, 0)
         .unwrap()
@@ -834,7 +828,13 @@ fn a_taken_page_mapped_again_shows_the_objects_last_data() {
     s.handle_page_fault(va(b + P), Access::Read).unwrap();
     assert_eq!(common::read(&s, b + P), 0x5eed);
     s.handle_page_fault(va(b + P), Access::Write).unwrap();
-    assert_eq!(s.stats().shared_frames, 0, "the frame was taken");
+    assert_eq!(
+        s.stats().shared_frames,
+        0,
+        "the private copy replaced the PTE"
+    );
+    assert_eq!(s.stats().data_frames, 1, "the private copy");
+    assert_eq!(common::read(&s, b + P), 0x5eed, "the copy's data");
     // Shrink page 1 off, grow it back: object page 1 again.
     s.mremap(va(b), 2 * P, P, RemapFlags::empty(), None)
         .unwrap();

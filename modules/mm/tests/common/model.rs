@@ -34,8 +34,10 @@
 //! pages come on faults; a read maps the object's frame read-only; a write to
 //! a shared page maps it writable and dirties it; a private page's first write
 //! copies the current content into a frame of its own (or takes the object's
-//! frame when the area holds the only reference and the page no other
-//! mapping); a page past the end is `PastEnd`; `mprotect` maps object frames
+//! frame when the area holds the only reference, the page no other mapping,
+//! and the page was never mapped writable since it became resident); a page
+//! past the end is `PastEnd` (before anything is allocated: never `NoMemory`,
+//! even for a private write under a frame limit); `mprotect` maps object frames
 //! read-only again or (no access) unmaps them; `msync` makes the range's
 //! writable PTEs read-only and writes back every dirty resident page of the
 //! object pages it covers (clean unless still mapped writable elsewhere);
@@ -44,8 +46,10 @@
 //! `MmStats::shared_frames` counts the PTEs that map object frames, and the
 //! frames in use are the data frames, the page tables and the live objects'
 //! resident pages. Under a frame limit a fault may leave its object page
-//! resident (and dirty for a shared write) when the page table ran out after
-//! the object had made the page resident: observed from the frames in use.
+//! resident when the page table ran out after the object had made the page
+//! resident: observed from the frames in use. It stays clean (and not
+//! `written`) even for a shared write: the object makes the page writable
+//! only once its PTE is there.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -146,6 +150,11 @@ pub struct ObjPage {
     /// `PageState::dirty`: set when a writable mapping appears, cleared by a
     /// sync that writes it while no writable mapping is left.
     pub dirty: bool,
+    /// A writable mapping of the page appeared since it became resident
+    /// (set with `dirty`, never cleared, not even by a sync): its frame may
+    /// differ from what the pager read, so a private write copies it instead
+    /// of taking it (`MemObject::take_sole`).
+    pub written: bool,
 }
 
 /// A memory object: the test's own (`held`: it keeps an `Arc`, so the object
@@ -222,6 +231,9 @@ pub struct Model {
     /// Private pages that took the object's frame (the area held the only
     /// reference to the object).
     pub taken: u64,
+    /// Private pages copied where the frame would have been taken but the
+    /// object page was mapped writable before (`ObjPage::written`).
+    pub written_copies: u64,
 }
 
 /// A planned `mremap` (pages of the window): the old range `[p, p + n)`,
@@ -781,7 +793,7 @@ impl Model {
                 }
                 None => {
                     assert!(limited, "{what}: populate of object page {q} failed");
-                    self.observe_resident(s, obj, index, false, what);
+                    self.observe_resident(s, obj, index, what);
                     break;
                 }
             }
@@ -800,6 +812,7 @@ impl Model {
                 frame: Some(f),
                 data: pager,
                 dirty: false,
+                written: false,
             };
             self.residents += 1;
         }
@@ -811,19 +824,19 @@ impl Model {
             None => q.frame = Some(f),
         }
         q.dirty |= write;
+        q.written |= write;
     }
 
     /// After a call that failed for want of frames while mapping object page
-    /// `(o, i)` (`write`: for a writable mapping): the object may have made
-    /// the page resident before the page table ran out (it stays resident;
-    /// a writable mapping counted meanwhile left it dirty). Observed by the
-    /// frames in use.
+    /// `(o, i)`: the object may have made the page resident before the page
+    /// table ran out (it stays resident, clean, even for a write: the
+    /// mapping is counted read-only until its PTE is there, and given back).
+    /// Observed by the frames in use.
     fn observe_resident<M, PTE, H>(
         &mut self,
         s: &AddrSpace<M, PTE, H>,
         o: usize,
         i: usize,
-        write: bool,
         what: &str,
     ) where
         M: PagingMetaData<VirtAddr = VirtAddr>,
@@ -837,9 +850,9 @@ impl Model {
         let pager = obj.pager[i];
         let q = &mut obj.pages[i];
         if q.resident {
+            // map_page counted a read-only mapping, the page table refused
+            // it, and it was given back: nothing changed.
             assert_eq!(got, expected, "{what}: frames in use");
-            // map_page counted the mapping, the page table refused it.
-            q.dirty |= write;
             return;
         }
         match got.checked_sub(expected) {
@@ -849,7 +862,8 @@ impl Model {
                     resident: true,
                     frame: None,
                     data: pager,
-                    dirty: write,
+                    dirty: false,
+                    written: false,
                 };
                 self.residents += 1;
             }
@@ -1096,15 +1110,22 @@ impl Model {
                 assert_eq!(r, Ok(()), "{what}: write fault on shared page {p}");
                 let f = frame_of(s, addr(p));
                 assert_eq!(f, self.objects[&o].pages[i].frame, "{what}: frame of {p}");
-                self.objects.get_mut(&o).unwrap().pages[i].dirty = true;
+                let op = &mut self.objects.get_mut(&o).unwrap().pages[i];
+                op.dirty = true;
+                op.written = true;
                 self.pages.get_mut(&p).unwrap().omap = Omap::Rw;
                 return Fault::Mapped;
             }
             Omap::Ro => {
                 // The area holds the only reference to the object (the test
-                // let it go, and no other area maps it) and this PTE is the
-                // page's only mapping: the frame becomes the area's, no copy.
-                if !self.objects[&o].held && self.areas_of(o) == 1 && self.maps(o, i) == (1, 0) {
+                // let it go, and no other area maps it), this PTE is the
+                // page's only mapping, and the page was never mapped writable
+                // (its frame holds what the pager gives): the frame becomes
+                // the area's, no copy.
+                let sole =
+                    !self.objects[&o].held && self.areas_of(o) == 1 && self.maps(o, i) == (1, 0);
+                let written = self.objects[&o].pages[i].written;
+                if sole && !written {
                     assert_eq!(r, Ok(()), "{what}: write fault on sole page {p}");
                     let f = frame_of(s, addr(p));
                     let obj = self.objects.get_mut(&o).unwrap();
@@ -1126,16 +1147,15 @@ impl Model {
                 }
                 assert_eq!(r, Ok(()), "{what}: copy-on-write fault on page {p}");
                 self.copy_page(s, p, o, i, what);
+                if sole {
+                    self.written_copies += 1;
+                }
                 return Fault::Mapped;
             }
             Omap::None => {}
         }
         if i >= self.objects[&o].pages.len() {
-            // A private write allocates its copy's frame before the object
-            // says the page is past its end.
-            if no_memory && write && !shared {
-                return Fault::NoMemory;
-            }
+            // Checked before anything is allocated: never `NoMemory`.
             assert!(
                 matches!(r, Err(FaultError::PastEnd { .. })),
                 "{what}: {r:?}"
@@ -1147,7 +1167,7 @@ impl Model {
         }
         if no_memory {
             if shared || !write {
-                self.observe_resident(s, o, i, write, what);
+                self.observe_resident(s, o, i, what);
             }
             return Fault::NoMemory;
         }
@@ -1615,30 +1635,7 @@ impl Model {
     }
 }
 
-/// Whether the random test and the fuzz target avoid the case of the known
-/// mm bug shown by `tests/random.rs`'s `mremap_fixed_grow_over_the_areas_head`
-/// (an `mremap(FIXED)` growing an object mapping whose destination clears
-/// the head of the old range's own area: the tail maps the wrong object
-/// pages). Set to `false` once mm is fixed.
-pub const SKIP_MREMAP_FIXED_STALE_START: bool = true;
-
 impl Model {
-    /// Whether `plan` is the case of the known bug (see
-    /// [`SKIP_MREMAP_FIXED_STALE_START`]): `FIXED`, growing an object
-    /// mapping, the destination ending inside the old range's area before
-    /// the old range.
-    pub fn known_mremap_bug(&self, plan: Remap) -> bool {
-        let Remap::Fixed { p, n, new_n, to } = plan else {
-            return false;
-        };
-        SKIP_MREMAP_FIXED_STALE_START
-            && new_n > n
-            && matches!(self.pages[&p].kind, Kind::Object { .. })
-            && self
-                .area_of(p)
-                .is_some_and(|(a, _)| a < to + new_n && to + new_n <= p)
-    }
-
     /// After `plan` failed with `NoMemory` under a frame limit: nothing
     /// changed, except (the documented exception) a `FIXED` destination
     /// cleared before an eager tail ran out of frames; observed from the
