@@ -54,10 +54,12 @@ pub enum AreaKind {
         /// The object offset of the area's first page.
         offset: usize,
     },
-    /// A backend defined outside this crate, by its name.
+    /// A backend defined outside this crate, by its name (a reference to a
+    /// `&'static str`, e.g. `&"pattern"`, so that the description stays two
+    /// words: area lookups copy it).
     Other {
         /// What the backend calls itself.
-        name: &'static str,
+        name: &'static &'static str,
     },
 }
 

@@ -5,7 +5,7 @@
 //! `mmap`/`munmap`/`mprotect`/`mremap`/`msync` semantics apps see.
 //!
 //! An [`AddrSpace`] is an area set (`areas.rs`: a `BTreeMap` of areas keyed by
-//! start address, each with a boxed [`Backend`]) over a mapper (`backend/mapper.rs`: the
+//! start address, each with a [`Backend`]) over a mapper (`backend/mapper.rs`: the
 //! hardware page table, a [`paging::PageTable`], plus the state a page table
 //! cannot express), a *window* of virtual addresses that the app calls may
 //! touch, and counters. `paging` is the only code that reads or writes page-table
@@ -24,6 +24,7 @@
 //! | `areas.rs`, `area.rs` | the area set (lookups, splits, merges; why not `memory_set`) and the public area description |
 //! | `gaps.rs` | the free-gap index behind placement without a fixed address (first fit in O(log n)) |
 //! | `backend/mod.rs` | the public [`Backend`] trait and its contract, [`Fault`], [`FaultAction`]; what a page-table error means here |
+//! | `backend/erased.rs` | how areas hold backends: the object-safe mirror of [`Backend`] in a small box (inline up to one word) |
 //! | `backend/pages.rs` | [`Pages`]: the page-table operations a backend may use (map, unmap with release, protect, park, replace, frames) |
 //! | `backend/mapper.rs` | `Mapper`: the page table, lookups, frame pools, contiguous runs, the `FIXED` reserve, moves, removed backends |
 //! | `backend/split.rs` | when huge leaves are split at range edges, put back, and collapsed (`paging` does it) |
@@ -44,7 +45,8 @@
 //! adjacent areas merge (below).
 //!
 //! # Backends
-//! Every area has a boxed [`Backend`] (`backend/mod.rs` gives the contract):
+//! Every area has a [`Backend`] (`backend/mod.rs` gives the contract), kept
+//! inline in the area when it is one word or less (`backend/erased.rs`):
 //! the address space calls it to map a new area, unmap, protect, re-open a
 //! `PROT_NONE` range, handle a fault it cannot answer itself, split, merge,
 //! grow and move, sync and describe; the parking of `PROT_NONE` pages and
@@ -52,7 +54,7 @@
 //! implements it in their own crate and maps it with
 //! [`AddrSpace::mmap_backend`]; the built-in backends below are
 //! implementations like any other. The fault path's last-hit cache keeps a
-//! pointer to the area's boxed backend (valid while the set's generation is
+//! pointer to the area's backend (valid while the set's generation is
 //! unchanged), so backends holding shared objects work with it; a backend
 //! can declare its absent-page faults plain zero-fill
 //! ([`Backend::zero_fill_4k`]) so the fault path need not call it.

@@ -96,27 +96,19 @@ where
         Ok(FaultAction::Mapped)
     }
 
-    fn split(&mut self, start: usize, at: usize, _end: usize) -> Box<dyn Backend<M, PTE, H>> {
-        Box::new(Pattern {
+    fn split(&mut self, start: usize, at: usize, _end: usize) -> Self {
+        Pattern {
             seed: self.seed,
             base: self.base + (at - start),
-        })
+        }
     }
 
-    fn try_merge(
-        &mut self,
-        start: usize,
-        mid: usize,
-        next: &dyn Backend<M, PTE, H>,
-        _end: usize,
-    ) -> bool {
-        (next as &dyn core::any::Any)
-            .downcast_ref::<Self>()
-            .is_some_and(|n| n.seed == self.seed && self.base + (mid - start) == n.base)
+    fn try_merge(&mut self, start: usize, mid: usize, next: &Self, _end: usize) -> bool {
+        next.seed == self.seed && self.base + (mid - start) == next.base
     }
 
     fn describe(&self, _start: usize) -> AreaKind {
-        AreaKind::Other { name: "pattern" }
+        AreaKind::Other { name: &"pattern" }
     }
 }
 
@@ -172,36 +164,21 @@ where
         })
     }
 
-    fn split(&mut self, _start: usize, _at: usize, _end: usize) -> Box<dyn Backend<M, PTE, H>> {
-        Box::new(ReadOnlyZero)
+    fn split(&mut self, _start: usize, _at: usize, _end: usize) -> Self {
+        ReadOnlyZero
     }
 
-    fn try_merge(
-        &mut self,
-        _start: usize,
-        _mid: usize,
-        next: &dyn Backend<M, PTE, H>,
-        _end: usize,
-    ) -> bool {
-        (next as &dyn core::any::Any).is::<Self>()
+    fn try_merge(&mut self, _start: usize, _mid: usize, _next: &Self, _end: usize) -> bool {
+        true
     }
 
     fn describe(&self, _start: usize) -> AreaKind {
-        AreaKind::Other { name: "ro-zero" }
+        AreaKind::Other { name: &"ro-zero" }
     }
 }
 
-fn pattern_box(
-    seed: u64,
-    base: usize,
-) -> Box<
-    dyn Backend<
-            page_table_multiarch::x86_64::X64PagingMetaData,
-            page_table_entry::x86_64::X64PTE,
-            testing::TrackingHandler,
-        >,
-> {
-    Box::new(Pattern { seed, base })
+fn pattern_box(seed: u64, base: usize) -> Pattern {
+    Pattern { seed, base }
 }
 
 fn fault(s: &Space, addr: usize, access: Access) -> Result<(), FaultError> {
@@ -226,7 +203,7 @@ fn layout(s: &Space) -> Vec<(usize, usize, AreaKind)> {
         .collect()
 }
 
-const KIND: AreaKind = AreaKind::Other { name: "pattern" };
+const KIND: AreaKind = AreaKind::Other { name: &"pattern" };
 
 /// The frames the space's areas own (`Pages::alloc_frames` counts them).
 fn data(s: &Space) -> usize {
@@ -551,11 +528,11 @@ fn mmap_backend_refuses_the_flags_that_are_the_backends_business() {
 fn backend_refusing_writes_gives_denied() {
     let mut s = space();
     let a = s
-        .mmap_backend(None, 2 * PAGE, RW, NONE, Box::new(ReadOnlyZero))
+        .mmap_backend(None, 2 * PAGE, RW, NONE, ReadOnlyZero)
         .unwrap()
         .as_usize();
     let area = s.areas().next().unwrap();
-    assert_eq!(area.kind, AreaKind::Other { name: "ro-zero" });
+    assert_eq!(area.kind, AreaKind::Other { name: &"ro-zero" });
     let before = snapshot(&s);
     // The area allows writes; the backend refuses them.
     assert_eq!(

@@ -4,7 +4,7 @@
 //! use, and the mapper behind them.
 //!
 //! # The contract
-//! An area is `[start, end)` with flags and one boxed [`Backend`]. The
+//! An area is `[start, end)` with flags and one [`Backend`]. The
 //! address space calls the backend for everything that depends on what the
 //! area maps to, and does the rest itself (arguments, placement, huge-page
 //! splits at range edges, merging, batching and TLB shootdowns, frame
@@ -80,13 +80,10 @@
 //! or protect whose edges were split first (`infallible`).
 
 mod claims;
+mod erased;
 mod mapper;
 mod pages;
 mod split;
-
-use alloc::boxed::Box;
-use core::any::Any;
-use core::ptr::NonNull;
 
 use hal::Access;
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
@@ -95,11 +92,11 @@ use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::LeafSize;
 
 use crate::area::AreaKind;
-use crate::areas::AreaBackend;
 use crate::error::NoMemory;
 use crate::invariant::broken;
 use crate::object::ObjectError;
 
+pub(crate) use erased::{BackendPtr, BoxedBackend, boxed};
 pub(crate) use mapper::{Mapper, fault_frame};
 pub use pages::{Pages, Release, Removed};
 
@@ -202,7 +199,7 @@ impl From<NoMemory> for FaultRefusal {
 /// Implementations are generic over the page-table format like the address
 /// space (`M`, `PTE`, `H`); a backend that needs frames takes them through
 /// [`Pages`] (which counts them) or from its own source.
-pub trait Backend<M, PTE, H>: Any + Send + Sync
+pub trait Backend<M, PTE, H>: Sized + Send + Sync + 'static
 where
     M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
     PTE: GenericPTE + 'static,
@@ -287,31 +284,19 @@ where
 
     /// Splits the backend of `[start, end)` at `at` (`start < at < end`):
     /// `self` keeps `[start, at)`, the result describes `[at, end)`.
-    fn split(&mut self, start: usize, at: usize, end: usize) -> Box<dyn Backend<M, PTE, H>>;
+    fn split(&mut self, start: usize, at: usize, end: usize) -> Self;
 
     /// Whether `self`, describing `[start, mid)`, can absorb `next`,
-    /// describing `[mid, end)` (adjacent, equal flags); if so, does it.
-    /// `next` may be any backend: compare kinds with
-    /// `(next as &dyn Any).downcast_ref::<Self>()`.
-    fn try_merge(
-        &mut self,
-        start: usize,
-        mid: usize,
-        next: &dyn Backend<M, PTE, H>,
-        end: usize,
-    ) -> bool;
+    /// describing `[mid, end)` (adjacent, equal flags, and of the same
+    /// backend type: areas of different types never merge); if so, does it.
+    fn try_merge(&mut self, start: usize, mid: usize, next: &Self, end: usize) -> bool;
 
     /// For `mremap` growing the area `[start, end)` in place to `new_end`: a
     /// backend describing `[end, new_end)` that continues this one (it is
     /// then mapped with [`Backend::map`] and merged), or `None` if the area
     /// cannot grow (the default; Linux refuses to grow a mapping of a fixed
     /// physical range too).
-    fn extend(
-        &self,
-        start: usize,
-        end: usize,
-        new_end: usize,
-    ) -> Option<Box<dyn Backend<M, PTE, H>>> {
+    fn extend(&self, start: usize, end: usize, new_end: usize) -> Option<Self> {
         let _ = (start, end, new_end);
         None
     }
@@ -338,7 +323,9 @@ where
         Ok(0)
     }
 
-    /// What the area is, for area dumps and fault reports.
+    /// What the area is, for area dumps and fault reports. Asked when the
+    /// area is made, split, merged or moved, and kept (so it must depend
+    /// only on what those change).
     fn describe(&self, start: usize) -> AreaKind;
 
     /// Whether every fault on a page of the area that is neither mapped nor
@@ -356,96 +343,6 @@ where
     /// with equal flags). Default: no.
     fn collapse_2m(&self) -> bool {
         false
-    }
-}
-
-/// A pointer to a boxed backend, for the fault path's last-hit cache (see
-/// `AreaSet::lookup`): it is dereferenced only while the area set has not
-/// changed since it was taken (the set's generation), so the box it points
-/// into is alive.
-pub(crate) struct BackendPtr<M, PTE, H> {
-    ptr: NonNull<dyn Backend<M, PTE, H>>,
-    /// [`Backend::zero_fill_4k`], asked when the pointer was taken.
-    pub(crate) zero_fill_4k: bool,
-}
-
-impl<M, PTE, H> Clone for BackendPtr<M, PTE, H> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<M, PTE, H> Copy for BackendPtr<M, PTE, H> {}
-
-// SAFETY: the pointee is `Send + Sync` (a supertrait of `Backend`); the
-// pointer itself is only dereferenced as `&dyn Backend` while the owning
-// area set is borrowed and unchanged (see the type docs).
-unsafe impl<M, PTE, H> Send for BackendPtr<M, PTE, H> {}
-// SAFETY: as for `Send`.
-unsafe impl<M, PTE, H> Sync for BackendPtr<M, PTE, H> {}
-
-impl<M, PTE, H> BackendPtr<M, PTE, H> {
-    /// The backend.
-    ///
-    /// # Safety
-    ///
-    /// The box the pointer was taken from is alive and not mutably borrowed
-    /// for `'a`: the area set it lives in is borrowed for `'a` and has not
-    /// changed since the pointer was taken.
-    #[inline(always)]
-    pub(crate) unsafe fn get<'a>(self) -> &'a dyn Backend<M, PTE, H> {
-        // SAFETY: the caller's contract.
-        unsafe { self.ptr.as_ref() }
-    }
-}
-
-/// An area's boxed backend, as the area set holds it.
-pub(crate) type BoxedBackend<M, PTE, H> = Box<dyn Backend<M, PTE, H>>;
-
-impl<
-    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
-    PTE: GenericPTE + 'static,
-    H: PagingHandler + 'static,
-> AreaBackend for BoxedBackend<M, PTE, H>
-{
-    type Ctx = Mapper<M, PTE, H>;
-    type View = BackendPtr<M, PTE, H>;
-
-    #[inline(always)]
-    fn view(&self) -> BackendPtr<M, PTE, H> {
-        BackendPtr {
-            ptr: NonNull::from(&**self),
-            zero_fill_4k: self.zero_fill_4k(),
-        }
-    }
-
-    fn map(
-        &mut self,
-        s: usize,
-        e: usize,
-        flags: MappingFlags,
-        m: &mut Mapper<M, PTE, H>,
-    ) -> Result<(), NoMemory> {
-        (**self).map(s, e, flags, &mut Pages::new(m))
-    }
-
-    fn unmap(&mut self, s: usize, e: usize, m: &mut Mapper<M, PTE, H>) {
-        (**self).unmap(s, e, &mut Pages::new(m));
-    }
-
-    fn protect(&mut self, s: usize, e: usize, flags: MappingFlags, m: &mut Mapper<M, PTE, H>) {
-        (**self).protect(s, e, flags, &mut Pages::new(m));
-    }
-
-    fn split(&mut self, s: usize, at: usize, e: usize) -> Self {
-        (**self).split(s, at, e)
-    }
-
-    fn try_merge(&mut self, s: usize, mid: usize, next: &Self, e: usize) -> bool {
-        (**self).try_merge(s, mid, &**next, e)
-    }
-
-    fn retire(self, m: &mut Mapper<M, PTE, H>) {
-        m.retire(self);
     }
 }
 

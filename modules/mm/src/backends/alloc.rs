@@ -14,14 +14,11 @@
 //!   ([`Backend::collapse_2m`]): each block that was one huge page is one
 //!   aligned run of frames the area owns.
 
-use alloc::boxed::Box;
-
 use memory_addr::{PAGE_SIZE_4K, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::LeafSize;
 
-use super::same;
 use crate::area::{AreaKind, Populate};
 use crate::backend::{Backend, Fault, FaultAction, FaultRefusal, Pages, Release};
 use crate::error::NoMemory;
@@ -200,27 +197,16 @@ impl<
         Ok(FaultAction::Fresh { base, size })
     }
 
-    fn split(&mut self, _start: usize, _at: usize, _end: usize) -> Box<dyn Backend<M, PTE, H>> {
-        Box::new(*self)
+    fn split(&mut self, _start: usize, _at: usize, _end: usize) -> Self {
+        *self
     }
 
-    fn try_merge(
-        &mut self,
-        _start: usize,
-        _mid: usize,
-        next: &dyn Backend<M, PTE, H>,
-        _end: usize,
-    ) -> bool {
-        same::<Self, M, PTE, H>(next) == Some(self)
+    fn try_merge(&mut self, _start: usize, _mid: usize, next: &Self, _end: usize) -> bool {
+        next == self
     }
 
-    fn extend(
-        &self,
-        _start: usize,
-        _end: usize,
-        _new_end: usize,
-    ) -> Option<Box<dyn Backend<M, PTE, H>>> {
-        Some(Box::new(*self))
+    fn extend(&self, _start: usize, _end: usize, _new_end: usize) -> Option<Self> {
+        Some(*self)
     }
 
     fn describe(&self, _start: usize) -> AreaKind {

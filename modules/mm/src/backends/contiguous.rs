@@ -7,14 +7,11 @@
 //! part the frame at its own start; unmapping part of the area frees exactly
 //! the frames of that part, after the TLB flush.
 
-use alloc::boxed::Box;
-
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::LeafSize;
 
-use super::same;
 use crate::area::AreaKind;
 use crate::backend::{Backend, Fault, FaultAction, FaultRefusal, Pages, Release};
 use crate::error::NoMemory;
@@ -89,22 +86,14 @@ impl<
         Ok(FaultAction::Mapped)
     }
 
-    fn split(&mut self, start: usize, at: usize, _end: usize) -> Box<dyn Backend<M, PTE, H>> {
-        Box::new(Contiguous {
+    fn split(&mut self, start: usize, at: usize, _end: usize) -> Self {
+        Contiguous {
             start_frame: self.start_frame + (at - start),
-        })
+        }
     }
 
-    fn try_merge(
-        &mut self,
-        start: usize,
-        mid: usize,
-        next: &dyn Backend<M, PTE, H>,
-        _end: usize,
-    ) -> bool {
-        same::<Self, M, PTE, H>(next).is_some_and(|n| {
-            self.start_frame.as_usize().checked_add(mid - start) == Some(n.start_frame.as_usize())
-        })
+    fn try_merge(&mut self, start: usize, mid: usize, next: &Self, _end: usize) -> bool {
+        self.start_frame.as_usize().checked_add(mid - start) == Some(next.start_frame.as_usize())
     }
 
     fn describe(&self, _start: usize) -> AreaKind {

@@ -7,33 +7,49 @@
 //! addresses are aligned and the area asked for them. The area owns no
 //! frame: unmapping releases nothing.
 
-use alloc::boxed::Box;
-
-use memory_addr::{PhysAddr, VirtAddr};
+use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
 use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::LeafSize;
 
-use super::same;
 use crate::area::AreaKind;
 use crate::backend::{Backend, Fault, FaultAction, FaultRefusal, Pages, Release};
 use crate::error::NoMemory;
 use crate::flags::accessible;
 
 /// A fixed physical range mapped linearly.
+///
+/// One word (so that an area keeps it inline, see `backend/erased.rs`):
+/// `va - pa` is a multiple of 4K, so its bit 0 holds whether huge pages
+/// are used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Linear {
-    /// `va - pa` (wrapping): added to a physical address, gives its virtual one.
-    pub va_minus_pa: usize,
-    /// Whether 2M/1G pages are used where both addresses are aligned.
-    pub huge: bool,
+    packed: usize,
 }
 
 impl Linear {
+    /// `va = pa + va_minus_pa` (wrapping; a multiple of 4K), with 2M/1G
+    /// pages where both addresses are aligned if `huge`.
+    pub const fn new(va_minus_pa: usize, huge: bool) -> Self {
+        Self {
+            packed: (va_minus_pa & !(PAGE_SIZE_4K - 1)) | huge as usize,
+        }
+    }
+
+    /// `va - pa` (wrapping): added to a physical address, gives its virtual one.
+    pub const fn va_minus_pa(&self) -> usize {
+        self.packed & !(PAGE_SIZE_4K - 1)
+    }
+
+    /// Whether 2M/1G pages are used where both addresses are aligned.
+    pub const fn huge(&self) -> bool {
+        self.packed & 1 != 0
+    }
+
     /// The physical address of `va`.
     #[inline]
     fn pa(&self, va: usize) -> PhysAddr {
-        PhysAddr::from(va.wrapping_sub(self.va_minus_pa))
+        PhysAddr::from(va.wrapping_sub(self.va_minus_pa()))
     }
 }
 
@@ -50,7 +66,7 @@ impl<
         flags: MappingFlags,
         pages: &mut Pages<'_, M, PTE, H>,
     ) -> Result<(), NoMemory> {
-        pages.map_linear(start, end, self.pa(start), flags, self.huge)
+        pages.map_linear(start, end, self.pa(start), flags, self.huge())
     }
 
     fn unmap(&mut self, start: usize, end: usize, pages: &mut Pages<'_, M, PTE, H>) {
@@ -79,7 +95,7 @@ impl<
         flags: MappingFlags,
         pages: &mut Pages<'_, M, PTE, H>,
     ) -> Result<(), NoMemory> {
-        pages.map_linear(s, e, self.pa(s), flags, self.huge)
+        pages.map_linear(s, e, self.pa(s), flags, self.huge())
     }
 
     fn close(&mut self, s: usize, e: usize, pages: &mut Pages<'_, M, PTE, H>) {
@@ -98,27 +114,24 @@ impl<
         Ok(FaultAction::Mapped)
     }
 
-    fn split(&mut self, _start: usize, _at: usize, _end: usize) -> Box<dyn Backend<M, PTE, H>> {
-        Box::new(*self)
+    fn split(&mut self, _start: usize, _at: usize, _end: usize) -> Self {
+        *self
     }
 
-    fn try_merge(
-        &mut self,
-        _start: usize,
-        _mid: usize,
-        next: &dyn Backend<M, PTE, H>,
-        _end: usize,
-    ) -> bool {
-        same::<Self, M, PTE, H>(next) == Some(self)
+    fn try_merge(&mut self, _start: usize, _mid: usize, next: &Self, _end: usize) -> bool {
+        next == self
     }
 
     fn relocate(&mut self, from: usize, to: usize) {
-        self.va_minus_pa = self.va_minus_pa.wrapping_add(to.wrapping_sub(from));
+        *self = Self::new(
+            self.va_minus_pa().wrapping_add(to.wrapping_sub(from)),
+            self.huge(),
+        );
     }
 
     fn describe(&self, _start: usize) -> AreaKind {
         AreaKind::Linear {
-            va_minus_pa: self.va_minus_pa,
+            va_minus_pa: self.va_minus_pa(),
         }
     }
 }

@@ -18,14 +18,3 @@ pub use alloc::Alloc;
 pub use contiguous::Contiguous;
 pub use linear::Linear;
 pub use object::ObjectMapping;
-
-/// The backend `next` is, if it is a `T` (for [`crate::Backend::try_merge`]).
-#[inline]
-pub(crate) fn same<T: 'static, M, PTE, H>(next: &dyn crate::Backend<M, PTE, H>) -> Option<&T>
-where
-    M: page_table_multiarch::PagingMetaData<VirtAddr = memory_addr::VirtAddr>,
-    PTE: page_table_entry::GenericPTE,
-    H: page_table_multiarch::PagingHandler,
-{
-    (next as &dyn core::any::Any).downcast_ref::<T>()
-}

@@ -39,7 +39,6 @@
 //!   operation's TLB flush (the address space drops removed backends only
 //!   then).
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 
 use memory_addr::{PAGE_SIZE_4K, PhysAddr, VirtAddr};
@@ -47,7 +46,6 @@ use page_table_entry::{GenericPTE, MappingFlags};
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::LeafSize;
 
-use super::same;
 use crate::area::AreaKind;
 use crate::backend::{Backend, Fault, FaultAction, FaultRefusal, Mapped, Pages, Release};
 use crate::error::NoMemory;
@@ -204,6 +202,10 @@ where
             return Ok(FaultAction::Mapped);
         }
         let index = self.index(f.start, page);
+        // Past the end is past the end, whatever else would fail.
+        if index >= self.object.size().div_ceil(PAGE_SIZE_4K) {
+            return Err(FaultRefusal::PastEnd);
+        }
         let write = f.access == hal::Access::Write;
         if write && !self.shared {
             // A private page's first touch is a write: its own copy at once.
@@ -214,15 +216,20 @@ where
             }
             return Ok(FaultAction::Mapped);
         }
-        let pa = self.object.map_page(index, write).map_err(refusal)?;
+        // Mapped read-only first; a write makes it writable (and dirty) only
+        // once the PTE is there, so a failed fault leaves the page clean.
+        let pa = self.object.map_page(index, false).map_err(refusal)?;
         let flags = if write {
             f.flags
         } else {
             f.flags - MappingFlags::WRITE
         };
         if let Err(e) = pages.map(page, pa, LeafSize::Size4K, flags) {
-            self.object.unmap_page(index, pa, write);
+            self.object.unmap_page(index, pa, false);
             return Err(e.into());
+        }
+        if write {
+            self.object.make_writable(index);
         }
         pages.count_shared(1);
         Ok(FaultAction::Mapped)
@@ -264,39 +271,26 @@ where
         Ok(FaultAction::Mapped)
     }
 
-    fn split(&mut self, start: usize, at: usize, _end: usize) -> Box<dyn Backend<M, PTE, H>> {
-        Box::new(Self {
+    fn split(&mut self, start: usize, at: usize, _end: usize) -> Self {
+        Self {
             object: self.object.clone(),
             first: self.index(start, at),
             shared: self.shared,
-        })
+        }
     }
 
-    fn try_merge(
-        &mut self,
-        start: usize,
-        mid: usize,
-        next: &dyn Backend<M, PTE, H>,
-        _end: usize,
-    ) -> bool {
-        same::<Self, M, PTE, H>(next).is_some_and(|n| {
-            Arc::ptr_eq(&self.object, &n.object)
-                && self.shared == n.shared
-                && self.index(start, mid) == n.first
-        })
+    fn try_merge(&mut self, start: usize, mid: usize, next: &Self, _end: usize) -> bool {
+        Arc::ptr_eq(&self.object, &next.object)
+            && self.shared == next.shared
+            && self.index(start, mid) == next.first
     }
 
-    fn extend(
-        &self,
-        start: usize,
-        end: usize,
-        _new_end: usize,
-    ) -> Option<Box<dyn Backend<M, PTE, H>>> {
-        Some(Box::new(Self {
+    fn extend(&self, start: usize, end: usize, _new_end: usize) -> Option<Self> {
+        Some(Self {
             object: self.object.clone(),
             first: self.index(start, end),
             shared: self.shared,
-        }))
+        })
     }
 
     fn sync(

@@ -180,6 +180,10 @@ struct Page {
     wmaps: usize,
     /// The frame may hold bytes the pager does not have.
     dirty: bool,
+    /// A mapping of the page was ever writable: the frame may differ from
+    /// what the pager read (even when `dirty` was cleared by a `sync`, a
+    /// pager that keeps nothing, like [`AnonPager`], cannot give it back).
+    written: bool,
 }
 
 /// The state of one resident page, as [`MemObject::page_state`] reports it
@@ -252,6 +256,7 @@ impl Page {
         if writable {
             self.wmaps = inc(self.wmaps, "wmaps", index);
             self.dirty = true;
+            self.written = true;
         }
         self.frame
     }
@@ -372,6 +377,7 @@ impl<H: PagingHandler + 'static> MemObject<H> {
                     maps: 0,
                     wmaps: 0,
                     dirty: false,
+                    written: false,
                 });
                 (page.count_map(index, writable), false)
             }
@@ -457,6 +463,7 @@ impl<H: PagingHandler + 'static> MemObject<H> {
         }
         page.wmaps = inc(page.wmaps, "wmaps", index);
         page.dirty = true;
+        page.written = true;
     }
 
     /// For backends: a writable mapping of page `index` became read-only
@@ -481,17 +488,18 @@ impl<H: PagingHandler + 'static> MemObject<H> {
 
     /// *For backends.* Hands the resident page `index`, whose frame is `pa`,
     /// over to the caller's one mapping of it, if that mapping is its only
-    /// one (`maps == 1`) and not writable (`wmaps == 0`): the page stops
-    /// being resident (the object forgets it; a later `map_page` reads it
-    /// through the pager again) and the frame becomes the caller's. Returns
-    /// whether it did. Meant for a private mapping's write to a page nobody
-    /// else holds: the caller must hold the only reference to the object,
-    /// so nobody can map the page meanwhile or miss its content later.
+    /// one (`maps == 1`), not writable (`wmaps == 0`), and the page was never
+    /// mapped writable (its frame holds exactly what the pager gives): the
+    /// page stops being resident (the object forgets it; a later `map_page`
+    /// reads the same bytes through the pager again) and the frame becomes
+    /// the caller's. Returns whether it did. Meant for a private mapping's
+    /// write to a page nobody else holds: the caller must hold the only
+    /// reference to the object, so nobody can map the page meanwhile.
     pub fn take_sole(&self, index: usize, pa: PhysAddr) -> bool {
         let mut pages = self.pages.lock();
         let sole = pages
             .get(&index)
-            .is_some_and(|p| p.frame == pa && p.maps == 1 && p.wmaps == 0);
+            .is_some_and(|p| p.frame == pa && p.maps == 1 && p.wmaps == 0 && !p.written);
         if sole {
             pages.remove(&index);
         }

@@ -58,7 +58,7 @@ impl<
                 s,
                 e,
                 flags,
-                alloc::boxed::Box::new(Linear { va_minus_pa, huge }),
+                crate::backend::boxed(Linear::new(va_minus_pa, huge)),
                 self.mapper.get_mut(),
             )
             .map_err(AxError::from)

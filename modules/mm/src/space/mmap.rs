@@ -25,11 +25,10 @@ use page_table_multiarch::{PagingHandler, PagingMetaData};
 use paging::LeafSize;
 
 use super::{AddrSpace, page_len};
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 
 use crate::area::Populate;
-use crate::backend::{BoxedBackend, Mapper, Pages};
+use crate::backend::{Backend, BoxedBackend, Mapper, Pages, boxed};
 use crate::backends::{Alloc, Contiguous, Linear, ObjectMapping};
 use crate::error::{NoMemory, Uncovered};
 use crate::flags::{ACCESS_BITS, MmapFlags, Prot, accessible};
@@ -114,8 +113,9 @@ impl<
         len: usize,
         prot: Prot,
         flags: MmapFlags,
-        backend: BoxedBackend<M, PTE, H>,
+        backend: impl Backend<M, PTE, H>,
     ) -> AxResult<VirtAddr> {
+        let backend = boxed(backend);
         let placement = MmapFlags::FIXED | MmapFlags::FIXED_NOREPLACE;
         if !placement.contains(flags) {
             return Err(AxError::InvalidInput);
@@ -189,12 +189,12 @@ impl<
         let (backend, run): (BoxedBackend<M, PTE, H>, _) = if let Source::Object(o, offset) = source
         {
             let shared = flags.contains(MmapFlags::SHARED);
-            (Box::new(ObjectMapping::new(o, offset, shared)), None)
+            (boxed(ObjectMapping::new(o, offset, shared)), None)
         } else if let Source::Custom(b) = source {
             (b, None)
         } else if contiguous {
             let run = self.mapper.get_mut().alloc_contiguous(pages)?;
-            (Box::new(Contiguous { start_frame: run }), Some(run))
+            (boxed(Contiguous { start_frame: run }), Some(run))
         } else if populate {
             if huge {
                 self.mapper.get_mut().fill_huge_pool(size / align, page)?;
@@ -202,10 +202,10 @@ impl<
                 self.mapper.get_mut().fill_pool(pages)?;
             }
             let populate = Populate::Eager;
-            (Box::new(Alloc { populate, page }), None)
+            (boxed(Alloc { populate, page }), None)
         } else {
             let populate = Populate::Lazy;
-            (Box::new(Alloc { populate, page }), None)
+            (boxed(Alloc { populate, page }), None)
         };
         let release = |m: &mut Mapper<M, PTE, H>| {
             m.drain_pool();
@@ -441,10 +441,7 @@ impl<
             va,
             va + size,
             mflags,
-            Box::new(Linear {
-                va_minus_pa,
-                huge: true,
-            }),
+            boxed(Linear::new(va_minus_pa, true)),
             self.mapper.get_mut(),
         )?;
         Ok(VirtAddr::from(va))

@@ -50,8 +50,9 @@ pub struct MmStats {
     pub data_frames: usize,
     /// Pages mapped from memory objects (shared mappings, and the pages a
     /// private mapping has not copied yet): each is a frame that other
-    /// mappings may map too, owned by its object, counted once per page
-    /// mapped (or parked) here.
+    /// mappings may map too, owned by its object, counted once per PTE here
+    /// (object pages are never parked: under `PROT_NONE` they are unmapped
+    /// and the object keeps them).
     pub shared_frames: usize,
     /// Page-table frames, the root included (counted by walking the table).
     pub page_table_frames: usize,
@@ -116,7 +117,7 @@ where
         start: VirtAddr::from(start),
         end: VirtAddr::from(area.end),
         flags: area.flags,
-        kind: area.backend.describe(start),
+        kind: area.desc,
     }
 }
 

@@ -89,7 +89,7 @@ impl<
         let new_size = page_len(new_len).ok_or(AxError::InvalidInput)?;
         let (os, oe) = self.window_range(old_addr, old_len)?;
         let old_size = oe - os;
-        let Some((area_start, area)) = self.set.find(os) else {
+        let Some((_, area)) = self.set.find(os) else {
             return Err(AxError::BadAddress);
         };
         if area.end < oe {
@@ -102,7 +102,7 @@ impl<
             if ns < oe && os < ne {
                 return Err(AxError::InvalidInput);
             }
-            return self.move_fixed(area_start, os, old_size, ns, new_size);
+            return self.move_fixed(os, old_size, ns, new_size);
         }
         if new_size <= old_size {
             if new_size < old_size {
@@ -114,7 +114,7 @@ impl<
         let ne = os.checked_add(new_size).ok_or(AxError::NoMemory)?;
         let room = oe == area_end && ne <= self.window.end.as_usize() && !self.set.overlaps(oe, ne);
         if room {
-            self.grow_at(area_start, os, oe, os, new_size)?;
+            self.grow_at(os, oe, os, new_size)?;
             return Ok(VirtAddr::from(os));
         }
         if !may_move {
@@ -128,7 +128,7 @@ impl<
         let ns = self.find_free_aligned(new_size, align, os % align)?;
         // The new tail first (it may fail: nothing else changed yet), then
         // the move, which merges the two.
-        self.grow_at(area_start, os, oe, ns, new_size)?;
+        self.grow_at(os, oe, ns, new_size)?;
         if let Err(e) = self.move_to(os, old_size, ns) {
             self.set
                 .unmap(ns + old_size, ns + new_size, self.mapper.get_mut());
@@ -141,7 +141,6 @@ impl<
     /// there.
     fn move_fixed(
         &mut self,
-        area_start: usize,
         os: usize,
         old_size: usize,
         ns: usize,
@@ -179,7 +178,7 @@ impl<
             self.mapper.get_mut().flush_batch();
             self.mapper.get_mut().release_reserve();
         }
-        self.grow_at(area_start, os, oe, ns, new_size)?;
+        self.grow_at(os, oe, ns, new_size)?;
         if let Err(e) = self.move_to(os, moved, ns) {
             self.set.unmap(ns + moved, ne, self.mapper.get_mut());
             return Err(e);
@@ -198,23 +197,17 @@ impl<
             .is_some_and(|(s, a)| a.backend.extend(s, a.end, a.end + PAGE_SIZE_4K).is_some())
     }
 
-    /// For a move of `[os, oe)` (of the area starting at `area_start`) to
-    /// `ns` with the new size `new_size`: if it grows, maps the tail
-    /// `[ns + (oe - os), ns + new_size)` (free) as the continuation of the
-    /// old range, so the move merges with it. Nothing changed on error.
-    fn grow_at(
-        &mut self,
-        area_start: usize,
-        os: usize,
-        oe: usize,
-        ns: usize,
-        new_size: usize,
-    ) -> AxResult {
+    /// For a move of `[os, oe)` (inside one area) to `ns` with the new size
+    /// `new_size`: if it grows, maps the tail `[ns + (oe - os), ns +
+    /// new_size)` (free) as the continuation of the old range, so the move
+    /// merges with it. The area is looked up now (clearing a `FIXED`
+    /// destination may have split it). Nothing changed on error.
+    fn grow_at(&mut self, os: usize, oe: usize, ns: usize, new_size: usize) -> AxResult {
         let (te, ts) = (ns + new_size, ns + (oe - os));
         if te <= ts {
             return Ok(());
         }
-        let Some((_, area)) = self.set.find(os) else {
+        let Some((area_start, area)) = self.set.find(os) else {
             return Err(AxError::BadAddress);
         };
         let flags = area.flags;
