@@ -278,9 +278,11 @@ fn initiator(seed: u64, stop: &AtomicBool) -> (u64, u64) {
                         let mut c = pt.cursor();
                         for q in 0..len {
                             let qa = at + q * PAGE;
-                            if c.query(qa).is_ok() {
+                            if let Ok((_, flags, _)) = c.query(qa) {
                                 c.protect::<Size4K>(qa, MappingFlags::READ).unwrap();
-                                weak = true;
+                                // Only taking WRITE away weakens (a page
+                                // read-only already keeps its translation).
+                                weak |= flags.contains(MappingFlags::WRITE);
                             }
                         }
                     }
@@ -358,8 +360,14 @@ fn frames_are_freed_only_after_every_cpu_flushed_one_shootdown_per_operation() {
             .collect();
         SPACE.enter(&*TLB, 0);
         start.wait();
-        let ops = initiator(0x5eed_f00d, &stop);
+        // A failed check on CPU 0 must end the test, not leave the other CPUs
+        // spinning forever: stop them, then fail.
+        let ops = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            initiator(0x5eed_f00d, &stop)
+        }));
+        stop.store(true, Ordering::SeqCst);
         let accesses: Vec<u64> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        let ops = ops.unwrap_or_else(|e| std::panic::resume_unwind(e));
         (ops, accesses)
     });
     if let Some(e) = FAILURE.lock().unwrap().take() {
