@@ -1,5 +1,5 @@
 //! Linux-like mmap/munmap/mprotect semantics on the real page table: merging,
-//! FIXED replacement, holes, ~40 bad calls that must change nothing, area flags
+//! FIXED replacement, holes, 41 bad calls that must change nothing, area flags
 //! that later faults obey, and a physically contiguous mapping.
 #![no_std]
 #![no_main]
@@ -115,7 +115,7 @@ fn bad_calls(base: usize, window_end: usize) -> AppResult {
     let before = snapshot();
     let inv = Err(AxError::InvalidInput);
     let m = |a: Option<usize>, len, prot, flags| mm::mmap(a, len, prot, flags).map(|_| ());
-    let cases: [(&str, AxResult, AxResult); 40] = [
+    let cases: [(&str, AxResult, AxResult); 41] = [
         ("mmap len 0", m(None, 0, RW, NONE), inv),
         ("mmap len max", m(None, usize::MAX, RW, NONE), inv),
         (
@@ -132,7 +132,12 @@ fn bad_calls(base: usize, window_end: usize) -> AppResult {
         ),
         (
             "flag bits",
-            m(None, P, RW, MmapFlags::from_bits_retain(1)),
+            m(None, P, RW, MmapFlags::from_bits_retain(1 << 30)),
+            inv,
+        ),
+        (
+            "SHARED with PRIVATE",
+            m(None, P, RW, MmapFlags::SHARED | MmapFlags::PRIVATE),
             inv,
         ),
         (
