@@ -267,6 +267,18 @@ impl<
         infallible(r, "protect", start, end);
     }
 
+    /// For ranges whose translations can be re-created (a fixed physical
+    /// range, a contiguous run the area keeps): the mapped pages get the
+    /// flags, or, for flags without access, their translations are removed
+    /// and nothing is freed.
+    pub fn protect_or_drop(&mut self, start: usize, end: usize, flags: MappingFlags) {
+        if accessible(flags) {
+            self.protect(start, end, flags);
+        } else {
+            self.unmap(start, end, |_| Release::Keep);
+        }
+    }
+
     /// Removes the translations of `[start, end)` and keeps their frames
     /// *parked* (4K each; a huge leaf's pieces), with their data, until
     /// [`Pages::unpark`], [`Pages::reopen_parked`] or [`Pages::unmap`].

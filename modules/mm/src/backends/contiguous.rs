@@ -15,7 +15,6 @@ use paging::LeafSize;
 use crate::area::AreaKind;
 use crate::backend::{Backend, Fault, FaultAction, FaultRefusal, Pages, Release};
 use crate::error::NoMemory;
-use crate::flags::accessible;
 
 /// A run of frames owned by the area, mapped linearly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +52,7 @@ impl<
         flags: MappingFlags,
         pages: &mut Pages<'_, M, PTE, H>,
     ) {
-        if accessible(flags) {
-            pages.protect(start, end, flags);
-        } else {
-            pages.unmap(start, end, |_| Release::Keep);
-        }
+        pages.protect_or_drop(start, end, flags);
     }
 
     fn reopen(
