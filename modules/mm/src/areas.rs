@@ -50,14 +50,6 @@ pub(crate) trait AreaBackend: Sized {
     /// last-hit cache, see [`AreaSet::lookup`]).
     type View: Copy;
 
-    /// The backend's description, kept in the area itself (so lookups and
-    /// area dumps do not call the backend): asked when the area is inserted,
-    /// split, merged or put back after a move.
-    type Desc: Copy;
-
-    /// The description of the backend of the area starting at `start`.
-    fn describe(&self, start: usize) -> Self::Desc;
-
     /// The backend's [`AreaBackend::View`].
     fn view(&self) -> Self::View;
 
@@ -133,8 +125,6 @@ pub(crate) struct Area<B: AreaBackend> {
     pub(crate) end: usize,
     pub(crate) flags: MappingFlags,
     pub(crate) backend: B,
-    /// `backend.describe(start)`, kept up to date by the set.
-    pub(crate) desc: B::Desc,
 }
 
 /// The areas of an address space, by start address.
@@ -319,14 +309,12 @@ impl<B: AreaBackend> AreaSet<B> {
             return Err(InsertError::Overlap);
         }
         backend.map(start, end, flags, ctx)?;
-        let desc = backend.describe(start);
         self.areas.insert(
             start,
             Area {
                 end,
                 flags,
                 backend,
-                desc,
             },
         );
         self.gaps.occupy(start, end, self.areas.len());
@@ -348,15 +336,12 @@ impl<B: AreaBackend> AreaSet<B> {
         let right = area.backend.split(start, at, area.end);
         let (end, flags) = (area.end, area.flags);
         area.end = at;
-        area.desc = area.backend.describe(start);
-        let desc = right.describe(at);
         self.areas.insert(
             at,
             Area {
                 end,
                 flags,
                 backend: right,
-                desc,
             },
         );
     }
@@ -375,7 +360,6 @@ impl<B: AreaBackend> AreaSet<B> {
         let end = next.end;
         if prev.backend.try_merge(start, at, &next.backend, end) {
             prev.end = end;
-            prev.desc = prev.backend.describe(start);
             self.areas.remove(&at);
         }
     }
@@ -435,9 +419,8 @@ impl<B: AreaBackend> AreaSet<B> {
     /// Puts `area` (taken with [`Self::take`], its end set by the caller) back
     /// at `start`, where nothing is, without mapping anything, and merges it
     /// with its neighbours. O(log n).
-    pub(crate) fn put(&mut self, start: usize, mut area: Area<B>) {
+    pub(crate) fn put(&mut self, start: usize, area: Area<B>) {
         self.changing();
-        area.desc = area.backend.describe(start);
         let end = area.end;
         crate::invariant::invariant!(
             start < end && !self.overlaps(start, end),
@@ -511,10 +494,6 @@ mod tests {
     impl AreaBackend for Obj {
         type Ctx = Ctx;
         type View = usize;
-        type Desc = usize;
-        fn describe(&self, _: usize) -> usize {
-            self.offset
-        }
         fn view(&self) -> usize {
             self.offset
         }

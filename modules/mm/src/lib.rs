@@ -24,7 +24,7 @@
 //! | `areas.rs`, `area.rs` | the area set (lookups, splits, merges; why not `memory_set`) and the public area description |
 //! | `gaps.rs` | the free-gap index behind placement without a fixed address (first fit in O(log n)) |
 //! | `backend/mod.rs` | the public [`Backend`] trait and its contract, [`Fault`], [`FaultAction`]; what a page-table error means here |
-//! | `backend/erased.rs` | how areas hold backends: the object-safe mirror of [`Backend`] in a small box (inline up to one word) |
+//! | `backend/erased.rs` | how areas hold backends: the object-safe mirror of [`Backend`] in a two-word box (the backend inline up to one word) |
 //! | `backend/pages.rs` | [`Pages`]: the page-table operations a backend may use (map, unmap with release, protect, park, replace, frames) |
 //! | `backend/mapper.rs` | `Mapper`: the page table, lookups, frame pools, contiguous runs, the `FIXED` reserve, moves, removed backends |
 //! | `backend/split.rs` | when huge leaves are split at range edges, put back, and collapsed (`paging` does it) |

@@ -323,9 +323,12 @@ where
         Ok(0)
     }
 
-    /// What the area is, for area dumps and fault reports. Asked when the
-    /// area is made, split, merged or moved, and kept (so it must depend
-    /// only on what those change).
+    /// What the area starting at `start` is, for area lookups, area dumps
+    /// and fault reports. Asked on every [`AddrSpace::area_at`] (one call
+    /// through the area's type table): keep it cheap, and free of side
+    /// effects.
+    ///
+    /// [`AddrSpace::area_at`]: crate::AddrSpace::area_at
     fn describe(&self, start: usize) -> AreaKind;
 
     /// Whether every fault on a page of the area that is neither mapped nor

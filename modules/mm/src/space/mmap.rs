@@ -36,7 +36,12 @@ use crate::invariant::infallible;
 use crate::object::MemObject;
 
 /// What a new mapping maps.
-enum Source<M, PTE, H: PagingHandler + 'static> {
+enum Source<M, PTE, H>
+where
+    M: PagingMetaData<VirtAddr = VirtAddr> + 'static,
+    PTE: GenericPTE + 'static,
+    H: PagingHandler + 'static,
+{
     /// Zeroed memory: private, or (with `SHARED`) a new anonymous object.
     Anonymous,
     /// An object from a byte offset.
@@ -322,12 +327,21 @@ impl<
             return Err(Uncovered.into());
         }
         let splits = self.mapper.get_mut().split_edges(s, e)?;
+        let update = |old| mflags | (old - ACCESS_BITS);
+        // Candidates for a collapse: an area that allows collapses gets new
+        // accessible flags, or this call split a huge leaf at an edge (even
+        // when no flags changed). Found in the pass below, which visits the
+        // areas anyway when the new flags are accessible.
+        let split = splits.iter().any(Option::is_some);
+        let mut collapse = false;
         if accessible(mflags) {
             // Pages that come back (parked, linear, contiguous) are mapped first,
             // so that the change below cannot run out of frames.
             let mut failed = None;
             let m = self.mapper.get_mut();
             for (start, area) in self.set.range_mut(s, e) {
+                collapse |=
+                    area.backend.collapse_2m() && (split || update(area.flags) != area.flags);
                 if accessible(area.flags) {
                     continue;
                 }
@@ -353,16 +367,6 @@ impl<
                 return Err(NoMemory.into());
             }
         }
-        let update = |old| mflags | (old - ACCESS_BITS);
-        // Candidates for a collapse: an area that allows collapses gets new
-        // accessible flags, or this call split a huge leaf at an edge (even
-        // when no flags changed).
-        let split = splits.iter().any(Option::is_some);
-        let collapse = accessible(mflags)
-            && self
-                .set
-                .range(s, e)
-                .any(|(_, a)| a.backend.collapse_2m() && (split || update(a.flags) != a.flags));
         // Coverage was checked above: this cannot fail.
         let r = self.set.protect(s, e, update, self.mapper.get_mut());
         infallible(r, "protect of the areas", s, e);

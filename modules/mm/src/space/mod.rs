@@ -117,7 +117,7 @@ where
         start: VirtAddr::from(start),
         end: VirtAddr::from(area.end),
         flags: area.flags,
-        kind: area.desc,
+        kind: area.backend.describe(start),
     }
 }
 
