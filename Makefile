@@ -93,7 +93,7 @@ help:
 	@echo '  bench       all benchmarks: host criterion + callgrind, apps/bench on every board -> docs/BENCHMARKS.md'
 	@echo '  fuzz        mm random test, MM_FUZZ_OPS (default 1000000) ops per seed, release (host)'
 	@echo '  fuzz-libfuzzer  cargo +nightly fuzz run mm_api for FUZZ_TIME (default 60) s (fuzz/)'
-	@echo '  miri        the unsafe-heavy unit tests of mm (area boxes, packed kinds) under cargo +nightly miri, strict provenance'
+	@echo '  miri        the unsafe-heavy unit tests of mm (the area box) under cargo +nightly miri, strict provenance'
 	@echo '  clean       cargo clean              distclean  also remove .tools/'
 	@echo
 	@echo 'Variables (current value):'
@@ -221,7 +221,7 @@ fuzz-libfuzzer:
 # Needs a nightly toolchain with the miri component (rustup component add --toolchain nightly miri);
 # not part of `make test`, whose toolchain is pinned.
 miri:
-	MIRIFLAGS=-Zmiri-strict-provenance cargo +nightly miri test -p mm --lib -- backend::erased area::tests
+	MIRIFLAGS=-Zmiri-strict-provenance cargo +nightly miri test -p mm --lib -- backend::erased
 
 clean:
 	cargo clean

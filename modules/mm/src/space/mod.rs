@@ -113,12 +113,7 @@ where
     PTE: GenericPTE + 'static,
     H: PagingHandler + 'static,
 {
-    AreaInfo {
-        start: VirtAddr::from(start),
-        end: VirtAddr::from(area.end),
-        flags: area.flags,
-        kind: area.backend.describe(start),
-    }
+    area.backend.info(start, area.end, area.flags)
 }
 
 impl<
