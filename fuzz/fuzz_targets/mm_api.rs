@@ -31,7 +31,7 @@ use axerrno::AxError;
 use hal::Access;
 use libfuzzer_sys::fuzz_target;
 use memory_addr::VirtAddr;
-use mm::{AddrSpace, AreaKind, MmapFlags, Prot, RemapFlags};
+use mm::{AddrSpace, AreaKind, MmapFlags, MsyncFlags, Prot, RemapFlags};
 use model::{BLOCK, END, FIRST_BLOCK, HUGE, Model, Objects, P, PAGES, PROTS, START, window_pages};
 use page_table_entry::x86_64::X64PTE;
 use page_table_multiarch::x86_64::X64PagingMetaData;
@@ -265,9 +265,19 @@ fuzz_target!(|data: &[u8]| {
             }
             9 => {
                 let (addr, len) = (b.addr(), b.len());
-                let want = m.msync(addr, len);
-                let r = s.msync(VirtAddr::from(addr), len);
-                assert_eq!(r, want, "{what}: msync({addr:#x}, {len:#x})");
+                // Mostly MS_SYNC; the low bits of a byte also give the other
+                // sets, ASYNC with SYNC, and an unknown bit.
+                let flags = match b.u8() % 10 {
+                    0 => 0,
+                    1 => 1,
+                    2 => 2,
+                    3 => 5,
+                    4 => 8,
+                    _ => 4,
+                };
+                let want = m.msync(addr, len, flags);
+                let r = s.msync(VirtAddr::from(addr), len, MsyncFlags::from_bits_retain(flags));
+                assert_eq!(r, want, "{what}: msync({addr:#x}, {len:#x}, {flags:#x})");
                 objects.check(&mut m, what);
             }
             10 => {

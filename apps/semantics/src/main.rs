@@ -1,10 +1,10 @@
 //! Linux-like mmap/munmap/mprotect semantics on the real page table: merging,
-//! FIXED replacement, holes, 41 bad calls that must change nothing, area flags
+//! FIXED replacement, holes, 43 bad calls that must change nothing, area flags
 //! that later faults obey, and a physically contiguous mapping.
 #![no_std]
 #![no_main]
 
-use tessera::mm::{self, AreaInfo, AreaKind, MmapFlags, PAGE_SIZE, Prot};
+use tessera::mm::{self, AreaInfo, AreaKind, MmapFlags, MsyncFlags, PAGE_SIZE, Prot};
 use tessera::{AppResult, AxError, AxResult, Context, Vec, check, check_eq, println};
 
 tessera::main!(main);
@@ -115,7 +115,7 @@ fn bad_calls(base: usize, window_end: usize) -> AppResult {
     let before = snapshot();
     let inv = Err(AxError::InvalidInput);
     let m = |a: Option<usize>, len, prot, flags| mm::mmap(a, len, prot, flags).map(|_| ());
-    let cases: [(&str, AxResult, AxResult); 41] = [
+    let cases: [(&str, AxResult, AxResult); 43] = [
         ("mmap len 0", m(None, 0, RW, NONE), inv),
         ("mmap len max", m(None, usize::MAX, RW, NONE), inv),
         (
@@ -233,6 +233,16 @@ fn bad_calls(base: usize, window_end: usize) -> AppResult {
             "mprotect last page",
             mm::mprotect(window_end - P, P, RW),
             Err(AxError::NoMemory),
+        ),
+        (
+            "msync ASYNC|SYNC",
+            mm::msync(base, P, MsyncFlags::ASYNC | MsyncFlags::SYNC).map(|_| ()),
+            inv,
+        ),
+        (
+            "msync flag bits",
+            mm::msync(base, P, MsyncFlags::from_bits_retain(8)).map(|_| ()),
+            inv,
         ),
         (
             "map_phys unaligned",

@@ -17,7 +17,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use tessera::mm::{self, MemObject, MmapFlags, PAGE_SIZE};
+use tessera::mm::{self, MemObject, MmapFlags, MsyncFlags, PAGE_SIZE};
 use tessera::smp::{self, Barrier};
 use tessera::{AppResult, Context, check, check_eq, format, println};
 
@@ -228,7 +228,7 @@ pub fn msync() -> AppResult {
     for i in 0..ROUNDS {
         bar.wait();
         let dirty = obj.dirty_pages();
-        let n = mm::msync(s, PAGE_SIZE).context("msync")?;
+        let n = mm::msync(s, PAGE_SIZE, MsyncFlags::SYNC).context("msync")?;
         check_eq!(
             (dirty, n),
             (1, 1),

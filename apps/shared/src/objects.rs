@@ -4,7 +4,7 @@
 use alloc::sync::Arc;
 
 use tessera::mm::{
-    self, AreaKind, BytesPager, MappingFlags, MemObject, MmapFlags, PAGE_SIZE, Prot,
+    self, AreaKind, BytesPager, MappingFlags, MemObject, MmapFlags, MsyncFlags, PAGE_SIZE, Prot,
 };
 use tessera::{AppResult, Context, check, check_eq, println};
 
@@ -338,7 +338,7 @@ pub fn msync() -> AppResult {
         );
     }
     check_eq!(
-        mm::msync(s, len).context("msync")?,
+        mm::msync(s, len, MsyncFlags::SYNC).context("msync")?,
         0,
         "msync after reads only"
     );
@@ -351,7 +351,7 @@ pub fn msync() -> AppResult {
         offs.len(),
         "dirty pages after the writes"
     );
-    let n1 = mm::msync(s, len).context("msync")?;
+    let n1 = mm::msync(s, len, MsyncFlags::SYNC).context("msync")?;
     check_eq!(n1, offs.len(), "msync after writing pages 0, 3 and {last}");
     check_eq!(pager.pages_written(), offs.len(), "pages the pager wrote");
     let store = pager.contents();
@@ -365,27 +365,32 @@ pub fn msync() -> AppResult {
     }
     check_eq!(store.len(), FILE.len(), "the pager's size");
     check_eq!(obj.dirty_pages(), 0, "dirty pages after msync");
-    let n2 = mm::msync(s, len).context("msync")?;
+    let n2 = mm::msync(s, len, MsyncFlags::SYNC).context("msync")?;
     check_eq!(n2, 0, "a second msync");
     // msync write-protected the pages: the next write faults and dirties again.
     set(s + offs[1], 1);
     check_eq!(
-        mm::msync(s, len).context("msync")?,
+        mm::msync(s, len, MsyncFlags::SYNC).context("msync")?,
         1,
         "msync after writing page 3 again"
     );
     set(s, 2);
     set(s + last * PAGE_SIZE, 3);
     check_eq!(
-        mm::msync(s, PAGE_SIZE).context("msync")?,
+        mm::msync(s, PAGE_SIZE, MsyncFlags::SYNC).context("msync")?,
         1,
         "msync of page 0 only"
     );
-    check_eq!(mm::msync(s, len).context("msync")?, 1, "msync of the rest");
+    // MS_ASYNC writes too (there is no writeback thread to leave it to).
+    check_eq!(
+        mm::msync(s, len, MsyncFlags::ASYNC).context("msync")?,
+        1,
+        "msync(MS_ASYNC) of the rest"
+    );
     // A private write is not the object's: nothing to write back.
     set(p + PAGE_SIZE, 4);
     check_eq!(
-        mm::msync(p, len).context("msync")?,
+        mm::msync(p, len, MsyncFlags::SYNC).context("msync")?,
         0,
         "msync of the private mapping"
     );

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use hal::Board;
 pub use mm::{
     AnonPager, AreaInfo, AreaKind, Audit, BytesPager, LeafSize, MappingFlags, MmStats, MmapFlags,
-    Pager, PagerError, Prot, RemapFlags, Translation,
+    MsyncFlags, Pager, PagerError, Prot, RemapFlags, Translation,
 };
 use runtime::board::Current;
 
@@ -82,8 +82,9 @@ pub fn mremap(
 
 /// Writes the dirty pages of the shared object mappings in
 /// `[addr, addr + len)` back through their pagers; returns how many.
-pub fn msync(addr: usize, len: usize) -> AxResult<usize> {
-    runtime::space::with(|s| s.msync(addr.into(), len))
+/// `flags` as Linux's (`MsyncFlags::SYNC`, `ASYNC`, `INVALIDATE`).
+pub fn msync(addr: usize, len: usize, flags: MsyncFlags) -> AxResult<usize> {
+    runtime::space::with(|s| s.msync(addr.into(), len, flags))
 }
 
 /// Unmaps every page of `[addr, addr + len)`; holes are not an error.

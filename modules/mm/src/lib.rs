@@ -314,7 +314,7 @@
 //! | [`AddrSpace::mremap`] | `InvalidInput` | `old_addr` unaligned; old or new length 0 or overflowing; unknown flags; `FIXED` without `MAYMOVE`; `FIXED` without a `new_addr`, with an unaligned one, or a new range not inside the window; old and new ranges overlapping (`FIXED`); old range not inside the window |
 //! | | `BadAddress` | the old range is not inside one area (a hole, or two areas); growing an area whose backend cannot grow (linear, contiguous: Linux's `EFAULT`) |
 //! | | `NoMemory` | growing with no room after the area and no `MAYMOVE`; no free range for the move; out of frames (page tables for the move, an eager tail): nothing changed, except that a `FIXED` destination was already unmapped if an eager tail then runs out of data frames |
-//! | [`AddrSpace::msync`] | `InvalidInput` | unaligned addr, len 0 or overflowing, range not inside the window |
+//! | [`AddrSpace::msync`] | `InvalidInput` | unknown flags, `ASYNC` with `SYNC`; unaligned addr, len 0 or overflowing, range not inside the window |
 //! | | `NoMemory` | a page of the range is not covered by an area (Linux's `ENOMEM`; nothing written) |
 //! | | `Io` | an object's pager failed to write a page (the pages written before it are clean) |
 //! | [`AddrSpace::map_phys`] | `InvalidInput` | unaligned `paddr`, len 0, overflow or invalid physical range, bad `prot` |
@@ -369,8 +369,9 @@
 //! - A private mapping's first write to a page that the area alone holds
 //!   takes the object's frame instead of copying it.
 //! - `mremap` with an old length of 0 is `InvalidInput` (Linux duplicates a
-//!   shared mapping); `msync` takes no flags (it always writes synchronously,
-//!   as `MS_SYNC`).
+//!   shared mapping). `msync` with `MS_ASYNC` writes before it returns, as
+//!   `MS_SYNC` (there is no writeback thread); with a length of 0 it is
+//!   `InvalidInput`, as every call here (Linux returns 0).
 //! - Placement: a free, aligned hint inside the window is used as is; otherwise
 //!   the *lowest* free range of the window (Linux searches top-down below
 //!   `mmap_base`). App mappings never leave the window.
@@ -415,4 +416,4 @@ pub use object::{AnonPager, BytesPager, MemObject, ObjectError, Pager, PagerErro
 pub use page_table_entry::{GenericPTE, MappingFlags};
 pub use page_table_multiarch::{PagingHandler, PagingMetaData};
 pub use paging::{Audit, LeafSize};
-pub use space::{AddrSpace, CONTIGUOUS_MAX, MmStats, RemapFlags, Translation};
+pub use space::{AddrSpace, CONTIGUOUS_MAX, MmStats, MsyncFlags, RemapFlags, Translation};

@@ -16,8 +16,8 @@ use axerrno::AxError;
 use common::*;
 use hal::Access;
 use mm::{
-    AreaInfo, AreaKind, BytesPager, FaultError, MappingFlags, MemObject, MmStats, MmapFlags, Pager,
-    PagerError, Prot,
+    AreaInfo, AreaKind, BytesPager, FaultError, MappingFlags, MemObject, MmStats, MmapFlags,
+    MsyncFlags, Pager, PagerError, Prot,
 };
 use testing::TrackingHandler;
 
@@ -519,12 +519,12 @@ fn msync_writes_dirty_shared_pages_back() {
         .as_usize();
     // Read faults leave pages clean.
     fault(&s, a, Access::Read).unwrap();
-    assert_eq!(s.msync(va(a), 3 * PAGE), Ok(0));
+    assert_eq!(s.msync(va(a), 3 * PAGE, MsyncFlags::SYNC), Ok(0));
     assert_eq!(pager.pages_written(), 0);
 
     store(&s, a + PAGE + 16, 0x0123_4567_89ab_cdef);
     assert!(obj.page_state(1).unwrap().dirty);
-    assert_eq!(s.msync(va(a), 3 * PAGE), Ok(1));
+    assert_eq!(s.msync(va(a), 3 * PAGE, MsyncFlags::SYNC), Ok(1));
     assert_eq!(pager.pages_written(), 1);
     let c = pager.contents();
     assert_eq!(word(&c, PAGE + 16), 0x0123_4567_89ab_cdef);
@@ -534,16 +534,16 @@ fn msync_writes_dirty_shared_pages_back() {
     assert!(!pte_flags(&s, a + PAGE).contains(MappingFlags::WRITE));
     let st = obj.page_state(1).unwrap();
     assert_eq!((st.maps, st.wmaps, st.dirty), (1, 0, false));
-    assert_eq!(s.msync(va(a), 3 * PAGE), Ok(0));
+    assert_eq!(s.msync(va(a), 3 * PAGE, MsyncFlags::SYNC), Ok(0));
     assert_eq!(pager.pages_written(), 1);
     // A new write faults, dirties the page again and is written back.
     store(&s, a + PAGE + 16, 42);
     assert!(pte_flags(&s, a + PAGE).contains(MappingFlags::WRITE));
     assert!(obj.page_state(1).unwrap().dirty);
     // A range that does not cover page 1 writes nothing.
-    assert_eq!(s.msync(va(a), PAGE), Ok(0));
+    assert_eq!(s.msync(va(a), PAGE, MsyncFlags::SYNC), Ok(0));
     assert!(pte_flags(&s, a + PAGE).contains(MappingFlags::WRITE));
-    assert_eq!(s.msync(va(a + PAGE), 1), Ok(1));
+    assert_eq!(s.msync(va(a + PAGE), 1, MsyncFlags::SYNC), Ok(1));
     assert_eq!(word(&pager.contents(), PAGE + 16), 42);
     assert_eq!(pager.pages_written(), 2);
 
@@ -558,14 +558,17 @@ fn msync_writes_dirty_shared_pages_back() {
     store(&s, h + 2 * PAGE + 8, 9);
     let before = state(&s);
     let dirty = obj.dirty_pages();
-    assert_eq!(s.msync(va(h), 3 * PAGE), Err(AxError::NoMemory));
+    assert_eq!(
+        s.msync(va(h), 3 * PAGE, MsyncFlags::SYNC),
+        Err(AxError::NoMemory)
+    );
     assert_eq!(state(&s), before);
     assert_eq!(pager.pages_written(), 2);
     assert_eq!(obj.dirty_pages(), dirty);
     assert!(pte_flags(&s, h).contains(MappingFlags::WRITE));
     // Each part on its own is fine.
-    assert_eq!(s.msync(va(h), PAGE), Ok(1));
-    assert_eq!(s.msync(va(h + 2 * PAGE), PAGE), Ok(1));
+    assert_eq!(s.msync(va(h), PAGE, MsyncFlags::SYNC), Ok(1));
+    assert_eq!(s.msync(va(h + 2 * PAGE), PAGE, MsyncFlags::SYNC), Ok(1));
     assert_eq!(word(&pager.contents(), 2 * PAGE + 8), 7);
     assert_eq!(word(&pager.contents(), 8), 9);
     assert_eq!(pager.pages_written(), 4);
@@ -584,16 +587,82 @@ fn msync_writes_dirty_shared_pages_back() {
     store(&s, anon, 1);
     let anon_shared = s.mmap(None, 2 * PAGE, RW, SHARED).unwrap().as_usize();
     store(&s, anon_shared, 1);
-    assert_eq!(s.msync(va(p), 2 * PAGE), Ok(0));
-    assert_eq!(s.msync(va(anon), 2 * PAGE), Ok(0));
+    assert_eq!(s.msync(va(p), 2 * PAGE, MsyncFlags::SYNC), Ok(0));
+    assert_eq!(s.msync(va(anon), 2 * PAGE, MsyncFlags::SYNC), Ok(0));
     // Anonymous shared memory writes back to a pager that keeps nothing.
-    assert_eq!(s.msync(va(anon_shared), 2 * PAGE), Ok(1));
+    assert_eq!(s.msync(va(anon_shared), 2 * PAGE, MsyncFlags::SYNC), Ok(1));
     assert_eq!(pager.pages_written(), 4);
     assert_eq!(read(&s, p + 8), 1);
     // Unchecked ranges.
-    assert_eq!(s.msync(va(p + 1), PAGE), Err(AxError::InvalidInput));
-    assert_eq!(s.msync(va(WIN - PAGE), PAGE), Err(AxError::InvalidInput));
+    assert_eq!(
+        s.msync(va(p + 1), PAGE, MsyncFlags::SYNC),
+        Err(AxError::InvalidInput)
+    );
+    assert_eq!(
+        s.msync(va(WIN - PAGE), PAGE, MsyncFlags::SYNC),
+        Err(AxError::InvalidInput)
+    );
 
+    drop(s);
+    drop(obj);
+    assert_eq!(Arc::strong_count(&pager), 1);
+    testing::assert_no_leaks();
+}
+
+/// `MS_*` flags: Linux's checks (unknown bits, `ASYNC` with `SYNC`) refuse
+/// the call before anything is written; every valid set writes (there is no
+/// writeback thread for `ASYNC` to leave the work to).
+#[test]
+fn msync_flags_are_checked_and_every_valid_set_writes() {
+    let mut s = space();
+    let pager = Arc::new(BytesPager::new(text(2 * PAGE)));
+    let obj = MemObject::<TrackingHandler>::new(pager.clone());
+    let a = s
+        .mmap_object(None, 2 * PAGE, RW, SHARED, &obj, 0)
+        .unwrap()
+        .as_usize();
+    let bad = [
+        MsyncFlags::ASYNC | MsyncFlags::SYNC,
+        MsyncFlags::ASYNC | MsyncFlags::SYNC | MsyncFlags::INVALIDATE,
+        MsyncFlags::from_bits_retain(8),
+        MsyncFlags::SYNC | MsyncFlags::from_bits_retain(1 << 31),
+    ];
+    let good = [
+        MsyncFlags::SYNC,
+        MsyncFlags::ASYNC,
+        MsyncFlags::INVALIDATE,
+        MsyncFlags::SYNC | MsyncFlags::INVALIDATE,
+        MsyncFlags::ASYNC | MsyncFlags::INVALIDATE,
+        MsyncFlags::empty(),
+    ];
+    let mut written = 0;
+    for (i, &flags) in good.iter().enumerate() {
+        store(&s, a + PAGE + 8, i as u64 + 100);
+        for &b in &bad {
+            let before = state(&s);
+            assert_eq!(
+                s.msync(va(a), 2 * PAGE, b),
+                Err(AxError::InvalidInput),
+                "{b:?}"
+            );
+            assert_eq!(state(&s), before, "{b:?}");
+            assert!(obj.page_state(1).unwrap().dirty, "{b:?} wrote the page");
+        }
+        assert_eq!(pager.pages_written(), written);
+        assert_eq!(s.msync(va(a), 2 * PAGE, flags), Ok(1), "{flags:?}");
+        written += 1;
+        assert_eq!(
+            word(&pager.contents(), PAGE + 8),
+            i as u64 + 100,
+            "{flags:?}"
+        );
+        assert!(!obj.page_state(1).unwrap().dirty, "{flags:?}");
+    }
+    // The flags are checked before the range.
+    assert_eq!(
+        s.msync(va(a + 1), PAGE, MsyncFlags::from_bits_retain(8)),
+        Err(AxError::InvalidInput)
+    );
     drop(s);
     drop(obj);
     assert_eq!(Arc::strong_count(&pager), 1);
@@ -1221,12 +1290,12 @@ fn pager_errors_are_io_and_change_nothing() {
     // A failed write-back: Io; the pages stay dirty (and were made read-only
     // before the write, as every msync does), and the next msync writes them.
     pager.fail_writes.store(true, Ordering::Relaxed);
-    assert_eq!(s.msync(va(a), 2 * PAGE), Err(AxError::Io));
+    assert_eq!(s.msync(va(a), 2 * PAGE, MsyncFlags::SYNC), Err(AxError::Io));
     assert_eq!(obj.dirty_pages(), 2);
     assert_eq!(pager.inner.pages_written(), 0);
     assert!(!pte_flags(&s, a).contains(MappingFlags::WRITE));
     pager.fail_writes.store(false, Ordering::Relaxed);
-    assert_eq!(s.msync(va(a), 2 * PAGE), Ok(2));
+    assert_eq!(s.msync(va(a), 2 * PAGE, MsyncFlags::SYNC), Ok(2));
     assert_eq!(word(&pager.inner.contents(), PAGE + 8), 2);
     assert_eq!(obj.dirty_pages(), 0);
     drop(s);

@@ -19,6 +19,7 @@ mod msync;
 
 pub use mmap::CONTIGUOUS_MAX;
 pub use mremap::RemapFlags;
+pub use msync::MsyncFlags;
 
 use axerrno::{AxError, AxResult};
 use memory_addr::{AddrRange, MemoryAddr, PAGE_SIZE_4K, PhysAddr, VirtAddr};

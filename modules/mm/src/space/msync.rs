@@ -7,6 +7,14 @@
 //! back (a page still writable through another mapping stays dirty);
 //! other areas have nothing to write. The whole call is one operation
 //! batch.
+//!
+//! The flags are Linux's (`MS_ASYNC`, `MS_INVALIDATE`, `MS_SYNC`, same
+//! values) and are checked the same way, but two of them need no work
+//! here: there is no writeback thread, so `ASYNC` writes before it returns
+//! too (POSIX asks that the writes be scheduled; done is scheduled), and
+//! shared mappings map the object's own frames, so every mapping sees the
+//! data `INVALIDATE` would make them read again (private copies keep their
+//! own data, as in Linux).
 
 use axerrno::{AxError, AxResult};
 use memory_addr::VirtAddr;
@@ -14,6 +22,21 @@ use page_table_entry::GenericPTE;
 use page_table_multiarch::{PagingHandler, PagingMetaData};
 
 use super::AddrSpace;
+
+bitflags::bitflags! {
+    /// Flags of [`AddrSpace::msync`] (`MS_*`, with Linux's values).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct MsyncFlags: u32 {
+        /// `MS_ASYNC`: start writing back. Written before the call returns,
+        /// as with `SYNC` (no writeback thread). Not with `SYNC`.
+        const ASYNC = 1;
+        /// `MS_INVALIDATE`: other mappings of the objects see what was
+        /// written. They always do (see the module docs); accepted.
+        const INVALIDATE = 2;
+        /// `MS_SYNC`: write the dirty pages back before returning.
+        const SYNC = 4;
+    }
+}
 use crate::backend::Pages;
 use crate::error::Uncovered;
 
@@ -25,11 +48,19 @@ impl<
 {
     /// Writes the dirty pages of the shared object mappings in
     /// `[addr, addr + len)` (rounded up to pages) back through their
-    /// objects' pagers; returns how many pages were written. Every page of
-    /// the range must be mapped (else `NoMemory`, as Linux's `ENOMEM`, and
-    /// nothing is written); a pager failure is `Io` (pages written before it
-    /// are clean). Private and anonymous areas have nothing to write.
-    pub fn msync(&mut self, addr: VirtAddr, len: usize) -> AxResult<usize> {
+    /// objects' pagers; returns how many pages were written. Unknown flags,
+    /// or `ASYNC` with `SYNC`, are `InvalidInput`; no flag at all is
+    /// accepted (as Linux; the pages are written either way, see the module
+    /// docs). Every page of the range must be mapped (else `NoMemory`, as
+    /// Linux's `ENOMEM`, and nothing is written); a pager failure is `Io`
+    /// (pages written before it are clean). Private and anonymous areas
+    /// have nothing to write.
+    pub fn msync(&mut self, addr: VirtAddr, len: usize, flags: MsyncFlags) -> AxResult<usize> {
+        if flags.bits() & !MsyncFlags::all().bits() != 0
+            || flags.contains(MsyncFlags::ASYNC | MsyncFlags::SYNC)
+        {
+            return Err(AxError::InvalidInput);
+        }
         self.batched(|s| s.msync_op(addr, len))
     }
 

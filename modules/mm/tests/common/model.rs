@@ -1377,12 +1377,17 @@ fn addr_aligned(p: usize, align: usize) -> bool {
 }
 
 impl Model {
-    /// `msync(addr, len)` per the documented rules: the result (pages written
-    /// back) and its effects. Each area of the range in turn: a shared object
+    /// `msync(addr, len, flags)` per the documented rules: the result (pages
+    /// written back) and its effects. `flags` (raw `MS_*` bits) with an
+    /// unknown bit, or `MS_ASYNC` (1) with `MS_SYNC` (4), is `InvalidInput`;
+    /// the others all write. Each area of the range in turn: a shared object
     /// area makes its writable PTEs in the range read-only, then writes back
     /// every dirty resident page of the object pages the range maps there
     /// (those still mapped writable elsewhere stay dirty).
-    pub fn msync(&mut self, addr: usize, len: usize) -> Result<usize, AxError> {
+    pub fn msync(&mut self, addr: usize, len: usize, flags: u32) -> Result<usize, AxError> {
+        if flags & !7 != 0 || flags & 5 == 5 {
+            return Err(AxError::InvalidInput);
+        }
         let (p, n) = window_pages(addr, len).ok_or(AxError::InvalidInput)?;
         if (p..p + n).any(|q| !self.pages.contains_key(&q)) {
             return Err(AxError::NoMemory);
