@@ -11,9 +11,12 @@
 //! ([`space_with_areas`]) and then, for `K` areas of the scrambled walk
 //! ([`walk`]), runs each operation once, undoing it (uncounted) before the
 //! next: a lookup, an `mprotect` that splits the area, a `munmap` that splits
-//! it, and an `mmap` into the hole left by unmapping it. Divide a wrapper's
-//! count by `K`.
+//! it, an `mmap` into the hole left by unmapping it, and a lazy write fault
+//! on one of its pages (a miss of the fault path's last-hit cache, as every
+//! fault in another area than the last one is). Divide a wrapper's count by
+//! `K`.
 
+use hal::Access;
 use hostbench::{AREA_PAGES, PAGE, TrackedSpace, area_start, map_area, space_with_areas, va, walk};
 use mm::{AreaInfo, Prot};
 use std::hint::black_box;
@@ -48,6 +51,14 @@ pub fn tessera_bench_area_mmap(s: &mut TrackedSpace, i: usize) {
     map_area(s, i);
 }
 
+/// A lazy write fault on the second page of area `i`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn tessera_bench_area_fault(s: &TrackedSpace, i: usize) {
+    s.handle_page_fault(va(area_start(i) + PAGE), Access::Write)
+        .expect("a lazy fault in an area");
+}
+
 /// Puts area `i` back as the layout has it.
 fn restore(s: &mut TrackedSpace, i: usize) {
     s.munmap(va(area_start(i)), AREA_PAGES * PAGE)
@@ -74,6 +85,8 @@ fn main() {
         s.munmap(va(area_start(i)), AREA_PAGES * PAGE)
             .expect("munmap of a slot");
         tessera_bench_area_mmap(&mut s, i);
+        tessera_bench_area_fault(&s, i);
+        restore(&mut s, i);
     }
     assert_eq!(s.areas().count(), n, "every operation was undone");
     println!("areacount: areas={n} ops={k}");
