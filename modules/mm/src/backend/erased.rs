@@ -484,9 +484,11 @@ impl<
     /// the area's node (or one pointer away for a large one).
     #[inline(always)]
     fn view(&self) -> BackendPtr<M, PTE, H> {
+        // One trip through the type table, not one per use.
+        let b: &dyn DynBackend<M, PTE, H> = &**self;
         BackendPtr {
-            ptr: NonNull::from(&**self),
-            zero_fill_4k: (**self).zero_fill_4k(),
+            ptr: NonNull::from(b),
+            zero_fill_4k: b.zero_fill_4k(),
         }
     }
 
